@@ -1,0 +1,230 @@
+"""Plain domain data shared by every layer.
+
+Frozen dataclasses and string enums only: no IO, no asyncio, no sqlite. Policy
+functions take and return these; IO modules convert rows and payloads to them.
+All datetimes are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+POLICY_VERSION = "notice-2024-1"
+
+
+class Purpose(StrEnum):
+    SECURITY = "security"
+    RND = "rnd"
+    MARKETING = "marketing"
+
+
+class Site(StrEnum):
+    PREMISES = "premises"
+    EXTERNAL = "external"
+
+
+class RecState(StrEnum):
+    ACTIVE = "active"
+    DELETING = "deleting"
+    DELETED = "deleted"
+    MISSING = "missing"
+    RESTRICTED = "restricted"
+
+
+class TimeSource(StrEnum):
+    """Where a recording's start time came from (SPEC §2, in order of preference)."""
+
+    RECORDER = "recorder"  # segment name or stream timestamp
+    CREATION_TIME = "creation_time"  # container metadata
+    MTIME = "mtime"  # the watched file's modification time
+    UNTRUSTED = "untrusted"  # wall clock was untrusted when recorded
+
+
+class HoldKind(StrEnum):
+    INCIDENT = "incident"
+    RND_EXTENSION = "rnd_extension"
+
+
+class RequestMode(StrEnum):
+    ERASE = "erase"
+    RESTRICT = "restrict"
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*(s|min|h|d|w|mo|y)\s*$")
+
+
+@dataclass(frozen=True, order=True)
+class Period:
+    """A retention period: calendar months plus a fixed number of seconds.
+
+    Months and seconds are kept apart because a calendar month has no fixed
+    length; comparison across the two kinds uses :meth:`upper_bound_seconds`.
+    """
+
+    months: int = 0
+    seconds: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Period:
+        """Parse ``72h``, ``3d``, ``2w``, ``6mo``, ``1y``, ``90s``, ``30min``.
+
+        Raises ValueError with the accepted forms in the message.
+        """
+        m = _DURATION_RE.match(text)
+        if not m:
+            raise ValueError(
+                f"bad duration {text!r}: use a whole number and a unit, "
+                "one of s, min, h, d, w, mo, y (e.g. 72h, 3d, 6mo)"
+            )
+        n, unit = int(m.group(1)), m.group(2)
+        if unit == "mo":
+            return cls(months=n)
+        if unit == "y":
+            return cls(months=12 * n)
+        mult = {"s": 1, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[unit]
+        return cls(seconds=n * mult)
+
+    def upper_bound_seconds(self) -> int:
+        """Longest this period can last (31-day months), for comparisons."""
+        return self.months * 31 * 86400 + self.seconds
+
+    def lower_bound_seconds(self) -> int:
+        """Shortest this period can last (28-day months)."""
+        return self.months * 28 * 86400 + self.seconds
+
+    def __str__(self) -> str:
+        if self.months and not self.seconds:
+            return f"{self.months}mo"
+        if not self.months and self.seconds % 86400 == 0 and self.seconds:
+            return f"{self.seconds // 86400}d"
+        if not self.months and self.seconds % 3600 == 0 and self.seconds:
+            return f"{self.seconds // 3600}h"
+        if not self.months:
+            return f"{self.seconds}s"
+        return f"{self.months}mo+{self.seconds}s"
+
+
+@dataclass(frozen=True)
+class RetentionPeriods:
+    """How long footage may be kept, from recording start. Defaults = the notice."""
+
+    security: Period = Period(seconds=3 * 86400)
+    rnd_premises: Period = Period(months=6)
+    rnd_external: Period = Period(months=2)
+    marketing_premises: Period = Period(months=6)
+    marketing_external: Period = Period(months=2)
+    anonymized: Period | None = None  # None = no limit
+
+    def for_purpose(self, purpose: Purpose, site: Site) -> Period:
+        if purpose is Purpose.SECURITY:
+            return self.security
+        if purpose is Purpose.RND:
+            return self.rnd_premises if site is Site.PREMISES else self.rnd_external
+        return self.marketing_premises if site is Site.PREMISES else self.marketing_external
+
+
+NOTICE_PERIODS = RetentionPeriods()
+
+
+@dataclass(frozen=True)
+class Tags:
+    """What every recording carries, in the catalog and in its container."""
+
+    location: str
+    purpose: Purpose
+    site: Site
+    audio: bool
+    anonymized: bool
+    start: datetime
+    end: datetime
+    time_source: TimeSource
+    device: str
+    policy_version: str = POLICY_VERSION
+
+
+@dataclass(frozen=True)
+class Recording:
+    id: str
+    path: str  # relative to the storage root
+    tags: Tags
+    size: int
+    sha256: str
+    state: RecState = RecState.ACTIVE
+    deadline: datetime | None = None  # None = no limit, or not yet known
+    source_id: str | None = None
+
+    @property
+    def start(self) -> datetime:
+        return self.tags.start
+
+    @property
+    def end(self) -> datetime:
+        return self.tags.end
+
+    @property
+    def location(self) -> str:
+        return self.tags.location
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Stops deletion. Scope is either recording ids or a location + window."""
+
+    id: str
+    kind: HoldKind
+    reason: str
+    placed_by: str
+    placed_at: datetime
+    recording_ids: tuple[str, ...] = ()
+    location: str | None = None
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    expires: datetime | None = None
+    released_at: datetime | None = None
+    released_by: str | None = None
+
+
+@dataclass(frozen=True)
+class EraseRequest:
+    """A data-subject request: a place and a time window."""
+
+    ref: str
+    location: str
+    start: datetime
+    end: datetime
+    mode: RequestMode = RequestMode.ERASE
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    ts: datetime
+    data: dict[str, object] = field(default_factory=dict)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_ts(text: str) -> datetime:
+    """ISO 8601 to aware UTC; a naive value is taken as UTC."""
+    t = text.strip()
+    if t.endswith("Z"):
+        t = t[:-1] + "+00:00"
+    dt = datetime.fromisoformat(t)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def iso(dt: datetime) -> str:
+    """UTC ISO 8601 with a Z suffix, microseconds kept only when present."""
+    dt = dt.astimezone(UTC)
+    spec = "microseconds" if dt.microsecond else "seconds"
+    return dt.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+ZERO = timedelta(0)
