@@ -155,6 +155,8 @@ class Recording:
     state: RecState = RecState.ACTIVE
     deadline: datetime | None = None  # None = no limit, or not yet known
     source_id: str | None = None
+    # Hash of the file as it arrived, before tagging/stripping: identifies re-adoption.
+    source_sha256: str | None = None
 
     @property
     def start(self) -> datetime:
