@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "profile_cmd",
     "recordings_cmd",
     "audit_cmd",
+    "ingest_cmd",
 )
 
 

@@ -1,0 +1,108 @@
+"""``edge-agent ingest``: adopt files once, through the same path as watched folders."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edge_agent.catalog import CatalogError, open_catalog_from_config
+from edge_agent.cli._base import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_OK,
+    CliError,
+    add_command,
+    add_config_arg,
+    add_json_arg,
+    error,
+    print_json,
+)
+from edge_agent.model import Purpose, iso, utcnow
+
+EXAMPLE = (
+    "edge-agent ingest --config /etc/edge-agent/config.toml "
+    "--location gate --purpose security /srv/drop/cam-gate/*.mp4"
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = add_command(
+        sub,
+        "ingest",
+        help="adopt media files once: tag, strip audio outside audio rooms, catalogue",
+        description=(
+            "Adopt files into the storage root exactly as a watched folder would. "
+            "The original is consumed (moved in, or to quarantine with a reason): "
+            "a copy left outside would escape retention."
+        ),
+        example=EXAMPLE,
+        func=run_ingest,
+    )
+    add_config_arg(p)
+    add_json_arg(p)
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files to adopt")
+    p.add_argument("--location", required=True, help="location id from the config")
+    p.add_argument(
+        "--purpose", required=True, choices=[x.value for x in Purpose], help="why it was recorded"
+    )
+    p.add_argument("--anonymized", action="store_true", help="footage is already anonymized")
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    from edge_agent.config import ConfigError, load_config
+    from edge_agent.intake import Intake, IntakeIOError, Outcome
+    from edge_agent.runtime import intake_settings, origin_for
+
+    try:
+        cfg = load_config(args.config, check_files=False)
+    except ConfigError as exc:
+        for line in exc.problems or [str(exc)]:
+            error(line)
+        return EXIT_BAD_INPUT
+    try:
+        origin = origin_for(cfg, args.location, Purpose(args.purpose), anonymized=args.anonymized)
+    except KeyError as exc:
+        raise CliError(f"--location: {exc.args[0]}", EXIT_BAD_INPUT) from None
+    try:
+        catalog = open_catalog_from_config(cfg)
+    except CatalogError as exc:
+        raise CliError(str(exc), EXIT_FAILURE) from None
+    results = []
+    failed = False
+    with catalog:
+        intake = Intake(catalog, intake_settings(cfg), actor="cli:ingest")
+        for path in args.paths:
+            try:
+                result = intake.adopt(path, origin, utcnow())
+            except IntakeIOError as exc:
+                error(f"{path}: {exc} (left in place; free space and retry)")
+                failed = True
+                continue
+            results.append(result)
+            if result.outcome not in (Outcome.ADOPTED, Outcome.DUPLICATE):
+                failed = True
+            if not args.json:
+                _print_line(result)
+    if args.json:
+        print_json({"results": [r.as_dict() for r in results], "ts": iso(utcnow())})
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _print_line(result: object) -> None:
+    from edge_agent.intake import IntakeResult
+
+    assert isinstance(result, IntakeResult)
+    if result.recording is not None:
+        rec = result.recording
+        audio = "audio kept" if rec.tags.audio else "no audio"
+        if result.audio_removed:
+            audio = "audio removed"
+        sys.stdout.write(
+            f"{result.outcome}: {result.source} -> {rec.path} "
+            f"[{rec.tags.location} {rec.tags.purpose} {rec.tags.site} {audio}; "
+            f"start {iso(rec.tags.start)} from {rec.tags.time_source}; "
+            f"deadline {iso(rec.deadline) if rec.deadline else 'none'}]\n"
+        )
+    else:
+        sys.stdout.write(f"{result.outcome}: {result.source}: {result.reason}\n")
