@@ -190,7 +190,7 @@ class Intake:
             probe = media.probe(path, max_streams=self.settings.max_streams)
             video_packets = media.count_packets(path, "video")
         except media.MediaError as exc:
-            return self._quarantine(path, f"{exc.reason}: {exc}", now)
+            return self._quarantine(path, f"{exc.reason}: {exc.message}", now)
 
         st = path.stat()
         start_choice = self._choose_start(path, origin, probe.creation_time, st.st_mtime, now)
@@ -228,7 +228,7 @@ class Intake:
             if exc.reason == "write_failed":
                 # Disk full or I/O error on our side: the file is fine, retry later.
                 raise IntakeIOError(f"cannot write {tmp}: {exc}") from exc
-            return self._quarantine(path, f"{exc.reason}: {exc}", now)
+            return self._quarantine(path, f"{exc.reason}: {exc.message}", now)
         except OSError as exc:
             # Disk full or similar: the original stays where it is and is retried later.
             tmp.unlink(missing_ok=True)

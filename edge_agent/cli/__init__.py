@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "recordings_cmd",
     "audit_cmd",
     "ingest_cmd",
+    "demo_cmd",
 )
 
 
