@@ -278,3 +278,18 @@ def test_full_disk_leaves_the_original(env, monkeypatch) -> None:
     assert src.exists()
     assert cat.list_recordings() == []
     assert not [p for p in root.rglob("*") if p.is_file() and p.name != ".edge-agent-storage"]
+
+
+def test_fifo_and_directory_are_refused_without_blocking(env) -> None:
+    intake, cat, drop, _root, _ = env
+    fifo = drop / "pipe.mp4"
+    os.mkfifo(fifo)
+    folder = drop / "folder.mp4"
+    folder.mkdir()
+    # Opening a FIFO for reading would block forever: it must be refused from lstat alone.
+    for path in (fifo, folder):
+        res = intake.adopt(path, GATE, NOW)
+        assert res.outcome is Outcome.REFUSED
+        assert res.reason is not None and res.reason.startswith("not_regular")
+        assert path.exists()
+    assert cat.list_recordings() == []
