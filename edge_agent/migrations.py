@@ -200,9 +200,31 @@ def _purpose_stats(db: Database) -> None:
     )
 
 
+def _commands(db: Database) -> None:
+    # Replay memory for MQTT commands: an id is kept until its command expires,
+    # with the verdict and result so a broker re-delivery can be answered again.
+    db.executescript(
+        """
+        CREATE TABLE commands (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            key_id TEXT,
+            digest TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            state TEXT NOT NULL,
+            reason TEXT,
+            result TEXT
+        );
+        CREATE INDEX idx_commands_expires ON commands(expires_at);
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _initial),
     Migration(2, "purpose stats and duration bound", _purpose_stats),
+    Migration(3, "command replay memory", _commands),
 ]
 
 

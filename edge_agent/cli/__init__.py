@@ -23,6 +23,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "audit_cmd",
     "ingest_cmd",
     "demo_cmd",
+    "run_cmd",
+    "keys_cmd",
+    "command_cmd",
+    "status_cmd",
 )
 
 

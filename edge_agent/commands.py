@@ -1,0 +1,345 @@
+"""Commands to the device: envelopes, canonical JSON, Ed25519 signatures, validation.
+
+Pure: no IO, no clock. ``now`` and the replay memory are passed in, so every
+rejection reason is a plain function call in the tests.
+
+An envelope is JSON::
+
+    {"v": 1, "id": "<uuid>", "device": "gw-1", "name": "erase", "args": {...},
+     "issued_at": "2026-11-02T10:00:00Z", "expires_at": "2026-11-02T10:10:00Z",
+     "key_id": "<16 hex>", "sig": "<base64 Ed25519 signature>"}
+
+The signature covers the canonical JSON of every field except ``sig`` (sorted
+keys, no whitespace, UTF-8), so the device, the command id and the validity
+window are all signed: a command cannot be redirected, replayed after expiry
+or have its arguments changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge_agent.model import HoldKind, iso, parse_ts
+
+ENVELOPE_VERSION = 1
+COMMAND_NAMES = ("hold", "release", "erase", "restrict", "status", "reload")
+# Destructive: change or remove footage, or what protects it (SPEC §5).
+SIGNED_COMMANDS = frozenset({"hold", "release", "erase", "restrict"})
+DEFAULT_SKEW = timedelta(seconds=60)
+# Replay memory lasts until expiry, so the longest validity bounds its size.
+MAX_TTL = timedelta(days=1)
+
+
+class Reason(StrEnum):
+    MALFORMED = "malformed"
+    UNKNOWN_COMMAND = "unknown_command"
+    UNSIGNED = "unsigned"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    WRONG_DEVICE = "wrong_device"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    TTL_TOO_LONG = "ttl_too_long"
+    REPLAYED = "replayed"
+    BAD_ARGS = "bad_args"
+
+
+def canonical_json(doc: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: the bytes that are signed."""
+    return json.dumps(
+        doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+# -- keys ------------------------------------------------------------------
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    """Short fingerprint of a public key: the first 16 hex of SHA-256 of its raw bytes."""
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    name: str  # e.g. the key file's stem, shown in audit entries
+    public: Ed25519PublicKey
+
+    @property
+    def id(self) -> str:
+        return key_id(self.public)
+
+
+def load_public_key(pem: bytes, *, name: str) -> TrustedKey:
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"key {name!r} is not an Ed25519 public key (make one with keys generate)")
+    return TrustedKey(name, key)
+
+
+def load_private_key(pem: bytes, *, name: str) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(
+            f"key {name!r} is not an Ed25519 private key (make one with keys generate)"
+        )
+    return key
+
+
+def private_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+# -- payload models ----------------------------------------------------------
+
+
+def _utc_text(value: str) -> str:
+    try:
+        parse_ts(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-02T10:00:00Z)") from None
+    return value
+
+
+UtcText = Annotated[str, AfterValidator(_utc_text)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CommandEnvelope(_Model):
+    """A command as it travels on ``cmd/{name}``."""
+
+    v: Literal[1] = 1
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    device: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    args: dict[str, Any] = Field(default_factory=dict)
+    issued_at: UtcText
+    expires_at: UtcText
+    key_id: str | None = None
+    sig: str | None = None
+
+    def signed_bytes(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json", exclude={"sig"}))
+
+
+class HoldArgs(_Model):
+    kind: HoldKind
+    reason: str = Field(min_length=1)
+    recording_ids: tuple[str, ...] = ()
+    location: str | None = None
+    start: UtcText | None = None
+    end: UtcText | None = None
+    until: UtcText | None = None
+
+    @model_validator(mode="after")
+    def _scope(self) -> HoldArgs:
+        window = (self.location, self.start, self.end)
+        if self.recording_ids and any(v is not None for v in window):
+            raise ValueError("give recording_ids or location+start+end, not both")
+        if not self.recording_ids and any(v is None for v in window):
+            raise ValueError("give recording_ids, or location with start and end")
+        if self.start and self.end and parse_ts(self.end) < parse_ts(self.start):
+            raise ValueError("end is before start")
+        return self
+
+
+class ReleaseArgs(_Model):
+    hold_id: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
+
+
+class EraseArgs(_Model):
+    ref: str = Field(min_length=1)
+    location: str = Field(min_length=1)
+    start: UtcText
+    end: UtcText
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _window(self) -> EraseArgs:
+        if parse_ts(self.end) < parse_ts(self.start):
+            raise ValueError("end is before start")
+        return self
+
+
+class NoArgs(_Model):
+    pass
+
+
+ARG_MODELS: dict[str, type[_Model]] = {
+    "hold": HoldArgs,
+    "release": ReleaseArgs,
+    "erase": EraseArgs,
+    "restrict": EraseArgs,
+    "status": NoArgs,
+    "reload": NoArgs,
+}
+
+
+class CommandResult(_Model):
+    """What the device says on ``cmd-result/{cmd_id}``: first the verdict, then the result."""
+
+    id: str
+    name: str | None = None
+    state: Literal["accepted", "rejected", "done", "failed"]
+    reason: str | None = None  # a Reason for rejected, an error for failed
+    detail: str | None = None
+    result: dict[str, Any] | None = None
+    ts: str
+
+
+# -- signing -------------------------------------------------------------------
+
+
+def sign(
+    private: Ed25519PrivateKey,
+    *,
+    device: str,
+    name: str,
+    args: Mapping[str, Any],
+    issued_at: datetime,
+    ttl: timedelta,
+    cmd_id: str | None = None,
+) -> CommandEnvelope:
+    unsigned = CommandEnvelope(
+        id=cmd_id or str(uuid.uuid4()),
+        device=device,
+        name=name,
+        args=dict(args),
+        issued_at=iso(issued_at),
+        expires_at=iso(issued_at + ttl),
+        key_id=key_id(private.public_key()),
+    )
+    sig = private.sign(unsigned.signed_bytes())
+    return unsigned.model_copy(update={"sig": base64.b64encode(sig).decode("ascii")})
+
+
+# -- validation ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``accepted`` with parsed ``args``, or a ``reason`` and a human ``detail``."""
+
+    envelope: CommandEnvelope | None
+    reason: Reason | None = None
+    detail: str | None = None
+    args: _Model | None = None
+    key: TrustedKey | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason is None
+
+    @property
+    def cmd_id(self) -> str | None:
+        return self.envelope.id if self.envelope else None
+
+
+def parse_envelope(payload: bytes) -> CommandEnvelope | str:
+    """The envelope, or why it cannot be read."""
+    try:
+        doc = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return f"payload is not UTF-8 JSON ({exc})"
+    if not isinstance(doc, dict):
+        return "payload is not a JSON object"
+    try:
+        return CommandEnvelope.model_validate(doc)
+    except ValidationError as exc:
+        return _first_error(exc)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(envelope)"
+    return f"{where}: {err['msg']}"
+
+
+def validate(
+    payload: bytes,
+    *,
+    topic_name: str | None,
+    device_id: str,
+    trusted: Mapping[str, TrustedKey],
+    now: datetime,
+    seen: Callable[[str], bool],
+    skew: timedelta = DEFAULT_SKEW,
+) -> Verdict:
+    """Decide whether a received command may run.
+
+    ``trusted`` maps key id to key; ``seen(cmd_id)`` says whether the id was
+    already received (the replay memory). The signature is checked before
+    anything else in the envelope is believed.
+    """
+    parsed = parse_envelope(payload)
+    if isinstance(parsed, str):
+        return Verdict(None, Reason.MALFORMED, parsed)
+    env = parsed
+    if env.name not in COMMAND_NAMES or (topic_name is not None and topic_name != env.name):
+        return Verdict(
+            env,
+            Reason.UNKNOWN_COMMAND,
+            f"command {env.name!r} on topic cmd/{topic_name} "
+            f"(known: {', '.join(COMMAND_NAMES)}; name and topic must agree)",
+        )
+    key: TrustedKey | None = None
+    if env.sig is None or env.key_id is None:
+        if env.name in SIGNED_COMMANDS:
+            return Verdict(env, Reason.UNSIGNED, f"{env.name!r} must be signed by a trusted key")
+    else:
+        key = trusted.get(env.key_id)
+        if key is None:
+            return Verdict(env, Reason.UNKNOWN_KEY, f"key {env.key_id!r} is not trusted")
+        try:
+            sig = base64.b64decode(env.sig, validate=True)
+            key.public.verify(sig, env.signed_bytes())
+        except (InvalidSignature, binascii.Error, ValueError):
+            return Verdict(env, Reason.BAD_SIGNATURE, f"signature does not verify with {key.name}")
+    if env.device != device_id:
+        return Verdict(env, Reason.WRONG_DEVICE, f"addressed to {env.device!r}, not {device_id!r}")
+    issued, expires = parse_ts(env.issued_at), parse_ts(env.expires_at)
+    if expires - issued > MAX_TTL:
+        return Verdict(env, Reason.TTL_TOO_LONG, f"valid for more than {MAX_TTL}")
+    if now >= expires:
+        return Verdict(env, Reason.EXPIRED, f"expired at {env.expires_at} (now {iso(now)})")
+    if now + skew < issued:
+        return Verdict(env, Reason.NOT_YET_VALID, f"issued at {env.issued_at} (now {iso(now)})")
+    if seen(env.id):
+        return Verdict(env, Reason.REPLAYED, f"command id {env.id!r} was already received")
+    try:
+        args = ARG_MODELS[env.name].model_validate(env.args)
+    except ValidationError as exc:
+        return Verdict(env, Reason.BAD_ARGS, _first_error(exc), key=key)
+    return Verdict(env, None, None, args, key)
+
+
+def expiry_of(env: CommandEnvelope) -> datetime:
+    return parse_ts(env.expires_at)

@@ -1,0 +1,221 @@
+"""Signed commands through a real broker: every rejection reason, and an erase end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from broker import Broker, Subscriber, start_agent, write_agent_config
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from mediagen import make_video
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_agent.audit import AuditLog
+from edge_agent.catalog import Catalog
+from edge_agent.cli import main as cli_main
+from edge_agent.commands import load_private_key, sign
+from edge_agent.config import load_config
+from edge_agent.intake import Intake
+from edge_agent.model import Purpose, RecState, iso, utcnow
+from edge_agent.runtime import intake_settings, origin_for
+
+ROOT = "edge/gw-1"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("cmd")
+    broker = Broker(tmp / "broker")
+    broker.start()
+    assert cli_main(["keys", "generate", "--out", str(tmp / "keys"), "--name", "central"]) == 0
+    assert (tmp / "keys" / "central.key").stat().st_mode & 0o777 == 0o600
+    cfg_path = write_agent_config(tmp, broker, trusted_keys=(tmp / "keys" / "central.pub",))
+    cfg = load_config(cfg_path)
+    cat = Catalog.open(cfg.storage.catalog, device_id="gw-1", storage_root=cfg.storage.root)
+    clip = make_video(tmp / "drop.mp4", seconds=1.0)
+    result = Intake(cat, intake_settings(cfg)).adopt(
+        clip, origin_for(cfg, "gate", Purpose.SECURITY), utcnow()
+    )
+    assert result.recording is not None, result
+    cat.close()
+    agent = start_agent(cfg_path, tmp / "agent.log")
+    sub = Subscriber(broker, [f"{ROOT}/cmd-result/#", f"{ROOT}/status", f"{ROOT}/events"])
+    sub.wait_for(f"{ROOT}/status", lambda g: any(p["state"] != "offline" for p in g))
+    key = load_private_key((tmp / "keys" / "central.key").read_bytes(), name="central")
+    yield {
+        "tmp": tmp,
+        "broker": broker,
+        "cfg": cfg,
+        "key": key,
+        "sub": sub,
+        "recording": result.recording,
+        "agent": agent,
+    }
+    sub.close()
+    agent.terminate()
+    try:
+        agent.wait(15)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+    broker.stop()
+
+
+def _publish(
+    broker: Broker, name: str, payload: bytes | str, props: Properties | None = None
+) -> None:
+    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    c.publish(f"{ROOT}/cmd/{name}", payload, qos=1, properties=props).wait_for_publish(5)
+    c.loop_stop()
+    c.disconnect()
+
+
+def _signed(key: Ed25519PrivateKey, name: str, args: dict[str, Any], **kw: Any) -> str:
+    env = sign(
+        key,
+        device=kw.get("device", "gw-1"),
+        name=name,
+        args=args,
+        issued_at=kw.get("issued", utcnow()),
+        ttl=kw.get("ttl", timedelta(minutes=10)),
+        cmd_id=kw.get("cmd_id"),
+    )
+    return json.dumps(env.model_dump(mode="json"))
+
+
+def _results(sub: Subscriber, cmd_id: str, final: tuple[str, ...]) -> list[dict[str, Any]]:
+    return sub.wait_for(
+        f"{ROOT}/cmd-result/{cmd_id}", lambda g: any(r["state"] in final for r in g)
+    )
+
+
+def test_every_rejection_reason_is_answered_and_audited(setup: dict[str, Any]) -> None:
+    key, sub, broker = setup["key"], setup["sub"], setup["broker"]
+    rid = setup["recording"].id
+    hold = {"kind": "incident", "reason": "case 1", "recording_ids": [rid]}
+    stranger = Ed25519PrivateKey.generate()
+    unsigned = json.loads(_signed(key, "hold", hold, cmd_id="r-unsigned"))
+    del unsigned["sig"]
+    forged = json.loads(_signed(key, "hold", hold, cmd_id="r-bad-sig"))
+    forged["args"]["reason"] = "changed"
+    cases = {
+        "r-unsigned": ("unsigned", json.dumps(unsigned)),
+        "r-bad-sig": ("bad_signature", json.dumps(forged)),
+        "r-unknown-key": ("unknown_key", _signed(stranger, "hold", hold, cmd_id="r-unknown-key")),
+        "r-expired": (
+            "expired",
+            _signed(key, "hold", hold, cmd_id="r-expired", issued=utcnow() - timedelta(hours=1)),
+        ),
+        "r-future": (
+            "not_yet_valid",
+            _signed(key, "hold", hold, cmd_id="r-future", issued=utcnow() + timedelta(hours=1)),
+        ),
+        "r-device": ("wrong_device", _signed(key, "hold", hold, cmd_id="r-device", device="gw-2")),
+        "r-args": ("bad_args", _signed(key, "hold", {"kind": "incident"}, cmd_id="r-args")),
+    }
+    for _cmd_id, (_, payload) in cases.items():
+        _publish(broker, "hold", payload)
+    for cmd_id, (reason, _) in cases.items():
+        got = _results(sub, cmd_id, ("rejected",))
+        assert [(r["state"], r["reason"]) for r in got] == [("rejected", reason)], got
+    # Replay: the first copy is accepted and runs, the second is rejected.
+    once = _signed(key, "hold", hold, cmd_id="r-replay")
+    _publish(broker, "hold", once)
+    assert _results(sub, "r-replay", ("done", "failed"))[-1]["state"] == "done"
+    _publish(broker, "hold", once)
+    got = _results(sub, "r-replay", ("rejected",))
+    assert [r["state"] for r in got] == ["accepted", "done", "rejected"]
+    assert got[-1]["reason"] == "replayed"
+
+    cat = Catalog.open(
+        setup["cfg"].storage.catalog, device_id="gw-1", storage_root=setup["cfg"].storage.root
+    )
+    try:
+        audit = list(AuditLog(cat).export())
+        rejected = {
+            e["subject"]: e["data"]["reason"] for e in audit if e["action"] == "command.rejected"
+        }
+        assert rejected == {
+            **{cmd_id: reason for cmd_id, (reason, _) in cases.items()},
+            "r-replay": "replayed",
+        }
+        # Only the accepted copy placed a hold: rejected commands changed nothing.
+        holds = cat.list_holds()
+        assert len(holds) == 1 and holds[0].placed_by == "key:central"
+        release = _signed(key, "release", {"hold_id": holds[0].id, "reason": "closed"})
+        _publish(broker, "release", release)
+        rel_id = json.loads(release)["id"]
+        assert _results(sub, rel_id, ("done", "failed"))[-1]["state"] == "done"
+        assert cat.list_holds() == []
+        assert AuditLog(cat).verify().ok
+    finally:
+        cat.close()
+
+
+def test_signed_erase_end_to_end_with_response_topic(
+    setup: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    rec = setup["recording"]
+    sub, broker, tmp = setup["sub"], setup["broker"], setup["tmp"]
+    args = [
+        "ref=DSR-7",
+        "location=gate",
+        f"start={iso(rec.start - timedelta(seconds=1))}",
+        f"end={iso(rec.end + timedelta(seconds=1))}",
+    ]
+    code = cli_main(
+        ["command", "sign", "--key", str(tmp / "keys" / "central.key"), "--device", "gw-1",
+         "--name", "erase", "--ttl", "10m", "--args", *args]
+    )  # fmt: skip
+    assert code == 0
+    payload = capsys.readouterr().out.strip()
+    cmd_id = json.loads(payload)["id"]
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = "reply/backend"
+    props.CorrelationData = b"corr-42"
+    replies: list[paho.MQTTMessage] = []
+    backend = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    backend.on_message = lambda _c, _u, m: replies.append(m)
+    backend.connect("127.0.0.1", broker.port)
+    backend.subscribe("reply/backend", 1)
+    backend.loop_start()
+    try:
+        time.sleep(0.2)
+        backend.publish(f"{ROOT}/cmd/erase", payload, qos=1, properties=props).wait_for_publish(5)
+        got = _results(sub, cmd_id, ("done", "failed"))
+        assert [r["state"] for r in got] == ["accepted", "done"], got
+        receipt = got[-1]["result"]
+        assert receipt["status"] == "done" and receipt["touched_count"] == 1
+        deadline = time.monotonic() + 5
+        while len(replies) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [json.loads(m.payload)["state"] for m in replies] == ["accepted", "done"]
+        assert all(m.properties.CorrelationData == b"corr-42" for m in replies)
+    finally:
+        backend.loop_stop()
+        backend.disconnect()
+    assert not (setup["cfg"].storage.root / rec.path).exists()
+    cat = Catalog.open(
+        setup["cfg"].storage.catalog, device_id="gw-1", storage_root=setup["cfg"].storage.root
+    )
+    try:
+        row = cat.get_recording(rec.id)
+        assert row is not None and row.state is RecState.DELETED
+        actions = [e["action"] for e in AuditLog(cat).export()]
+        assert "command.accepted" in actions
+    finally:
+        cat.close()
+    # The deletion was also reported as an event, through the outbox.
+    sub.wait_for(
+        f"{ROOT}/events",
+        lambda g: any(e["type"] == "recording.deleted" and e.get("id") for e in g),
+    )
