@@ -27,6 +27,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "keys_cmd",
     "command_cmd",
     "status_cmd",
+    "provision_cmd",
+    "doctor_cmd",
 )
 
 

@@ -1,0 +1,229 @@
+"""``edge-agent doctor`` against real things: a mosquitto, an RTSP answerer, the disk."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.doctor import Level, check_storage_mounted, run_checks
+from tests.broker import free_port, running_broker
+
+
+class RtspAnswerer:
+    """Answers any request with ``RTSP/1.0 200 OK``, like a camera's OPTIONS reply."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                self.requests.append(conn.recv(4096))
+                conn.sendall(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nPublic: OPTIONS, DESCRIBE\r\n\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def rtsp() -> Iterator[RtspAnswerer]:
+    server = RtspAnswerer()
+    yield server
+    server.close()
+
+
+def _config(
+    tmp_path: Path,
+    *,
+    broker_url: str | None,
+    rtsp_port: int,
+    gate_signage: bool = True,
+    extra_mqtt: str = "",
+) -> Path:
+    (tmp_path / "rec").mkdir(exist_ok=True)
+    (tmp_path / "drop").mkdir(exist_ok=True)
+    mqtt = f'[mqtt]\nurl = "{broker_url}"\n{extra_mqtt}\n' if broker_url else ""
+    text = f"""
+[device]
+id = "gw-doctor-01"
+hw_profile = "generic-linux"
+
+[storage]
+root = "rec"
+catalog = "catalog.db"
+free_space_floor = "1MiB"
+
+[[locations]]
+id = "gate"
+kind = "premises"
+signage = {"true" if gate_signage else "false"}
+
+[[locations]]
+id = "lab"
+kind = "premises"
+audio_room = true
+signage = true
+
+[[sources]]
+id = "cam-gate"
+url = "rtsp://viewer:s3cret@127.0.0.1:{rtsp_port}/stream"
+location = "gate"
+purpose = "security"
+
+[[sources]]
+id = "cam-lab"
+url = "testsrc://?tone=1"
+location = "lab"
+purpose = "rnd"
+audio = true
+
+[[watch]]
+path = "drop"
+location = "gate"
+purpose = "security"
+
+{mqtt}
+"""
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def _doctor(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", "doctor", "--config", str(config), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _levels(stdout: str) -> dict[str, str]:
+    doc = json.loads(stdout)
+    return {c["name"]: c["level"] for c in doc["checks"]}
+
+
+def test_passing_run_with_a_real_broker(tmp_path: Path, rtsp: RtspAnswerer) -> None:
+    with running_broker(tmp_path / "broker") as broker:
+        config = _config(tmp_path, broker_url=broker.url, rtsp_port=rtsp.port)
+        out = _doctor(config)
+        assert out.returncode == 0, out.stdout + out.stderr
+        lines = out.stdout.splitlines()
+        assert any(
+            line.startswith("OK   source cam-gate:") and "RTSP/1.0 200" in line for line in lines
+        )
+        # Plain MQTT is a warning, not a failure; the fix names TLS.
+        assert any(
+            line.startswith("WARN broker: connected") and "mqtts://" in line for line in lines
+        )
+        assert "0 FAIL" in lines[-1]
+        # The password in the camera url never reaches the camera or the output.
+        assert b"s3cret" not in b"".join(rtsp.requests) and rtsp.requests[0].startswith(b"OPTIONS ")
+        assert "s3cret" not in out.stdout
+
+        js = _doctor(config, "--json")
+        assert js.returncode == 0
+        levels = _levels(js.stdout)
+        for name in (
+            "storage writable",
+            "free space",
+            "source cam-gate",
+            "source cam-lab",
+            "signage gate",
+            "signage lab",
+            "audio rooms",
+            "watch " + str(tmp_path / "drop"),
+        ):
+            assert levels[name] == "OK", (name, js.stdout)
+        assert levels["catalog"] == "OK"  # none yet: the agent creates it
+    assert not list((tmp_path / "rec").glob(".edge-agent-doctor-*"))
+
+
+def test_tls_broker_connack(tmp_path: Path, rtsp: RtspAnswerer) -> None:
+    with running_broker(tmp_path / "broker", tls=True) as broker:
+        assert broker.tls is not None
+        tls = broker.tls
+        good = (
+            f'ca_file = "{tls.ca}"\ncert_file = "{tls.client_cert}"\nkey_file = "{tls.client_key}"'
+        )
+        config = _config(tmp_path, broker_url=broker.url, rtsp_port=rtsp.port, extra_mqtt=good)
+        out = _doctor(config)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "OK   broker: connected to 127.0.0.1" in out.stdout and "with TLS" in out.stdout
+
+        # Without the CA the broker's certificate is not trusted: FAIL naming ca_file.
+        config = _config(tmp_path, broker_url=broker.url, rtsp_port=rtsp.port)
+        out = _doctor(config)
+        assert out.returncode == 1
+        line = next(x for x in out.stdout.splitlines() if x.startswith("FAIL broker"))
+        assert "TLS" in line and "mqtt.ca_file" in line
+
+
+def test_unreachable_broker_and_camera_fail(tmp_path: Path) -> None:
+    dead = free_port()
+    config = _config(tmp_path, broker_url=f"mqtt://127.0.0.1:{dead}", rtsp_port=free_port())
+    out = _doctor(config, "--timeout", "1")
+    assert out.returncode == 1
+    fails = [x for x in out.stdout.splitlines() if x.startswith("FAIL")]
+    assert any(x.startswith(f"FAIL broker: cannot reach 127.0.0.1:{dead}") for x in fails), fails
+    assert any(x.startswith("FAIL source cam-gate: cannot reach") for x in fails), fails
+    assert all("(fix: " in x for x in fails)
+
+
+def test_location_without_signage_fails(tmp_path: Path, rtsp: RtspAnswerer) -> None:
+    config = _config(tmp_path, broker_url=None, rtsp_port=rtsp.port, gate_signage=False)
+    out = _doctor(config)
+    assert out.returncode == 1
+    line = next(x for x in out.stdout.splitlines() if x.startswith("FAIL signage gate"))
+    assert "source cam-gate" in line and "set signage = true" in line
+    assert "OK   broker: MQTT off" in out.stdout
+
+
+def test_invalid_config_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[device]\nid = "gw-1"\n')
+    out = _doctor(config)
+    assert out.returncode == 2
+    expected = "FAIL config: storage: required section is missing (add a [storage] table)\n"
+    assert expected in out.stdout
+
+
+def test_catalog_of_another_device_fails(tmp_path: Path, rtsp: RtspAnswerer) -> None:
+    from edge_agent.catalog import Catalog
+
+    Catalog.open(
+        tmp_path / "catalog.db", device_id="someone-else", storage_root=tmp_path / "rec"
+    ).close()
+    config = _config(tmp_path, broker_url=None, rtsp_port=rtsp.port)
+    checks = run_checks(config)
+    catalog = next(c for c in checks if c.name == "catalog")
+    assert catalog.level == Level.FAIL and "someone-else" in catalog.detail
+
+
+def test_unmounted_fstab_disk_fails(tmp_path: Path) -> None:
+    # /etc/fstab names a disk for this folder, but nothing is mounted there.
+    disk = tmp_path / "disk"
+    (disk / "recordings").mkdir(parents=True)
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"# comment\nUUID=1234 {disk} ext4 defaults 0 2\n")
+    check = check_storage_mounted(disk / "recordings", fstab)
+    assert check.level == Level.FAIL and f"mount {disk}" in check.fix
+    assert check_storage_mounted(tmp_path / "missing", fstab).level == Level.FAIL
