@@ -773,6 +773,109 @@ class Catalog:
         rows = self.query("SELECT MAX(version) FROM _migrations")
         return int(rows[0][0] or 0)
 
+    # -- retention enforcement (janitor, clock guard, reconcile) -------------
+
+    def due_page(self, now: datetime, limit: int, offset: int = 0) -> list[Recording]:
+        """Like :meth:`due_for_deletion`, skipping the first ``offset`` due rows.
+
+        The janitor pages past held recordings this way: deleted rows leave the
+        due set, held ones stay, so the offset is the number of held rows seen.
+        """
+        return self._recordings(
+            "INDEXED BY idx_recordings_due "
+            "WHERE state IN ('active', 'restricted') AND deadline IS NOT NULL "
+            "AND deadline <= ? ORDER BY deadline LIMIT ? OFFSET ?",
+            (to_epoch(now), int(limit), int(offset)),
+        )
+
+    def next_deadline_after(self, now: datetime) -> datetime | None:
+        """Earliest deadline of a live recording that is still in the future."""
+        rows = self.query(
+            "SELECT MIN(deadline) FROM recordings INDEXED BY idx_recordings_due "
+            "WHERE state IN ('active', 'restricted') AND deadline IS NOT NULL AND deadline > ?",
+            (to_epoch(now),),
+        )
+        return _opt_dt(rows[0][0])
+
+    def upcoming_deadlines(self, after: datetime, limit: int = 10) -> list[Recording]:
+        """Live recordings whose deadline is after ``after``, soonest first."""
+        return self._recordings(
+            "INDEXED BY idx_recordings_due WHERE state IN ('active', 'restricted') "
+            "AND deadline IS NOT NULL AND deadline > ? ORDER BY deadline LIMIT ?",
+            (to_epoch(after), int(limit)),
+        )
+
+    def count_due(self, now: datetime) -> int:
+        rows = self.query(
+            "SELECT COUNT(*) FROM recordings INDEXED BY idx_recordings_due "
+            "WHERE state IN ('active', 'restricted') AND deadline IS NOT NULL AND deadline <= ?",
+            (to_epoch(now),),
+        )
+        return int(rows[0][0])
+
+    def pressure_page(self, limit: int, offset: int = 0) -> list[Recording]:
+        """Live recordings in disk-pressure order: nearest deadline first, no deadline last."""
+        with_deadline = self._recordings(
+            "INDEXED BY idx_recordings_due "
+            "WHERE state IN ('active', 'restricted') AND deadline IS NOT NULL "
+            "ORDER BY deadline LIMIT ? OFFSET ?",
+            (int(limit), int(offset)),
+        )
+        if len(with_deadline) >= limit:
+            return with_deadline
+        n_dated = int(
+            self.query(
+                "SELECT COUNT(*) FROM recordings INDEXED BY idx_recordings_due "
+                "WHERE state IN ('active', 'restricted') AND deadline IS NOT NULL"
+            )[0][0]
+        )
+        rest = self._recordings(
+            "WHERE state IN ('active', 'restricted') AND deadline IS NULL "
+            "ORDER BY start, id LIMIT ? OFFSET ?",
+            (int(limit) - len(with_deadline), max(0, int(offset) - n_dated)),
+        )
+        return with_deadline + rest
+
+    def newest_trusted_start(self) -> datetime | None:
+        """Newest start of any recording (deleted ones too) not timed by an untrusted clock.
+
+        Walks the (state, start) index backwards per state, so it costs a few probes.
+        """
+        newest: float | None = None
+        for state in RecState:
+            rows = self.query(
+                "SELECT start FROM recordings INDEXED BY idx_recordings_state_start "
+                "WHERE state = ? AND time_source != 'untrusted' ORDER BY start DESC LIMIT 1",
+                (str(state),),
+            )
+            if rows and (newest is None or rows[0][0] > newest):
+                newest = float(rows[0][0])
+        return _opt_dt(newest)
+
+    def recordings_in_state(self, state: RecState, limit: int = 1000) -> list[Recording]:
+        return self._recordings(
+            "INDEXED BY idx_recordings_state_start WHERE state = ? ORDER BY start LIMIT ?",
+            (str(state), int(limit)),
+        )
+
+    def awaiting_deadline(self, limit: int = 1000, offset: int = 0) -> list[Recording]:
+        """Live recordings made under an untrusted clock that have no deadline yet."""
+        return self._recordings(
+            "WHERE state IN ('active', 'restricted') AND deadline IS NULL "
+            "AND time_source = 'untrusted' ORDER BY start, id LIMIT ? OFFSET ?",
+            (int(limit), int(offset)),
+        )
+
+    def path_states(self) -> dict[str, tuple[str, RecState]]:
+        """``path -> (id, state)`` of every row not yet deleted (reconcile's view of disk)."""
+        with self._lock:
+            cur = self.conn.cursor()
+            cur.row_factory = None
+            rows = cur.execute(
+                "SELECT path, id, state FROM recordings WHERE state != 'deleted'"
+            ).fetchall()
+        return {r[0]: (r[1], _STATES[r[2]]) for r in rows}
+
 
 def _now() -> datetime:
     return datetime.now(UTC)

@@ -27,6 +27,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "keys_cmd",
     "command_cmd",
     "status_cmd",
+    "hold_cmd",
+    "erase_cmd",
+    "retention_cmd",
+    "reconcile_cmd",
     "provision_cmd",
     "doctor_cmd",
 )

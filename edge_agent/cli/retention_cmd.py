@@ -1,0 +1,238 @@
+"""``edge-agent retention plan|sweep``, plus config/catalog helpers the retention commands share."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from edge_agent.catalog import Catalog, CatalogError, CatalogMismatch, open_catalog_from_config
+from edge_agent.cli._base import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_OK,
+    CliError,
+    add_command,
+    add_config_arg,
+    add_group,
+    add_json_arg,
+    error,
+    print_json,
+)
+from edge_agent.cli.recordings_cmd import utc_time
+from edge_agent.migrations import MigrationError
+from edge_agent.model import iso, utcnow
+
+__all__ = ["check_location", "load_cli_config", "open_cli_catalog", "register"]
+
+
+def load_cli_config(path: Path) -> Any:
+    """The config, or CliError (exit 2) with one line per problem."""
+    from edge_agent.config import ConfigError, load_config
+
+    try:
+        return load_config(path, check_files=False)
+    except ConfigError as exc:
+        problems = exc.problems or [str(exc)]
+        for line in problems[:-1]:
+            error(line)
+        raise CliError(problems[-1], EXIT_BAD_INPUT) from None
+
+
+def open_cli_catalog(cfg: Any) -> Catalog:
+    """The config's existing catalog; a catalog of another disk is shown as such (exit 1)."""
+    try:
+        return open_catalog_from_config(cfg, create=False)
+    except CatalogMismatch as exc:
+        raise CliError(f"catalog does not match this disk: {exc}", EXIT_FAILURE) from None
+    except (CatalogError, MigrationError) as exc:
+        raise CliError(str(exc), EXIT_FAILURE) from None
+
+
+def check_location(cfg: Any, location: str) -> None:
+    known = sorted(loc.id for loc in cfg.locations)
+    if location not in known:
+        raise CliError(
+            f"--location: unknown location {location!r} (known: {', '.join(known) or 'none'}); "
+            "use a location id from the config",
+            EXIT_BAD_INPUT,
+        )
+
+
+# -- retention plan ------------------------------------------------------------
+
+
+def _plan_doc(cfg: Any, cat: Catalog, at: datetime, limit: int) -> dict[str, Any]:
+    from edge_agent.janitor import Janitor
+    from edge_agent.retention_plan import plan
+
+    janitor = Janitor.from_config(cfg, cat)
+    verdict = janitor.guard.check(persist=False)
+    holds = cat.list_holds()
+    going: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
+    total_due = 0
+    offset = 0
+    while len(going) < limit:
+        page = cat.due_page(at, 500, offset)
+        if not page:
+            break
+        offset += len(page)
+        p = plan(page, holds, at, clock_trusted=True)
+        total_due += len(p.deletions)
+        kept += [{"id": i, "holds": list(h)} for i, h in p.kept_by_hold]
+        going += [
+            {
+                "id": d.recording_id,
+                "path": d.path,
+                "reason": str(d.reason),
+                "deadline": iso(d.deadline) if d.deadline else None,
+                "detail": d.detail,
+            }
+            for d in p.deletions
+        ]
+    if len(going) >= limit:
+        total_due = cat.count_due(at) - len(kept)
+    upcoming = [
+        {
+            "id": r.id,
+            "location": r.location,
+            "purpose": str(r.tags.purpose),
+            "deadline": iso(r.deadline) if r.deadline else None,
+        }
+        for r in cat.upcoming_deadlines(at, 10)
+    ]
+    free, total = janitor.free_space()
+    floor = janitor.floor_bytes(total)
+    return {
+        "at": iso(at),
+        "clock": "trusted" if verdict.trusted else "untrusted",
+        "clock_reason": verdict.reason,
+        "blocked": None
+        if verdict.trusted
+        else f"no deletion while the clock is untrusted: {verdict.reason}",
+        "would_delete_count": total_due,
+        "would_delete": going[:limit],
+        "kept_by_hold": kept,
+        "holds": [h.id for h in holds],
+        "upcoming": upcoming,
+        "next_deadline": iso(d) if (d := cat.next_deadline_after(at)) else None,
+        "awaiting_deadline": len(cat.awaiting_deadline(limit=10_000)),
+        "free_bytes": free,
+        "floor_bytes": floor,
+        "disk_pressure": free < floor,
+    }
+
+
+def _plan(args: argparse.Namespace) -> int:
+    cfg = load_cli_config(args.config)
+    cat = open_cli_catalog(cfg)
+    try:
+        doc = _plan_doc(cfg, cat, args.at or utcnow(), args.limit)
+    finally:
+        cat.close()
+    if args.json:
+        print_json(doc)
+        return EXIT_OK
+    w = sys.stdout.write
+    w(f"retention plan at {doc['at']}\n")
+    w(
+        f"clock: {doc['clock']}"
+        + (f" ({doc['clock_reason']})" if doc["clock_reason"] else "")
+        + "\n"
+    )
+    if doc["blocked"]:
+        w(f"blocked: {doc['blocked']}\n")
+    w(f"would delete: {doc['would_delete_count']} recording(s)\n")
+    for d in doc["would_delete"]:
+        w(f"  {d['id']}  {d['reason']}  deadline {d['deadline']}  {d['detail']}\n")
+    w(f"kept by hold: {len(doc['kept_by_hold'])}\n")
+    for k in doc["kept_by_hold"]:
+        w(f"  {k['id']}  held by {', '.join(k['holds'])}\n")
+    w(f"next deadline: {doc['next_deadline'] or '-'}\n")
+    for u in doc["upcoming"]:
+        w(f"  {u['deadline']}  {u['id']}  {u['location']}  {u['purpose']}\n")
+    if doc["awaiting_deadline"]:
+        w(f"awaiting a deadline (recorded under an untrusted clock): {doc['awaiting_deadline']}\n")
+    pressure = "yes" if doc["disk_pressure"] else "no"
+    w(f"free space: {doc['free_bytes']} B, floor {doc['floor_bytes']} B, pressure: {pressure}\n")
+    return EXIT_OK
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from edge_agent.janitor import Janitor
+
+    cfg = load_cli_config(args.config)
+    cat = open_cli_catalog(cfg)
+    try:
+        janitor = Janitor.from_config(cfg, cat)
+        janitor.actor = "cli"
+        janitor.batch = args.batch
+        res = janitor.sweep_once()
+    finally:
+        cat.close()
+    doc = res.as_dict()
+    if args.json:
+        print_json(doc)
+        return EXIT_OK
+    w = sys.stdout.write
+    w(
+        f"clock: {doc['clock']}"
+        + (f" ({doc['clock_reason']})" if doc["clock_reason"] else "")
+        + "\n"
+    )
+    w(
+        f"deleted: {doc['deleted_retention']} for retention, {doc['deleted_pressure']} for disk "
+        f"pressure ({doc['bytes_freed']} B freed); finished {doc['finished_interrupted']} "
+        "interrupted deletion(s)\n"
+    )
+    w(f"kept by hold: {len(doc['kept_by_hold'])}; overdue left: {doc['overdue_count']}\n")
+    if doc["failed"]:
+        w(f"failed: {len(doc['failed'])} (see the log)\n")
+    if doc["storage_full_held"]:
+        w("storage full of held footage: recording must stop (alarm raised)\n")
+    w(f"next deadline: {doc['next_deadline'] or '-'}\n")
+    return EXIT_FAILURE if res.failed else EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    group = add_group(
+        sub,
+        "retention",
+        help="preview or run the retention janitor",
+        example="edge-agent retention plan --config /etc/edge-agent/config.toml",
+    )
+    p = add_command(
+        group,
+        "plan",
+        help="what would be deleted at a time, when and why, and what holds keep",
+        description=(
+            "Preview the retention plan without changing anything: recordings past their "
+            "deadline at --at (default now), those kept by holds (with hold ids), the next "
+            "deadlines, the clock state and free space against the floor."
+        ),
+        example="edge-agent retention plan --at 2026-12-01T00:00:00Z --json",
+        func=_plan,
+    )
+    add_config_arg(p)
+    p.add_argument("--at", type=utc_time, help="plan for this time (ISO 8601, default now)")
+    p.add_argument("--limit", type=int, default=1000, help="list at most this many deletions")
+    add_json_arg(p)
+    p = add_command(
+        group,
+        "sweep",
+        help="run one janitor pass now (deletes what is due)",
+        description=(
+            "Finish interrupted deletions, then delete every unheld recording past its "
+            "deadline, and under the free-space floor the unheld ones nearest their "
+            "deadline, with the crash-safe protocol. Nothing is deleted while the clock "
+            "is untrusted."
+        ),
+        example="edge-agent retention sweep --config /etc/edge-agent/config.toml --json",
+        func=_sweep,
+    )
+    add_config_arg(p)
+    p.add_argument("--batch", type=int, default=500, help="recordings per transaction")
+    add_json_arg(p)

@@ -1,0 +1,275 @@
+"""The crash-safe deletion protocol (SPEC §6), shared by the janitor and erasure.
+
+1. One transaction marks every chosen row ``deleting`` (re-checking holds and
+   state inside it, so a hold placed after the plan was made still wins).
+2. The files are unlinked.
+3. Each directory that lost a file is fsynced once (batched per directory).
+4. One transaction marks the rows ``deleted`` with time and reason, appends a
+   ``recording.deleted`` audit entry and queues the ``recording.deleted`` event.
+
+A crash after 1 leaves rows in ``deleting``: :func:`finish_interrupted` (run at
+start-up and before every sweep) completes them. Step 4 only touches rows that
+are still ``deleting``, so a deletion is audited exactly once even when two
+processes finish the same interrupted row. A file exists without a row in a
+live or ``deleting`` state never: the row only leaves ``deleting`` after the
+unlink is durable.
+
+Synchronous: the janitor calls it from a worker thread.
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from edge_agent.audit import AuditLog
+from edge_agent.catalog import Catalog
+from edge_agent.fsutil import fsync_dir
+from edge_agent.model import Recording, RecState, iso
+from edge_agent.outbox_store import Outbox
+from edge_agent.policy import holds_covering
+
+__all__ = [
+    "DeletionOutcome",
+    "Doomed",
+    "delete_recordings",
+    "finish_interrupted",
+    "prune_empty_dirs",
+]
+
+log = logging.getLogger(__name__)
+
+LIVE = ("active", "restricted")
+_DATE_DIR = re.compile(r"^(\d{4})(?:/(\d{2})(?:/(\d{2}))?)?(?:/|$)")
+
+
+@dataclass(frozen=True)
+class Doomed:
+    """A recording to delete and why (``reason`` is a short code, ``detail`` one line)."""
+
+    rec: Recording
+    reason: str
+    detail: str
+
+
+@dataclass
+class DeletionOutcome:
+    deleted: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (id, why)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # unlink failed, row stays deleting
+    bytes_freed: int = 0
+
+    def merge(self, other: DeletionOutcome) -> None:
+        self.deleted += other.deleted
+        self.skipped += other.skipped
+        self.failed += other.failed
+        self.bytes_freed += other.bytes_freed
+
+
+def _event(rec: Recording, reason: str, now: datetime) -> dict[str, Any]:
+    t = rec.tags
+    return {
+        "recording_id": rec.id,
+        "path": rec.path,
+        "location": t.location,
+        "purpose": str(t.purpose),
+        "start": iso(t.start),
+        "end": iso(t.end),
+        "deadline": iso(rec.deadline) if rec.deadline else None,
+        "size": rec.size,
+        "reason": reason,
+        "deleted_at": iso(now),
+    }
+
+
+def delete_recordings(
+    catalog: Catalog,
+    storage_root: Path,
+    doomed: Sequence[Doomed],
+    *,
+    actor: str,
+    now: datetime,
+    fsync: bool = True,
+    from_states: Sequence[str] = LIVE,
+) -> DeletionOutcome:
+    """Run the protocol over one batch. Held or already changed rows are skipped."""
+    out = DeletionOutcome()
+    if not doomed:
+        return out
+    marked: list[Doomed] = []
+    states_sql = ", ".join("?" * len(from_states))
+    with catalog.transaction():
+        holds = catalog.list_holds()
+        now_s = now.timestamp()
+        for d in doomed:
+            held = holds_covering(d.rec, holds, now)
+            if held:
+                out.skipped.append((d.rec.id, f"held by {', '.join(held)}"))
+                continue
+            cur = catalog.conn.execute(
+                "UPDATE recordings SET state = 'deleting', delete_reason = ?, state_reason = ?, "
+                f"updated_at = ? WHERE id = ? AND state IN ({states_sql})",
+                (d.reason, d.detail, now_s, d.rec.id, *from_states),
+            )
+            if cur.rowcount == 1:
+                marked.append(d)
+            else:
+                out.skipped.append((d.rec.id, "no longer in a deletable state"))
+    done = _unlink_and_record(catalog, storage_root, marked, actor=actor, now=now, fsync=fsync)
+    out.merge(done)
+    return out
+
+
+def _unlink_and_record(
+    catalog: Catalog,
+    storage_root: Path,
+    marked: Sequence[Doomed],
+    *,
+    actor: str,
+    now: datetime,
+    fsync: bool,
+) -> DeletionOutcome:
+    out = DeletionOutcome()
+    dirs: set[Path] = set()
+    unlinked: list[Doomed] = []
+    for d in marked:
+        path = storage_root / d.rec.path
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass  # a crash after unlink, or a file already gone: the row still closes
+        except OSError as exc:
+            log.error("cannot delete %s (recording %s): %s", path, d.rec.id, exc)
+            out.failed.append((d.rec.id, f"{exc.strerror or exc}"))
+            continue
+        dirs.add(path.parent)
+        unlinked.append(d)
+    if fsync:
+        for folder in sorted(dirs):
+            with contextlib.suppress(FileNotFoundError):
+                fsync_dir(folder)
+    if not unlinked:
+        return out
+    audit = AuditLog(catalog)
+    outbox = Outbox(catalog)
+    now_s = now.timestamp()
+    with catalog.transaction():
+        for d in unlinked:
+            cur = catalog.conn.execute(
+                "UPDATE recordings SET state = 'deleted', deleted_at = ?, updated_at = ? "
+                "WHERE id = ? AND state = 'deleting'",
+                (now_s, now_s, d.rec.id),
+            )
+            if cur.rowcount != 1:
+                continue  # another process finished this interrupted deletion first
+            data = _event(d.rec, d.reason, now)
+            audit.append(
+                "recording.deleted",
+                actor=actor,
+                subject=d.rec.id,
+                data={**data, "detail": d.detail},
+                ts=now,
+            )
+            outbox.enqueue("recording.deleted", data, ts=now)
+            out.deleted.append(d.rec.id)
+            out.bytes_freed += max(d.rec.size, 0)
+    prune_empty_dirs(storage_root, dirs, now, fsync=fsync)
+    return out
+
+
+def finish_interrupted(
+    catalog: Catalog,
+    storage_root: Path,
+    now: datetime,
+    *,
+    actor: str = "agent",
+    fsync: bool = True,
+) -> DeletionOutcome:
+    """Complete every row left in ``deleting`` by a crash (unlink, fsync, record)."""
+    out = DeletionOutcome()
+    failed: set[str] = set()
+    while True:
+        rows = [
+            r
+            for r in catalog.recordings_in_state(RecState.DELETING, limit=1000 + len(failed))
+            if r.id not in failed
+        ]
+        if not rows:
+            return out
+        reasons = {
+            str(r[0]): (str(r[1] or "unknown"), str(r[2] or "interrupted deletion finished"))
+            for r in catalog.query(
+                "SELECT id, delete_reason, state_reason FROM recordings WHERE state = 'deleting'"
+                f" AND id IN ({', '.join('?' * len(rows))})",
+                [r.id for r in rows],
+            )
+        }
+        batch = [
+            Doomed(r, *reasons.get(r.id, ("unknown", "interrupted deletion finished")))
+            for r in rows
+        ]
+        done = _unlink_and_record(catalog, storage_root, batch, actor=actor, now=now, fsync=fsync)
+        failed.update(i for i, _ in done.failed)
+        out.merge(done)
+        if done.failed:
+            log.error("%d interrupted deletion(s) could not be finished", len(done.failed))
+        if not done.deleted and not done.failed:
+            return out
+
+
+def _last_day(year: str, month: str | None, day: str | None) -> date | None:
+    """Last calendar day a ``YYYY[/MM[/DD]]`` folder can hold footage for."""
+    try:
+        if day is not None and month is not None:
+            return date(int(year), int(month), int(day))
+        if month is not None:
+            y, mo = int(year), int(month)
+            return date(y, mo, calendar.monthrange(y, mo)[1])
+        return date(int(year), 12, 31)
+    except ValueError:
+        return None
+
+
+def prune_empty_dirs(
+    storage_root: Path, dirs: Iterable[Path], now: datetime, *, fsync: bool = True
+) -> list[Path]:
+    """Remove emptied ``YYYY/MM/DD/<location>`` folders and their empty parents.
+
+    Only days before yesterday (UTC): the recorder and intake create today's
+    folders just before writing into them, and removing one in between would
+    make that write fail. Deleted footage is days old, so its folders qualify.
+    """
+    cutoff = (now.astimezone(UTC) - timedelta(days=1)).date()
+    root = storage_root.resolve()
+    removed: list[Path] = []
+    for folder in sorted(set(dirs), key=lambda p: len(p.parts), reverse=True):
+        p = folder
+        while True:
+            try:
+                rel = p.resolve().relative_to(root).as_posix()
+            except (ValueError, OSError):
+                break
+            m = _DATE_DIR.match(rel)
+            if not rel or rel == "." or not m:
+                break
+            last = _last_day(m[1], m[2], m[3])
+            if last is None or last >= cutoff:
+                break
+            try:
+                os.rmdir(p)
+            except OSError:
+                break  # not empty (or already gone): parents are not empty either
+            removed.append(p)
+            if fsync:
+                with contextlib.suppress(OSError):
+                    fsync_dir(p.parent)
+            p = p.parent
+    return removed

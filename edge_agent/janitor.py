@@ -1,0 +1,445 @@
+"""The janitor: carries out the retention plan, continuously (SPEC §2, §6).
+
+Each pass (:meth:`Janitor.sweep_once`, synchronous) finishes interrupted
+deletions, asks the clock guard, then pages through the catalog's due
+recordings (never the whole catalog) and lets the pure
+:func:`edge_agent.retention_plan.plan` decide each page; the decisions are
+carried out with :mod:`edge_agent.deletion`. Below the free-space floor it
+pages through live recordings in pressure order the same way. Held footage is
+never chosen, and the deletion protocol re-checks holds inside its transaction.
+
+:meth:`Janitor.run` sleeps until the next deadline or hold expiry (capped, so
+a clock check and new footage are never far away), or until :meth:`poke`, and
+does every SQLite, unlink and fsync call in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from edge_agent.audit import AuditLog
+from edge_agent.catalog import Catalog
+from edge_agent.clockguard import ClockGuard
+from edge_agent.deletion import DeletionOutcome, Doomed, delete_recordings, finish_interrupted
+from edge_agent.model import Period, Recording, RetentionPeriods, iso, parse_ts
+from edge_agent.outbox_store import Outbox
+from edge_agent.policy import active_holds
+from edge_agent.retention_plan import DeletionReason, plan
+
+__all__ = ["Janitor", "JanitorStatus", "SweepResult"]
+
+log = logging.getLogger(__name__)
+
+AlarmCallback = Callable[[str, dict[str, Any]], None]
+QUARANTINE_REASON_SUFFIX = ".reason.json"
+
+
+@dataclass
+class SweepResult:
+    at: datetime
+    clock_trusted: bool
+    clock_reason: str | None = None
+    deleted_retention: list[str] = field(default_factory=list)
+    deleted_pressure: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+    finished_interrupted: int = 0
+    kept_by_hold: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    overdue_count: int = 0  # unheld and past deadline after this pass (clock untrusted, failures)
+    worst_overdue_seconds: float = 0.0
+    max_lateness_seconds: float = 0.0  # how late the latest deletion of this pass was
+    next_deadline: datetime | None = None
+    next_wake: datetime | None = None
+    free_bytes: int | None = None
+    floor_bytes: int | None = None
+    disk_pressure: bool = False
+    storage_full_held: bool = False
+    quarantine_purged: list[str] = field(default_factory=list)
+
+    @property
+    def deleted(self) -> list[str]:
+        return self.deleted_retention + self.deleted_pressure
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": iso(self.at),
+            "clock": "trusted" if self.clock_trusted else "untrusted",
+            "clock_reason": self.clock_reason,
+            "deleted_retention": len(self.deleted_retention),
+            "deleted_pressure": len(self.deleted_pressure),
+            "deleted_ids": self.deleted,
+            "bytes_freed": self.bytes_freed,
+            "finished_interrupted": self.finished_interrupted,
+            "kept_by_hold": [{"id": i, "holds": list(h)} for i, h in self.kept_by_hold],
+            "skipped": [{"id": i, "why": w} for i, w in self.skipped],
+            "failed": [{"id": i, "why": w} for i, w in self.failed],
+            "overdue_count": self.overdue_count,
+            "worst_overdue_seconds": round(self.worst_overdue_seconds, 3),
+            "max_lateness_seconds": round(self.max_lateness_seconds, 3),
+            "next_deadline": iso(self.next_deadline) if self.next_deadline else None,
+            "next_wake": iso(self.next_wake) if self.next_wake else None,
+            "free_bytes": self.free_bytes,
+            "floor_bytes": self.floor_bytes,
+            "disk_pressure": self.disk_pressure,
+            "storage_full_held": self.storage_full_held,
+            "quarantine_purged": self.quarantine_purged,
+        }
+
+
+@dataclass(frozen=True)
+class JanitorStatus:
+    """What telemetry and ``status`` report about retention."""
+
+    clock_trusted: bool | None
+    clock_reason: str | None
+    overdue_count: int
+    worst_overdue_seconds: float
+    next_deadline: datetime | None
+    disk_pressure: bool
+    storage_full_held: bool
+    free_bytes: int | None
+    floor_bytes: int | None
+    last_sweep: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "clock": None
+            if self.clock_trusted is None
+            else ("trusted" if self.clock_trusted else "untrusted"),
+            "clock_reason": self.clock_reason,
+            "overdue_count": self.overdue_count,
+            "worst_overdue_seconds": round(self.worst_overdue_seconds, 3),
+            "next_deadline": iso(self.next_deadline) if self.next_deadline else None,
+            "disk_pressure": self.disk_pressure,
+            "storage_full_held": self.storage_full_held,
+            "free_bytes": self.free_bytes,
+            "floor_bytes": self.floor_bytes,
+            "last_sweep": iso(self.last_sweep) if self.last_sweep else None,
+        }
+
+
+def disk_free(root: Path) -> Callable[[], tuple[int, int]]:
+    """(free, total) bytes of the filesystem holding ``root``, for unprivileged writers."""
+
+    def read() -> tuple[int, int]:
+        usage = shutil.disk_usage(root)
+        return usage.free, usage.total
+
+    return read
+
+
+class Janitor:
+    def __init__(
+        self,
+        catalog: Catalog,
+        storage_root: Path,
+        *,
+        periods: RetentionPeriods,
+        guard: ClockGuard,
+        free_space: Callable[[], tuple[int, int]] | None = None,
+        floor_bytes: Callable[[int], int] = lambda total: 0,
+        on_alarm: AlarmCallback | None = None,
+        quarantine_dir: Path | None = None,
+        quarantine_period: Period | None = None,
+        batch: int = 500,
+        fsync: bool = True,
+        actor: str = "janitor",
+        max_sleep: float = 60.0,
+        pressure_sleep: float = 10.0,
+    ) -> None:
+        self.catalog = catalog
+        self.storage_root = Path(storage_root)
+        self.periods = periods
+        self.guard = guard
+        self.free_space = free_space or disk_free(self.storage_root)
+        self.floor_bytes = floor_bytes
+        self.on_alarm = on_alarm
+        self.quarantine_dir = quarantine_dir
+        # Quarantined files are footage of unknown purpose: the shortest period applies.
+        self.quarantine_period = quarantine_period or periods.security
+        self.batch = batch
+        self.fsync = fsync
+        self.actor = actor
+        self.max_sleep = max_sleep
+        self.pressure_sleep = pressure_sleep
+        self.last: SweepResult | None = None
+        self._wake: asyncio.Event | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: Any,
+        catalog: Catalog,
+        *,
+        clock: Any = None,
+        on_alarm: AlarmCallback | None = None,
+    ) -> Janitor:
+        """Build from an ``edge_agent.config.Config`` (real clocks and disk unless given)."""
+        from edge_agent.clock import SystemClock
+        from edge_agent.clockguard import ClockGuardSettings
+
+        guard = ClockGuard(catalog, clock or SystemClock(), ClockGuardSettings.from_config(cfg))
+        return cls(
+            catalog,
+            cfg.storage.root,
+            periods=cfg.retention_periods(),
+            guard=guard,
+            floor_bytes=cfg.free_space_floor_bytes,
+            on_alarm=on_alarm,
+            quarantine_dir=cfg.quarantine_dir,
+        )
+
+    # -- properties for the recorder manager and telemetry ---------------------
+
+    @property
+    def storage_full_held(self) -> bool:
+        """Only held footage is left and space is still short: stop low-priority sources."""
+        return self.last.storage_full_held if self.last else False
+
+    def status(self, now: datetime | None = None) -> JanitorStatus:
+        last = self.last
+        now = now or datetime.now(UTC)
+        verdict = self.guard.last
+        worst = last.worst_overdue_seconds if last else 0.0
+        overdue = last.overdue_count if last else 0
+        if last and last.next_deadline and last.next_deadline < now:
+            # A deadline passed since the last pass and the janitor has not woken yet.
+            worst = max(worst, (now - last.next_deadline).total_seconds())
+            overdue = max(overdue, 1)
+        return JanitorStatus(
+            clock_trusted=verdict.trusted if verdict else None,
+            clock_reason=verdict.reason if verdict else None,
+            overdue_count=overdue,
+            worst_overdue_seconds=worst,
+            next_deadline=last.next_deadline if last else None,
+            disk_pressure=last.disk_pressure if last else False,
+            storage_full_held=last.storage_full_held if last else False,
+            free_bytes=last.free_bytes if last else None,
+            floor_bytes=last.floor_bytes if last else None,
+            last_sweep=last.at if last else None,
+        )
+
+    # -- one pass --------------------------------------------------------------
+
+    def sweep_once(self, now: datetime | None = None) -> SweepResult:
+        now = now or self.guard.clock.now()
+        finished = finish_interrupted(
+            self.catalog, self.storage_root, now, actor=self.actor, fsync=self.fsync
+        )
+        verdict = self.guard.check(now)
+        res = SweepResult(now, verdict.trusted, verdict.reason)
+        res.finished_interrupted = len(finished.deleted)
+        holds = self.catalog.list_holds()
+        self._retention(res, holds, now)
+        self._pressure(res, holds, now)
+        if verdict.trusted:
+            self._purge_quarantine(res, now)
+        res.next_deadline = self.catalog.next_deadline_after(now)
+        expiries = [h.expires for h in active_holds(holds, now) if h.expires is not None]
+        wakes = [t for t in (*expiries, res.next_deadline) if t is not None and t > now]
+        res.next_wake = min(wakes, default=None)
+        self._alarms(res, now)
+        self.last = res
+        if res.deleted or res.quarantine_purged:
+            log.info(
+                "janitor: deleted %d for retention, %d for disk pressure, purged %d quarantined",
+                len(res.deleted_retention),
+                len(res.deleted_pressure),
+                len(res.quarantine_purged),
+            )
+        return res
+
+    def _delete(self, recs: dict[str, Recording], planned: list[Any], now: datetime) -> Any:
+        doomed = [Doomed(recs[d.recording_id], str(d.reason), d.detail) for d in planned]
+        return delete_recordings(
+            self.catalog, self.storage_root, doomed, actor=self.actor, now=now, fsync=self.fsync
+        )
+
+    def _retention(self, res: SweepResult, holds: list[Any], now: datetime) -> None:
+        offset = 0
+        while True:
+            page = self.catalog.due_page(now, self.batch, offset)
+            if not page:
+                return
+            p = plan(
+                page, holds, now, clock_trusted=res.clock_trusted, clock_reason=res.clock_reason
+            )
+            res.kept_by_hold += p.kept_by_hold
+            if not res.clock_trusted:
+                # Nothing is deleted; one page gives the worst case (pages are in
+                # deadline order), a count gives the rest without walking them all.
+                res.worst_overdue_seconds = p.worst_overdue_seconds
+                res.overdue_count = self.catalog.count_due(now) - len(p.kept_by_hold)
+                return
+            res.max_lateness_seconds = max(res.max_lateness_seconds, p.worst_overdue_seconds)
+            out: DeletionOutcome = self._delete({r.id: r for r in page}, list(p.deletions), now)
+            res.deleted_retention += out.deleted
+            res.bytes_freed += out.bytes_freed
+            res.skipped += out.skipped
+            res.failed += out.failed
+            res.overdue_count += len(out.failed)
+            # Deleted rows leave the due set; held, skipped and failed ones stay in it.
+            offset += len(page) - len(out.deleted)
+
+    def _pressure(self, res: SweepResult, holds: list[Any], now: datetime) -> None:
+        free, total = self.free_space()
+        floor = self.floor_bytes(total)
+        res.free_bytes, res.floor_bytes = free, floor
+        if free >= floor:
+            return
+        res.disk_pressure = True
+        if not res.clock_trusted:
+            return
+        offset = 0
+        while free < floor:
+            page = self.catalog.pressure_page(self.batch, offset)
+            if not page:
+                res.storage_full_held = True
+                break
+            p = plan(page, holds, now, clock_trusted=True, free_bytes=free, floor_bytes=floor)
+            chosen = [d for d in p.deletions if d.reason is DeletionReason.DISK_PRESSURE]
+            if not chosen:
+                offset += len(page)
+                continue
+            out = self._delete({r.id: r for r in page}, chosen, now)
+            res.deleted_pressure += out.deleted
+            res.bytes_freed += out.bytes_freed
+            res.skipped += out.skipped
+            res.failed += out.failed
+            free, total = self.free_space()
+            floor = self.floor_bytes(total)
+            # Still short means every unheld row of the page was chosen.
+            offset += len(page) - len(out.deleted)
+        res.free_bytes, res.floor_bytes = free, floor
+
+    def _alarms(self, res: SweepResult, now: datetime) -> None:
+        was_full = self.last.storage_full_held if self.last else False
+        base = {"free_bytes": res.free_bytes, "floor_bytes": res.floor_bytes}
+        if res.disk_pressure and (
+            res.deleted_pressure or not (self.last and self.last.disk_pressure)
+        ):
+            self._alarm(
+                "alarm.disk_pressure",
+                {
+                    **base,
+                    "deleted": len(res.deleted_pressure),
+                    "bytes_freed": res.bytes_freed,
+                    "clock": "trusted" if res.clock_trusted else "untrusted",
+                },
+                now,
+            )
+        if res.storage_full_held and not was_full:
+            held = len({i for i, _ in res.kept_by_hold})
+            self._alarm(
+                "alarm.storage_full_held",
+                {
+                    **base,
+                    "detail": "only held footage is left; recording stops, lowest priority first",
+                    "held_due": held,
+                },
+                now,
+            )
+        elif was_full and not res.storage_full_held:
+            self._alarm("alarm.cleared", {**base, "alarm": "storage_full_held"}, now)
+
+    def _alarm(self, name: str, data: dict[str, Any], now: datetime) -> None:
+        log.warning("%s: %s", name, data)
+        Outbox(self.catalog).enqueue(name, data, ts=now)
+        if self.on_alarm is not None:
+            try:
+                self.on_alarm(name, data)
+            except Exception:
+                log.exception("alarm callback failed for %s", name)
+
+    # -- quarantine ------------------------------------------------------------
+
+    def _purge_quarantine(self, res: SweepResult, now: datetime) -> None:
+        qdir = self.quarantine_dir
+        if qdir is None or not qdir.is_dir():
+            return
+        limit = now - timedelta(seconds=self.quarantine_period.lower_bound_seconds())
+        audit = AuditLog(self.catalog)
+        for path in sorted(qdir.iterdir()):
+            if path.name.endswith(QUARANTINE_REASON_SUFFIX) or not path.is_file():
+                continue
+            born = self._quarantine_age_basis(path)
+            if born > limit:
+                continue
+            sidecar = path.with_name(path.name + QUARANTINE_REASON_SUFFIX)
+            try:
+                path.unlink()
+                sidecar.unlink(missing_ok=True)
+            except OSError as exc:
+                log.error("cannot purge quarantined %s: %s", path, exc)
+                continue
+            data = {
+                "file": path.name,
+                "counted_from": iso(born),
+                "period": str(self.quarantine_period),
+            }
+            with self.catalog.transaction():
+                audit.append("quarantine.purged", actor=self.actor, subject=None, data=data, ts=now)
+                Outbox(self.catalog).enqueue("quarantine.purged", data, ts=now)
+            res.quarantine_purged.append(path.name)
+
+    @staticmethod
+    def _quarantine_age_basis(path: Path) -> datetime:
+        """The earliest time the file is known to have existed: its mtime or quarantine time.
+
+        The file is footage of unknown age, so the earlier (stricter) time counts.
+        """
+        times = [datetime.fromtimestamp(path.stat().st_mtime, UTC)]
+        sidecar = path.with_name(path.name + QUARANTINE_REASON_SUFFIX)
+        try:
+            doc = json.loads(sidecar.read_text(encoding="utf-8"))
+            times.append(parse_ts(str(doc["ts"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return min(times)
+
+    # -- continuous operation --------------------------------------------------
+
+    def poke(self) -> None:
+        """Wake the running janitor now (call from the event loop's thread)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    def sleep_seconds(self, res: SweepResult | None, now: datetime) -> float:
+        cap = self.max_sleep
+        if res is None:
+            return cap
+        if res.disk_pressure or res.storage_full_held:
+            cap = min(cap, self.pressure_sleep)
+        if not res.clock_trusted or res.next_wake is None:
+            return cap
+        # A hair past the deadline so that `deadline <= now` holds when we wake.
+        return max(0.0, min(cap, (res.next_wake - now).total_seconds() + 0.05))
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        self._wake = asyncio.Event()
+        while not stop.is_set():
+            res: SweepResult | None
+            # Cleared before the pass: a poke during the pass triggers another one.
+            self._wake.clear()
+            try:
+                res = await asyncio.to_thread(self.sweep_once)
+            except Exception:
+                log.exception("janitor pass failed; retrying after a pause")
+                res = None
+            delay = self.sleep_seconds(res, self.guard.clock.now())
+            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
+            try:
+                await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in waiters:
+                    t.cancel()

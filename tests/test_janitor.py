@@ -1,0 +1,232 @@
+"""The janitor over real, tagged media: who is deleted, who is kept, and when it wakes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from edge_agent.audit import AuditLog
+from edge_agent.catalog import Catalog
+from edge_agent.clock import FakeClock, SystemClock
+from edge_agent.clockguard import ClockGuard, ClockGuardSettings
+from edge_agent.deletion import finish_interrupted
+from edge_agent.holds import place_hold
+from edge_agent.intake import Intake, IntakeSettings, Origin
+from edge_agent.janitor import Janitor
+from edge_agent.model import (
+    NOTICE_PERIODS,
+    HoldKind,
+    Purpose,
+    Recording,
+    RecState,
+    Site,
+    Tags,
+    TimeSource,
+)
+from tests.mediagen import make_video
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+RELEASE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def env(tmp_path: Path) -> tuple[Catalog, IntakeSettings]:
+    cat = Catalog.open(tmp_path / "catalog.db", device_id="gw-test", storage_root=tmp_path / "rec")
+    settings = IntakeSettings(
+        device_id="gw-test",
+        storage_root=tmp_path / "rec",
+        quarantine_dir=tmp_path / "quarantine",
+        periods=NOTICE_PERIODS,
+        fsync=False,
+    )
+    return cat, settings
+
+
+def adopt(
+    cat: Catalog,
+    settings: IntakeSettings,
+    name: str,
+    *,
+    start: datetime,
+    purpose: Purpose,
+    location: str = "gate",
+    anonymized: bool = False,
+) -> Recording:
+    src = settings.storage_root.parent / "drop" / f"{name}.mkv"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    make_video(src, container="mkv", seconds=0.4, creation_time=start)
+    origin = Origin(location, Site.PREMISES, False, True, purpose, anonymized=anonymized)
+    res = Intake(cat, settings).adopt(src, origin, NOW)
+    assert res.recording is not None, res.reason
+    return res.recording
+
+
+def janitor(cat: Catalog, settings: IntakeSettings, clock: FakeClock | None = None) -> Janitor:
+    guard = ClockGuard(
+        cat, clock or FakeClock(NOW, synced=True), ClockGuardSettings(release_date=RELEASE)
+    )
+    return Janitor(
+        cat,
+        settings.storage_root,
+        periods=NOTICE_PERIODS,
+        guard=guard,
+        free_space=lambda: (1 << 40, 1 << 41),
+        quarantine_dir=settings.quarantine_dir,
+        fsync=False,
+    )
+
+
+def test_retention_with_real_media(tmp_path: Path) -> None:
+    cat, settings = env(tmp_path)
+    old = NOW - timedelta(days=4)
+    security = adopt(cat, settings, "sec", start=old, purpose=Purpose.SECURITY, location="yard")
+    rnd = adopt(cat, settings, "rnd", start=old, purpose=Purpose.RND)
+    anon = adopt(cat, settings, "anon", start=old, purpose=Purpose.SECURITY, anonymized=True)
+    held = adopt(cat, settings, "held", start=old, purpose=Purpose.SECURITY, location="lab")
+    fresh = adopt(cat, settings, "fresh", start=NOW - timedelta(hours=1), purpose=Purpose.SECURITY)
+    hold = place_hold(
+        cat, kind=HoldKind.INCIDENT, reason="theft", by="dpo", now=NOW, recording_ids=[held.id]
+    )
+    root = settings.storage_root
+    res = janitor(cat, settings).sweep_once(NOW)
+
+    assert res.deleted_retention == [security.id]
+    assert not (root / security.path).exists()
+    # The emptied date folder of the deleted recording went with it.
+    assert not (root / security.path).parent.exists()
+    assert (root / security.path).parent.parent.exists()  # other locations that day remain
+    for kept in (rnd, anon, held, fresh):
+        assert (root / kept.path).exists()
+        assert cat.get_recording(kept.id).state is RecState.ACTIVE  # type: ignore[union-attr]
+    assert res.kept_by_hold == [(held.id, (hold.id,))]
+    row = cat.get_recording(security.id)
+    assert row is not None and row.state is RecState.DELETED
+    entries = [e for e in AuditLog(cat).export() if e["action"] == "recording.deleted"]
+    assert [e["subject"] for e in entries] == [security.id]
+    assert entries[0]["data"]["reason"] == "retention"
+    events = cat.query("SELECT payload FROM outbox WHERE type = 'recording.deleted'")
+    assert [json.loads(e[0])["recording_id"] for e in events] == [security.id]
+    assert AuditLog(cat).verify().ok
+    # The next wake is the fresh recording's deadline, not an hourly timer.
+    assert res.next_deadline == fresh.deadline
+    cat.close()
+
+
+def test_held_recording_goes_when_hold_expires(tmp_path: Path) -> None:
+    cat, settings = env(tmp_path)
+    rec = adopt(cat, settings, "sec", start=NOW - timedelta(days=4), purpose=Purpose.SECURITY)
+    place_hold(
+        cat,
+        kind=HoldKind.INCIDENT,
+        reason="look",
+        by="dpo",
+        now=NOW,
+        location="gate",
+        start=NOW - timedelta(days=5),
+        end=NOW,
+        until=NOW + timedelta(hours=2),
+    )
+    clock = FakeClock(NOW, synced=True)
+    j = janitor(cat, settings, clock)
+    res = j.sweep_once(NOW)
+    assert res.deleted == [] and res.next_wake == NOW + timedelta(hours=2)
+    assert j.sleep_seconds(res, NOW) == 60.0  # capped
+    clock.advance(2 * 3600 + 1)
+    res = j.sweep_once(clock.now())
+    assert res.deleted == [rec.id]
+    cat.close()
+
+
+def test_interrupted_deletion_is_finished_once(tmp_path: Path) -> None:
+    cat, settings = env(tmp_path)
+    rec = adopt(cat, settings, "sec", start=NOW - timedelta(days=4), purpose=Purpose.SECURITY)
+    cat.execute(
+        "UPDATE recordings SET state = 'deleting', delete_reason = 'retention' WHERE id = ?",
+        (rec.id,),
+    )
+    out = finish_interrupted(cat, settings.storage_root, NOW, fsync=False)
+    assert out.deleted == [rec.id]
+    assert not (settings.storage_root / rec.path).exists()
+    assert finish_interrupted(cat, settings.storage_root, NOW).deleted == []
+    n = cat.query("SELECT COUNT(*) FROM audit WHERE action = 'recording.deleted'")[0][0]
+    assert n == 1
+    cat.close()
+
+
+def test_quarantine_is_purged_after_security_period(tmp_path: Path) -> None:
+    cat, settings = env(tmp_path)
+    q = settings.quarantine_dir
+    q.mkdir()
+    old, new = q / "old.mp4", q / "new.mp4"
+    for p, age in ((old, 4), (new, 1)):
+        p.write_bytes(b"junk")
+        ts = (NOW - timedelta(days=age)).timestamp()
+        os.utime(p, (ts, ts))
+    (q / "old.mp4.reason.json").write_text("{}")
+    res = janitor(cat, settings).sweep_once(NOW)
+    assert res.quarantine_purged == ["old.mp4"]
+    assert not old.exists() and not (q / "old.mp4.reason.json").exists() and new.exists()
+    assert any(e["action"] == "quarantine.purged" for e in AuditLog(cat).export())
+    cat.close()
+
+
+def _row(i: int, deadline: datetime) -> Recording:
+    start = deadline - timedelta(days=3)
+    tags = Tags(
+        "gate",
+        Purpose.SECURITY,
+        Site.PREMISES,
+        False,
+        False,
+        start,
+        start + timedelta(seconds=1),
+        TimeSource.RECORDER,
+        "gw-test",
+    )
+    return Recording(
+        f"r{i}", f"{start:%Y/%m/%d}/gate/r{i}.mkv", tags, 4, "0" * 64, deadline=deadline
+    )
+
+
+async def test_run_wakes_at_the_deadline_and_on_poke(tmp_path: Path) -> None:
+    cat, settings = env(tmp_path)
+    now = datetime.now(UTC)
+    recs = [_row(1, now + timedelta(seconds=1.0)), _row(2, now + timedelta(days=1))]
+    for r in recs:
+        p = settings.storage_root / r.path
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"data")
+    cat.add_recordings(recs)
+    guard = ClockGuard(cat, SystemClock(), ClockGuardSettings(release_date=RELEASE))
+    j = Janitor(
+        cat,
+        settings.storage_root,
+        periods=NOTICE_PERIODS,
+        guard=guard,
+        free_space=lambda: (1 << 40, 1 << 41),
+        fsync=False,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(j.run(stop))
+    for _ in range(60):
+        await asyncio.sleep(0.1)
+        if cat.get_recording("r1").state is RecState.DELETED:  # type: ignore[union-attr]
+            break
+    deleted_at = datetime.now(UTC)
+    assert cat.get_recording("r1").state is RecState.DELETED  # type: ignore[union-attr]
+    assert (deleted_at - recs[0].deadline).total_seconds() < 2.0  # type: ignore[operator]
+    # A recording that became due meanwhile is handled at once on poke.
+    cat.set_deadline("r2", datetime.now(UTC) - timedelta(seconds=1))
+    j.poke()
+    for _ in range(30):
+        await asyncio.sleep(0.1)
+        if cat.get_recording("r2").state is RecState.DELETED:  # type: ignore[union-attr]
+            break
+    assert cat.get_recording("r2").state is RecState.DELETED  # type: ignore[union-attr]
+    status = j.status().as_dict()
+    assert status["clock"] == "trusted" and status["overdue_count"] == 0
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    cat.close()
