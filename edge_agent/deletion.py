@@ -162,23 +162,29 @@ def _unlink_and_record(
     outbox = Outbox(catalog)
     now_s = now.timestamp()
     with catalog.transaction():
+        closed: list[Doomed] = []
         for d in unlinked:
             cur = catalog.conn.execute(
                 "UPDATE recordings SET state = 'deleted', deleted_at = ?, updated_at = ? "
                 "WHERE id = ? AND state = 'deleting'",
                 (now_s, now_s, d.rec.id),
             )
-            if cur.rowcount != 1:
-                continue  # another process finished this interrupted deletion first
-            data = _event(d.rec, d.reason, now)
-            audit.append(
-                "recording.deleted",
-                actor=actor,
-                subject=d.rec.id,
-                data={**data, "detail": d.detail},
-                ts=now,
-            )
-            outbox.enqueue("recording.deleted", data, ts=now)
+            if cur.rowcount == 1:
+                closed.append(d)
+            # else: another process finished this interrupted deletion first
+        events = [_event(d.rec, d.reason, now) for d in closed]
+        # One audit entry and one event per recording, written as a batch in the same
+        # transaction that closes the rows.
+        audit.append_many(
+            [
+                ("recording.deleted", d.rec.id, {**data, "detail": d.detail})
+                for d, data in zip(closed, events, strict=True)
+            ],
+            actor=actor,
+            ts=now,
+        )
+        outbox.enqueue_many([("recording.deleted", data) for data in events], ts=now)
+        for d in closed:
             out.deleted.append(d.rec.id)
             out.bytes_freed += max(d.rec.size, 0)
     prune_empty_dirs(storage_root, dirs, now, fsync=fsync)

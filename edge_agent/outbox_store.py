@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -63,6 +64,40 @@ class Outbox:
             )
             cat.set_meta(NEXT_SEQ_KEY, str(seq + 1))
         return OutboxEntry(seq, event_id, ts, type, payload, cls)
+
+    def enqueue_many(
+        self, items: Sequence[tuple[str, dict[str, Any]]], *, ts: datetime, cls: str = "audit"
+    ) -> list[OutboxEntry]:
+        """Queue several ``(type, data)`` events with one insert; seq stays gap-free."""
+        if cls not in CLASSES:
+            raise ValueError(f"outbox class {cls!r}: use one of {', '.join(CLASSES)}")
+        if not items:
+            return []
+        ts_text, ts_epoch, created = iso(ts), to_epoch(ts), time.time()
+        cat = self.catalog
+        out: list[OutboxEntry] = []
+        with cat.transaction():
+            seq = int(cat.get_meta(NEXT_SEQ_KEY) or 1)
+            rows = []
+            for type, data in items:
+                clash = RESERVED_KEYS & data.keys()
+                if clash:
+                    raise ValueError(
+                        f"event {type!r} data uses reserved key(s) {sorted(clash)}: rename them"
+                    )
+                event_id = str(uuid.uuid4())
+                payload: dict[str, Any] = {"id": event_id, "seq": seq, "ts": ts_text, "type": type}
+                payload.update(json.loads(canonical_json(data)))
+                rows.append((seq, event_id, ts_epoch, type, cls, canonical_json(payload), created))
+                out.append(OutboxEntry(seq, event_id, ts, type, payload, cls))
+                seq += 1
+            cat.conn.executemany(
+                "INSERT INTO outbox (seq, id, ts, type, class, payload, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            cat.set_meta(NEXT_SEQ_KEY, str(seq))
+        return out
 
     def peek(self, limit: int = 100, *, cls: str | None = None) -> list[OutboxEntry]:
         """The oldest unacknowledged entries, in seq order."""

@@ -200,3 +200,24 @@ def test_chain_survives_reopen(paths: tuple[Path, Path], log: AuditLog) -> None:
     assert again.append("after.reopen", actor="a", ts=T0).seq == N + 1
     assert again.verify().ok
     log.catalog = cat  # the fixture closes this one
+
+
+def test_append_many_continues_the_same_chain(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from edge_agent.catalog import Catalog
+
+    root = tmp_path / "root"
+    root.mkdir()
+    cat = Catalog.open(tmp_path / "c.db", device_id="gw-1", storage_root=root)
+    log = AuditLog(cat)
+    ts = datetime(2026, 11, 29, tzinfo=UTC)
+    log.append("first", actor="t", data={"n": 0}, ts=ts)
+    entries = log.append_many(
+        [("batch", f"r{i}", {"n": i, "text": "é"}) for i in range(1, 50)], actor="t", ts=ts
+    )
+    log.append("last", actor="t", data={}, ts=ts)
+    assert [e.seq for e in entries] == list(range(2, 51))
+    verdict = log.verify()
+    assert verdict.ok and verdict.entries == 51
+    cat.close()

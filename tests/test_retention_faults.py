@@ -156,7 +156,11 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base
 
 
-def _one_kill_run(template: Path, work: Path, seed: int) -> tuple[int, str]:
+def _one_kill_run(
+    template: Path, work: Path, seed: int, window: float | None = None
+) -> tuple[int, str]:
+    """Kill the sweep ``uniform(0, window)`` s after it is ready; ``None`` = let it finish
+    and return its duration in ms as the first element (calibration)."""
     rnd = random.Random(seed)
     # Copy the catalog files and recreate the media (faster than copytree).
     (work / "rec").mkdir(parents=True)
@@ -183,7 +187,12 @@ def _one_kill_run(template: Path, work: Path, seed: int) -> tuple[int, str]:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith(b"ready"), (line, proc.stderr.read() if proc.stderr else b"")
-    time.sleep(rnd.uniform(0.0, 0.8))
+    if window is None:
+        t0 = time.monotonic()
+        out, _ = proc.communicate(timeout=60)
+        shutil.rmtree(work)
+        return int((time.monotonic() - t0) * 1000), "calibrated"
+    time.sleep(rnd.uniform(0.0, window))
     proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate(timeout=30)
     facts = check_invariants(work)
@@ -208,9 +217,16 @@ def fast_tmp(tmp_path: Path) -> Iterator[Path]:
 
 def test_sigkill_during_sweep_50_runs(template: Path, fast_tmp: Path) -> None:
     started = time.monotonic()
+    # How long an uninterrupted sweep takes (with the biggest batch) sets the kill window,
+    # so the kills keep landing mid-sweep however fast deletion becomes.
+    full_ms, _ = _one_kill_run(template, fast_tmp / "calibrate", 1, None)
+    window = max(0.05, full_ms / 1000 * 0.9)
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(
-            pool.map(lambda i: _one_kill_run(template, fast_tmp / f"run{i}", 1000 + i), range(RUNS))
+            pool.map(
+                lambda i: _one_kill_run(template, fast_tmp / f"run{i}", 1000 + i, window),
+                range(RUNS),
+            )
         )
     assert len(results) == RUNS
     killed = [d for d, how in results if how == "killed"]
