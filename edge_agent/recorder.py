@@ -1,0 +1,725 @@
+"""One camera source → tagged Matroska segments, by stream copy.
+
+A :class:`Recorder` owns one source. :meth:`Recorder.run_session` runs in a
+worker thread (PyAV's demuxer blocks) and does demux and mux in that same
+thread, so there is no queue at all between reader and writer: memory stays
+flat however slow the disk. A session ends when the source fails, stalls
+(PyAV read timeout) or is told to stop; the manager reconnects with backoff.
+
+Segments:
+
+- Matroska, because a file cut off by a crash stays readable up to its last
+  cluster (plain MP4 does not); clusters are closed every second so a SIGKILL
+  loses about a second;
+- named by UTC start time in their final folder (the intake's layout) under
+  the intake's ``.partial-`` prefix: without a catalog row a segment being
+  written is invisible to retention, and reconcile skips the prefix;
+- tagged when opened (``edge_agent.*`` tags plus the recording id and
+  ``edge_agent.source_id``) because the file is never rewritten: the embedded
+  ``end`` is an estimate (start + ``segment_seconds``); the catalog gets the
+  real end when the segment is closed, and :func:`adopt_partial` measures it
+  for a segment left behind by a crash;
+- timestamps start at zero in every segment; UTC start times come from the
+  wall clock at the session's first keyframe plus stream time since, so
+  consecutive segments abut exactly.
+
+Audio reaches the segment only when the source asks for it and its location
+is a signed audio room (:func:`edge_agent.policy.audio_decision`): the audio
+stream is then not even demuxed.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+from av.container import OutputContainer
+from av.packet import Packet
+from av.stream import Stream
+
+from edge_agent import media
+from edge_agent.intake import PARTIAL_PREFIX, Intake, Origin
+from edge_agent.model import Recording, Tags, TimeSource, iso
+from edge_agent.segmenter import DEFAULT_MAX_GAP, Action, decide
+from edge_agent.sources import PacketSource, SourceError, open_source, packet_seconds
+
+log = logging.getLogger(__name__)
+
+SOURCE_ID_TAG = media.TAG_PREFIX + "source_id"
+CONTAINER = "mkv"
+# A closed cluster is on disk; a SIGKILL loses at most the open one.
+_MKV_OPTIONS = {
+    "cluster_time_limit": "1000",
+    "cluster_size_limit": "4194304",
+    # Hand each finished cluster to the kernel at once instead of buffering 32 KiB.
+    "flush_packets": "1",
+}
+_BITRATE_WINDOW = 2.0  # seconds between bitrate updates
+_DRIFT_CHECK = 5.0  # seconds between clock drift checks
+
+
+# -- state ----------------------------------------------------------------------
+
+
+class State:
+    STARTING = "starting"
+    RECORDING = "recording"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    DEGRADED = "degraded"  # not recording because policy forbids it (no signage)
+    PAUSED = "paused"  # stopped on purpose (disk pressure, operator)
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """One source as telemetry reports it."""
+
+    id: str
+    url: str  # redacted
+    location: str
+    state: str
+    reason: str | None = None
+    since: datetime | None = None
+    audio: bool = False  # audio is being recorded
+    last_segment_start: datetime | None = None
+    last_segment_end: datetime | None = None
+    segments: int = 0
+    reconnects: int = 0
+    bitrate_bps: int | None = None
+    clock_drift_seconds: float | None = None
+    warnings: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "url": self.url,
+            "location": self.location,
+            "state": self.state,
+            "reason": self.reason,
+            "since": iso(self.since) if self.since else None,
+            "audio": self.audio,
+            "last_segment_start": iso(self.last_segment_start) if self.last_segment_start else None,
+            "last_segment_end": iso(self.last_segment_end) if self.last_segment_end else None,
+            "segments": self.segments,
+            "reconnects": self.reconnects,
+            "bitrate_bps": self.bitrate_bps,
+            "clock_drift_seconds": self.clock_drift_seconds,
+            "warnings": list(self.warnings),
+        }
+
+
+# -- packet listeners (live view) ------------------------------------------------
+
+
+class PacketTap:
+    """A bounded copy of a source's packets for one consumer (e.g. a live viewer).
+
+    The recording thread only appends to a ring buffer (oldest dropped when
+    full) and never waits for the consumer, so a slow viewer cannot stall the
+    recording. Consumers read in asyncio with :meth:`get` or from any thread
+    with :meth:`poll`. Audio is offered only when it is being recorded.
+    """
+
+    def __init__(self, maxlen: int = 256, on_close: Callable[[PacketTap], None] | None = None):
+        self._buf: collections.deque[tuple[str, Packet[Stream]]] = collections.deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+        self._waiter: Callable[[], object] | None = None
+        self._on_close = on_close
+        self.dropped = 0
+        self.closed = False
+        self.video: Stream | None = None  # the current input's streams: codec parameters
+        self.audio: Stream | None = None
+
+    def push(self, kind: str, packet: Packet[Stream]) -> None:
+        with self._lock:
+            if len(self._buf) == self._buf.maxlen:
+                self.dropped += 1
+            self._buf.append((kind, packet))
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter()
+
+    def poll(self) -> tuple[str, Packet[Stream]] | None:
+        with self._lock:
+            return self._buf.popleft() if self._buf else None
+
+    async def get(self) -> tuple[str, Packet[Stream]]:
+        """The next (kind, packet); kind is "video" or "audio"."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                if self._buf:
+                    return self._buf.popleft()
+                if self.closed:
+                    raise EOFError("packet tap closed")
+                event = asyncio.Event()
+                self._waiter = functools.partial(loop.call_soon_threadsafe, event.set)
+            await event.wait()
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter()
+        if self._on_close is not None:
+            self._on_close(self)
+
+
+def _copy_packet(packet: Packet[Stream]) -> Packet[Stream]:
+    """An independent packet for listeners: the original is rebased in place when muxed."""
+    twin = Packet(bytes(packet))
+    twin.pts, twin.dts = packet.pts, packet.dts
+    twin.time_base = packet.time_base
+    twin.duration = packet.duration
+    twin.is_keyframe = packet.is_keyframe
+    return twin
+
+
+# -- segments -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClosedSegment:
+    path: Path  # still under its .partial- name
+    tags: Tags  # with the real end
+    rec_id: str
+    origin: Origin
+    reason: str  # why it was closed
+    damaged: bool = False  # writing failed: probe before registering
+
+
+class SegmentWriter:
+    """One open segment: stream-copies packets with timestamps relative to its start."""
+
+    def __init__(
+        self,
+        path: Path,
+        file_tags: dict[str, str],
+        video: Stream,
+        audio: Stream | None,
+        start_exact: Fraction,
+    ) -> None:
+        self.path = path
+        self.start_exact = start_exact  # exact, for the integer timestamp shift
+        self.start_ts = float(start_exact)
+        self.end_ts = self.start_ts
+        self.video_packets = 0
+        self.refused = 0
+        self._last_video: float | None = None
+        self._shift: dict[str, int] = {}
+        self._out: OutputContainer = av.open(
+            str(path), "w", format="matroska", container_options=dict(_MKV_OPTIONS)
+        )
+        try:
+            self._out.metadata.update(file_tags)
+            self._video = self._out.add_stream_from_template(video, opaque=True)
+            self._audio = self._out.add_stream_from_template(audio, opaque=True) if audio else None
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._out.close()
+            raise
+
+    def write(self, kind: str, packet: Packet[Stream], ts: float, tb: float) -> None:
+        """Mux ``packet`` (stream time ``ts`` seconds, time base ``tb``) shifted to the start."""
+        shift = self._shift.get(kind)
+        if shift is None:
+            shift = self._shift[kind] = round(self.start_exact / packet.time_base)
+        if packet.pts is not None:
+            packet.pts -= shift
+        if packet.dts is not None:
+            packet.dts -= shift
+        target = self._video if kind == "video" else self._audio
+        if target is None:
+            return
+        packet.stream = target
+        try:
+            self._out.mux(packet)
+        except av.error.FFmpegError as exc:
+            if isinstance(exc, OSError):
+                raise  # the disk: the caller stops and keeps what is written
+            # A packet the muxer refuses (e.g. non-increasing dts from a camera):
+            # losing it is better than losing the session.
+            self.refused += 1
+            if self.refused == 1:
+                log.warning("%s: muxer refused a %s packet: %s", self.path.name, kind, exc)
+            return
+        step = (packet.duration or 0) * tb
+        if kind == "video":
+            self.video_packets += 1
+            if not step and self._last_video is not None:
+                step = ts - self._last_video  # encoders and RTP often leave duration unset
+            self._last_video = ts
+        if ts + step > self.end_ts:
+            self.end_ts = ts + step
+
+    @property
+    def seconds(self) -> float:
+        return self.end_ts - self.start_ts
+
+    def close(self) -> None:
+        self._out.close()
+
+
+# -- one source --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecorderSettings:
+    source_id: str
+    url: str
+    redacted_url: str
+    origin: Origin
+    device_id: str
+    segment_seconds: float
+    keep_audio: bool
+    rtsp_transport: str = "tcp"
+    open_timeout: float = 10.0
+    stall_seconds: float = 10.0
+    max_gap: float = DEFAULT_MAX_GAP
+    max_drift: float = 10.0
+
+
+@dataclass
+class SessionResult:
+    packets: int = 0
+    error: str | None = None
+    permanent: bool = False
+
+
+@dataclass
+class _Live:
+    """Mutable per-source figures, written by the worker, read by snapshot()."""
+
+    state: str = State.STARTING
+    reason: str | None = None
+    since: datetime | None = None
+    last_segment_start: datetime | None = None
+    last_segment_end: datetime | None = None
+    segments: int = 0
+    reconnects: int = 0
+    bitrate_bps: int | None = None
+    drift: float | None = None
+    warnings: dict[str, str] = field(default_factory=dict)
+    last_packet: float = 0.0  # monotonic
+
+
+class Recorder:
+    """Records one source; sessions run in a worker thread, one at a time."""
+
+    def __init__(
+        self,
+        settings: RecorderSettings,
+        *,
+        segment_path: Callable[[Tags, str], Path],
+        on_closed: Callable[[ClosedSegment], None],
+        now: Callable[[], datetime],
+        clock_trusted: Callable[[], bool] = lambda: True,
+        open_source_fn: Callable[[RecorderSettings], PacketSource] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._segment_path = segment_path
+        self._on_closed = on_closed
+        self._now = now
+        self._clock_trusted = clock_trusted
+        self._open = open_source_fn or _open_for
+        self._lock = threading.Lock()
+        self._live = _Live(since=now())
+        self._taps: list[PacketTap] = []
+
+    # -- status ------------------------------------------------------------------
+
+    def set_state(self, state: str, reason: str | None = None) -> None:
+        with self._lock:
+            if (state, reason) != (self._live.state, self._live.reason):
+                self._live.since = self._now()
+            self._live.state, self._live.reason = state, reason
+            if state == State.RECONNECTING:
+                self._live.reconnects += 1
+            if state != State.RECORDING:
+                self._live.bitrate_bps = None
+
+    def status(self) -> SourceStatus:
+        s, live = self.settings, self._live
+        with self._lock:
+            return SourceStatus(
+                id=s.source_id,
+                url=s.redacted_url,
+                location=s.origin.location,
+                state=live.state,
+                reason=live.reason,
+                since=live.since,
+                audio=s.keep_audio and live.state == State.RECORDING,
+                last_segment_start=live.last_segment_start,
+                last_segment_end=live.last_segment_end,
+                segments=live.segments,
+                reconnects=live.reconnects,
+                bitrate_bps=live.bitrate_bps,
+                clock_drift_seconds=live.drift,
+                warnings=tuple(live.warnings.values()),
+            )
+
+    def seconds_since_packet(self) -> float:
+        return time.monotonic() - self._live.last_packet
+
+    # -- listeners -----------------------------------------------------------------
+
+    def add_packet_listener(self, maxlen: int = 256) -> PacketTap:
+        tap = PacketTap(maxlen, on_close=self._remove_tap)
+        with self._lock:
+            self._taps = [*self._taps, tap]
+        return tap
+
+    def _remove_tap(self, tap: PacketTap) -> None:
+        with self._lock:
+            self._taps = [t for t in self._taps if t is not tap]
+
+    # -- the session ---------------------------------------------------------------
+
+    def run_session(self, stop: threading.Event) -> SessionResult:
+        """Open the source, record until it fails or ``stop`` is set. Blocking."""
+        result = SessionResult()
+        try:
+            source = self._open(self.settings)
+        except SourceError as exc:
+            result.error, result.permanent = str(exc), exc.permanent
+            return result
+        try:
+            self._record(source, stop, result)
+        except SourceError as exc:
+            result.error, result.permanent = str(exc), exc.permanent
+        finally:
+            source.close()
+        return result
+
+    def _record(self, source: PacketSource, stop: threading.Event, result: SessionResult) -> None:
+        s = self.settings
+        audio_in = source.audio if s.keep_audio else None
+        for tap in self._taps:
+            tap.video, tap.audio = source.video, audio_in
+        log.info("%s: connected to %s", s.source_id, source.description)
+        run = _Run(self, source.video, audio_in)
+        try:
+            for packet in source.packets(stop):
+                if stop.is_set():
+                    break
+                kind = self._kind(packet, source.video, audio_in)
+                if kind is None:
+                    continue
+                run.feed(kind, packet)
+                result.packets += 1
+        except OSError as exc:
+            # The output side failed (disk full, I/O error): keep what was written.
+            run.close(f"write failed: {exc.strerror or exc}", damaged=True)
+            raise SourceError(
+                f"{s.source_id}: cannot write segment ({exc.strerror or exc})"
+            ) from exc
+        finally:
+            if run.writer is not None:
+                run.close("stopped" if stop.is_set() else "source ended")
+        if not stop.is_set() and result.error is None and result.packets == 0:
+            result.error = f"{s.redacted_url}: no packets"
+
+    @staticmethod
+    def _kind(packet: Packet[Stream], video: Stream, audio: Stream | None) -> str | None:
+        stream = packet.stream
+        if stream is video:
+            return "video"
+        if audio is not None and stream is audio:
+            return "audio"
+        # Encoders and demuxers hand out the same stream objects; index is the fallback.
+        if stream is not None and stream.index == video.index and stream.type == "video":
+            return "video"
+        if audio is not None and stream is not None and stream.index == audio.index:
+            return "audio"
+        return None
+
+    # -- used by _Run ----------------------------------------------------------------
+
+    def _publish(self, kind: str, packet: Packet[Stream]) -> None:
+        taps = self._taps
+        if not taps:
+            return
+        twin = _copy_packet(packet)
+        for tap in taps:
+            tap.push(kind, twin)
+
+    def _note(self, **changes: object) -> None:
+        with self._lock:
+            for k, v in changes.items():
+                setattr(self._live, k, v)
+
+    def _warn(self, key: str, text: str | None) -> None:
+        with self._lock:
+            if text is None:
+                self._live.warnings.pop(key, None)
+            else:
+                self._live.warnings[key] = text
+
+
+class _Run:
+    """The packet loop of one session: segment decisions, wall-clock mapping, figures."""
+
+    def __init__(self, rec: Recorder, video: Stream, audio: Stream | None) -> None:
+        self.rec = rec
+        self.s = rec.settings
+        self.video, self.audio = video, audio
+        self.writer: SegmentWriter | None = None
+        self.tags: Tags | None = None
+        self.rec_id = ""
+        self.last_ts: dict[str, float] = {}
+        # stream time -> UTC: (wall at anchor, stream seconds at anchor, monotonic at anchor)
+        self.anchor: tuple[datetime, float, float] | None = None
+        self.tb: dict[str, float] = {}
+        self.next_drift_check = 0.0
+        self.bytes = 0
+        self.bytes_mark = (time.monotonic(), 0)
+
+    def feed(self, kind: str, packet: Packet[Stream]) -> None:
+        raw = packet.dts if packet.dts is not None else packet.pts
+        if raw is None:
+            return  # no timestamp: a muxer cannot place it
+        # Time bases are fixed per stream; Fraction arithmetic per packet costs more
+        # CPU than the copy itself, so the hot path uses a cached float.
+        tb = self.tb.get(kind)
+        if tb is None:
+            tb = self.tb[kind] = float(packet.time_base)
+        seconds = ts = raw * tb
+        now_mono = time.monotonic()
+        self.rec._live.last_packet = now_mono
+        d = decide(
+            is_video=kind == "video",
+            is_keyframe=packet.is_keyframe,
+            ts=seconds,
+            last_ts=self.last_ts.get(kind),
+            segment_start=self.writer.start_ts if self.writer else None,
+            segment_seconds=self.s.segment_seconds,
+            max_gap=self.s.max_gap,
+        )
+        if d.action in (Action.CUT, Action.CLOSE):
+            if d.reason == "duration" and self.writer is not None:
+                # Segments abut: this one ends where the next begins.
+                self.writer.end_ts = max(self.writer.end_ts, ts)
+            self.close(d.reason)
+            if d.reason != "duration":
+                log.warning("%s: %s; new segment at the next keyframe", self.s.source_id, d.reason)
+                self.last_ts.clear()
+                self.anchor = None
+        if d.action in (Action.SKIP, Action.CLOSE):
+            self.last_ts[kind] = seconds
+            return
+        self.last_ts[kind] = seconds
+        if d.action in (Action.OPEN, Action.CUT):
+            self.open(Fraction(raw) * packet.time_base, now_mono)
+        self.rec._publish(kind, packet)
+        assert self.writer is not None
+        self.bytes += packet.size
+        self.writer.write(kind, packet, ts, tb)
+        if kind == "video":
+            self._figures(ts, now_mono)
+
+    # -- wall clock ------------------------------------------------------------------
+
+    def _wall(self, ts: float, now_mono: float) -> datetime:
+        if self.anchor is None:
+            self.anchor = (self.rec._now(), ts, now_mono)
+            self.next_drift_check = now_mono + _DRIFT_CHECK
+        wall0, ts0, _ = self.anchor
+        return wall0 + timedelta(seconds=ts - ts0)
+
+    def _figures(self, ts: float, now_mono: float) -> None:
+        t_mark, b_mark = self.bytes_mark
+        if now_mono - t_mark >= _BITRATE_WINDOW:
+            rate = int((self.bytes - b_mark) * 8 / (now_mono - t_mark))
+            self.rec._note(bitrate_bps=rate)
+            self.bytes_mark = (now_mono, self.bytes)
+        if self.anchor is None or now_mono < self.next_drift_check:
+            return
+        self.next_drift_check = now_mono + _DRIFT_CHECK
+        _, ts0, mono0 = self.anchor
+        drift = (ts - ts0) - (now_mono - mono0)
+        self.rec._note(drift=round(drift, 3))
+        if abs(drift) > self.s.max_drift:
+            text = (
+                f"source clock drifts {drift:+.1f}s from the local clock "
+                f"(more than {self.s.max_drift:g}s): check the camera's frame rate and NTP"
+            )
+            log.warning(
+                "%s: %s; segment times re-anchored to the local clock", self.s.source_id, text
+            )
+            self.rec._warn("clock_drift", text)
+            self.anchor = (self.rec._now(), ts, now_mono)
+
+    # -- segments ----------------------------------------------------------------------
+
+    def open(self, exact: Fraction, now_mono: float) -> None:
+        s = self.s
+        start = self._wall(float(exact), now_mono)
+        trusted = self.rec._clock_trusted()
+        self.tags = Tags(
+            location=s.origin.location,
+            purpose=s.origin.purpose,
+            site=s.origin.site,
+            audio=self.audio is not None,
+            anonymized=s.origin.anonymized,
+            start=start,
+            # Unknown until the segment closes; the catalog gets the real end.
+            end=start + timedelta(seconds=s.segment_seconds),
+            time_source=TimeSource.RECORDER if trusted else TimeSource.UNTRUSTED,
+            device=s.device_id,
+        )
+        self.rec_id = uuid.uuid4().hex
+        final = self.rec._segment_path(self.tags, self.rec_id)
+        path = final.with_name(PARTIAL_PREFIX + final.name)
+        file_tags = media.encode_tags(self.tags, recording_id=self.rec_id)
+        file_tags[SOURCE_ID_TAG] = s.source_id
+        file_tags["creation_time"] = iso(start)
+        self.writer = SegmentWriter(path, file_tags, self.video, self.audio, exact)
+        self.rec._note(last_segment_start=start)
+        if self.rec._live.state != State.RECORDING:
+            self.rec.set_state(State.RECORDING)
+
+    def close(self, reason: str, *, damaged: bool = False) -> None:
+        writer, tags = self.writer, self.tags
+        self.writer, self.tags = None, None
+        if writer is None or tags is None:
+            return
+        try:
+            writer.close()
+        except (OSError, av.error.FFmpegError) as exc:
+            log.error("%s: closing %s failed: %s", self.s.source_id, writer.path.name, exc)
+            damaged = True
+        if writer.video_packets == 0:
+            writer.path.unlink(missing_ok=True)
+            return
+        end = tags.start + timedelta(seconds=writer.seconds)
+        closed = ClosedSegment(
+            writer.path, replace(tags, end=end), self.rec_id, self.s.origin, reason, damaged
+        )
+        with self.rec._lock:
+            self.rec._live.segments += 1
+            self.rec._live.last_segment_end = end
+        self.rec._on_closed(closed)
+
+
+def _open_for(settings: RecorderSettings) -> PacketSource:
+    return open_source(
+        settings.url,
+        rtsp_transport=settings.rtsp_transport,
+        open_timeout=settings.open_timeout,
+        read_timeout=settings.stall_seconds,
+    )
+
+
+# -- start-up: segments left by a crash ------------------------------------------------
+
+
+def _measured_seconds(path: Path) -> tuple[float, int]:
+    """Stream time covered by the readable packets of ``path`` and their video count."""
+    first: float | None = None
+    last = 0.0
+    videos = 0
+    with av.open(str(path)) as inp:
+        streams = [s for s in inp.streams if s.type in ("video", "audio")]
+        try:
+            for packet in inp.demux(streams):
+                sec = packet_seconds(packet)
+                if sec is None:
+                    continue
+                if packet.stream.type == "video":
+                    videos += 1
+                first = sec if first is None else min(first, sec)
+                dur = float((packet.duration or 0) * packet.time_base)
+                last = max(last, sec + dur)
+        except (av.error.FFmpegError, OSError):
+            pass  # cut off mid-cluster: what came before counts
+    return (0.0 if first is None else max(0.0, last - first)), videos
+
+
+def adopt_partial(path: Path, intake: Intake, now: datetime) -> Recording | None:
+    """Register one ``.partial-`` segment the recorder left behind; None if not ours.
+
+    Readable segments are always kept: their tags (with the id) were written
+    at open, the real end comes from the packets found. An unreadable one is
+    quarantined with the reason. A partial the intake itself left (it carries
+    a ``source_sha256`` tag) is not the recorder's and is left to reconcile.
+    """
+    try:
+        info = media.probe(path)
+        seconds, videos = _measured_seconds(path)
+    except (media.MediaError, av.error.FFmpegError, OSError) as exc:
+        intake._quarantine(path, f"unreadable recorder segment: {exc}", now)
+        return None
+    if SOURCE_ID_TAG not in info.tags or media.decode_source_sha256(info.tags):
+        return None
+    try:
+        tags = media.decode_tags(info.tags)
+    except media.MediaError as exc:
+        intake._quarantine(path, f"bad_tags: {exc}", now)
+        return None
+    rec_id = media.decode_recording_id(info.tags)
+    if tags is None or rec_id is None:
+        intake._quarantine(path, "bad_tags: recorder segment without tags", now)
+        return None
+    if videos == 0:
+        intake._quarantine(path, "empty: recorder segment without a video packet", now)
+        return None
+    if intake.catalog.get_recording(rec_id) is not None:
+        log.warning("%s: recording %s is already catalogued; left for reconcile", path, rec_id)
+        return None
+    tags = replace(tags, end=tags.start + timedelta(seconds=seconds))
+    if not info.has_audio and tags.audio:
+        tags = replace(tags, audio=False)
+    origin = Origin(
+        location=tags.location,
+        site=tags.site,
+        audio_room=tags.audio,
+        signage=True,
+        purpose=tags.purpose,
+        anonymized=tags.anonymized,
+        source_id=info.tags[SOURCE_ID_TAG],
+    )
+    rec = intake.register_segment(path, tags, rec_id, origin, now)
+    log.info("adopted segment %s left by a crash (%.1fs)", path.name, seconds)
+    return rec
+
+
+def find_partials(root: Path) -> Iterator[Path]:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in sorted(files):
+            if name.startswith(PARTIAL_PREFIX) and name.endswith("." + CONTAINER):
+                yield Path(dirpath) / name
+
+
+def recover_partials(root: Path, intake: Intake, now: datetime) -> list[Recording]:
+    """Adopt every readable recorder segment left under ``root`` by a crash (blocking).
+
+    Run at start-up before recording starts, so no live segment is mistaken
+    for a leftover.
+    """
+    found: list[Recording] = []
+    for path in find_partials(root):
+        try:
+            rec = adopt_partial(path, intake, now)
+        except OSError as exc:
+            log.error("cannot adopt %s: %s (left in place, retried at next start)", path, exc)
+            continue
+        if rec is not None:
+            found.append(rec)
+    return found

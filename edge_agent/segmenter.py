@@ -1,0 +1,82 @@
+"""Where the recorder cuts segments: a pure decision per packet.
+
+Rules:
+
+- a segment starts only on a video keyframe (a file that starts elsewhere
+  shows grey until the next one); packets before it are skipped;
+- once ``segment_seconds`` of stream time have passed, the next video keyframe
+  closes the segment and opens the next one with that keyframe, so segments
+  abut without a gap or overlap;
+- a timestamp discontinuity on any stream (backwards, or forwards by more than
+  ``max_gap``) closes the segment: the camera rebooted, a file looped without
+  offset, or the network dropped data. The next segment starts at the next
+  keyframe, with fresh timestamps, rather than carrying a jump inside a file.
+
+Times are stream seconds (``dts`` or ``pts`` times the time base), never wall
+clock: the recorder maps them to UTC separately.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+# Audio and video of one camera are not perfectly interleaved; a little
+# backward movement between consecutive packets of one stream is reordering,
+# not a discontinuity.
+BACKWARD_TOLERANCE = 0.5
+DEFAULT_MAX_GAP = 10.0
+
+
+class Action(StrEnum):
+    SKIP = "skip"  # drop the packet (no open segment, waiting for a keyframe)
+    OPEN = "open"  # open a segment starting with this packet
+    WRITE = "write"  # write the packet to the open segment
+    CUT = "cut"  # close the open segment, open the next one with this packet
+    CLOSE = "close"  # close the open segment, drop this packet, wait for a keyframe
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str = ""
+
+
+def discontinuity(last_ts: float | None, ts: float, max_gap: float) -> str | None:
+    """Why ``ts`` does not follow ``last_ts`` on the same stream, or None if it does."""
+    if last_ts is None:
+        return None
+    if ts < last_ts - BACKWARD_TOLERANCE:
+        return f"timestamp went back {last_ts - ts:.3f}s"
+    if ts > last_ts + max_gap:
+        return f"timestamp jumped {ts - last_ts:.3f}s forward"
+    return None
+
+
+def decide(
+    *,
+    is_video: bool,
+    is_keyframe: bool,
+    ts: float,
+    last_ts: float | None,
+    segment_start: float | None,
+    segment_seconds: float,
+    max_gap: float = DEFAULT_MAX_GAP,
+) -> Decision:
+    """What to do with one packet.
+
+    ``last_ts`` is the previous packet's time on the same stream (None after a
+    (re)connect), ``segment_start`` the open segment's first keyframe time (None
+    when no segment is open).
+    """
+    keyframe = is_video and is_keyframe
+    if segment_start is None:
+        return (
+            Decision(Action.OPEN, "keyframe") if keyframe else Decision(Action.SKIP, "no keyframe")
+        )
+    jump = discontinuity(last_ts, ts, max_gap)
+    if jump is not None:
+        return Decision(Action.CUT if keyframe else Action.CLOSE, jump)
+    if keyframe and ts - segment_start >= segment_seconds:
+        return Decision(Action.CUT, "duration")
+    return Decision(Action.WRITE)

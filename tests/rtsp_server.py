@@ -1,0 +1,123 @@
+"""A real RTSP server on loopback for the recorder tests: GStreamer's gst-rtsp-server.
+
+Run with the *system* python3 (it needs ``python3-gi`` and the GStreamer
+typelibs from Debian, which a virtualenv does not see)::
+
+    /usr/bin/python3 tests/rtsp_server.py --port 8554 --path /cam --file clip.mkv
+
+It serves the Matroska file's H.264 video (and AAC audio, if any) as RTP at the
+file's own pace (the RTP sinks sync to the pipeline clock, like a camera), over
+UDP or TCP-interleaved as the client asks. One shared pipeline feeds every
+client. Prints ``READY <url>`` on stdout once it listens.
+
+Debian packages: ``python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
+gstreamer1.0-plugins-good`` (``--no-install-recommends`` is enough).
+
+The helpers at the bottom (``available``, ``start``) are imported by the tests
+under the project's interpreter and only spawn the server as a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+APT_PACKAGES = (
+    "python3-gi",
+    "gir1.2-gst-rtsp-server-1.0",
+    "gstreamer1.0-plugins-base",
+    "gstreamer1.0-plugins-good",
+)
+
+
+def _launch_line(path: Path, audio: bool) -> str:
+    video = "d.video_0 ! queue ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1"
+    line = f'filesrc location="{path}" ! matroskademux name=d {video}'
+    if audio:
+        line += " d.audio_0 ! queue ! aacparse ! rtpmp4gpay name=pay1 pt=97"
+    return f"( {line} )"
+
+
+def serve(port: int, mount: str, path: Path, audio: bool) -> None:  # pragma: no cover
+    import gi
+
+    gi.require_version("Gst", "1.0")
+    gi.require_version("GstRtspServer", "1.0")
+    from gi.repository import GLib, Gst, GstRtspServer
+
+    Gst.init(None)
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(port))
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(_launch_line(path, audio))
+    factory.set_shared(True)
+    server.get_mount_points().add_factory(mount, factory)
+    if server.attach(None) == 0:
+        print(f"cannot listen on 127.0.0.1:{port}", file=sys.stderr)
+        sys.exit(1)
+    print(f"READY rtsp://127.0.0.1:{port}{mount}", flush=True)
+    GLib.MainLoop().run()
+
+
+def available() -> str | None:
+    """None when the server can run here, else why not (names the packages)."""
+    if not os.path.exists(SYSTEM_PYTHON):
+        return f"{SYSTEM_PYTHON} not found"
+    probe = (
+        "import gi; gi.require_version('Gst','1.0'); gi.require_version('GstRtspServer','1.0');"
+        "from gi.repository import Gst, GstRtspServer; Gst.init(None);"
+        "import sys; sys.exit(0 if all(Gst.ElementFactory.find(n) for n in "
+        "('matroskademux','h264parse','rtph264pay','aacparse','rtpmp4gpay')) else 3)"
+    )
+    rc = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=30).returncode
+    if rc != 0:
+        return "GStreamer RTSP server missing: apt-get install " + " ".join(APT_PACKAGES)
+    return None
+
+
+def start(
+    port: int, path: Path, *, mount: str = "/cam", audio: bool = True
+) -> subprocess.Popen[str]:
+    """Spawn the server and wait until it listens; the caller kills it."""
+    proc = subprocess.Popen(
+        [
+            SYSTEM_PYTHON,
+            str(Path(__file__).resolve()),
+            "--port",
+            str(port),
+            "--path",
+            mount,
+            "--file",
+            str(path),
+            *([] if audio else ["--no-audio"]),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("READY"):
+        proc.kill()
+        _, err = proc.communicate(timeout=5)
+        raise RuntimeError(f"RTSP server did not start: {line!r} {err}")
+    return proc
+
+
+def main() -> None:  # pragma: no cover
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--path", default="/cam")
+    ap.add_argument("--file", type=Path, required=True)
+    ap.add_argument("--no-audio", action="store_true")
+    args = ap.parse_args()
+    serve(args.port, args.path, args.file.resolve(), not args.no_audio)
+
+
+if __name__ == "__main__":
+    main()
