@@ -1,0 +1,461 @@
+"""Fan-out of a camera's encoded packets to live viewers (one camera connection for all).
+
+A producer — the recorder's worker thread, or a feeder thread in tests —
+calls :meth:`PacketHub.publish` for every packet; each viewer holds a
+:class:`Subscription` read from asyncio. The producer never waits: every
+subscriber channel is a bounded ring buffer that drops its oldest entries,
+and a video channel that overflowed (or just started) waits for the next
+keyframe, because a decoder fed a GOP with holes shows garbage until then.
+
+H.264 is normalised once per source, and only while someone watches: packets
+are converted to Annex-B (FFmpeg's ``h264_mp4toannexb`` bitstream filter for
+MP4-style length-prefixed input) and every keyframe carries its SPS/PPS, so a
+viewer that joins late can start decoding at the first keyframe it gets.
+WebRTC H.264 packetisation (RFC 6184) needs exactly that.
+
+This module never imports aiortc: the recorder can publish whether or not the
+live view is enabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import av
+from av.packet import Packet
+
+if TYPE_CHECKING:
+    from av.stream import Stream
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Channel",
+    "CodecInfo",
+    "HubPacket",
+    "PacketHub",
+    "Subscription",
+    "attach_to_recorder",
+    "pump",
+]
+
+Kind = Literal["video", "audio"]
+
+VIDEO_BACKLOG = 150  # packets: ~6 s at 25 fps, far more than a healthy viewer lags
+AUDIO_BACKLOG = 300  # AAC frames: ~6 s at 48 kHz
+_START_CODE = b"\x00\x00\x01"
+_NAL_SPS = 7
+
+
+@dataclass(frozen=True)
+class CodecInfo:
+    """What a viewer needs to know about a stream to decode or forward it.
+
+    ``stream`` is the producer's stream object, needed only to build the
+    H.264 bitstream filter (PyAV copies codec parameters from a stream); it is
+    not part of equality, so a reconnect with identical parameters is no change.
+    """
+
+    kind: Kind
+    codec: str  # FFmpeg codec name: "h264", "hevc", "aac", ...
+    extradata: bytes = b""
+    width: int = 0
+    height: int = 0
+    sample_rate: int = 0
+    layout: str = ""
+    stream: Stream | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_stream(cls, stream: Stream) -> CodecInfo:
+        ctx = stream.codec_context
+        kind: Kind = "audio" if stream.type == "audio" else "video"
+        extradata = bytes(ctx.extradata or b"")
+        # The canonical name: an encoder's context is named "libx264", its stream is H.264.
+        codec = ctx.codec.canonical_name
+        if kind == "video":
+            return cls(
+                kind,
+                codec,
+                extradata,
+                width=int(getattr(ctx, "width", 0) or 0),
+                height=int(getattr(ctx, "height", 0) or 0),
+                stream=stream,
+            )
+        layout = getattr(ctx, "layout", None)
+        return cls(
+            kind,
+            codec,
+            extradata,
+            sample_rate=int(getattr(ctx, "sample_rate", 0) or 0),
+            layout=layout.name if layout is not None else "",
+            stream=stream,
+        )
+
+    @property
+    def is_h264(self) -> bool:
+        return self.codec == "h264"
+
+
+@dataclass(frozen=True)
+class HubPacket:
+    """An immutable copy of one packet: viewers never share mutable av objects."""
+
+    kind: Kind
+    data: bytes
+    pts: int | None
+    time_base: Fraction | None
+    keyframe: bool
+    info: CodecInfo
+
+    def seconds(self) -> float | None:
+        if self.pts is None or self.time_base is None:
+            return None
+        return float(self.pts * self.time_base)
+
+
+def _nal_types(data: bytes) -> set[int]:
+    types: set[int] = set()
+    i = data.find(_START_CODE)
+    while i != -1 and i + 3 < len(data):
+        types.add(data[i + 3] & 0x1F)
+        i = data.find(_START_CODE, i + 3)
+    return types
+
+
+def _is_annexb(extradata: bytes) -> bool:
+    return extradata.startswith(_START_CODE) or extradata.startswith(b"\x00" + _START_CODE)
+
+
+class H264Normalizer:
+    """Annex-B H.264 with SPS/PPS in front of every keyframe."""
+
+    def __init__(self, info: CodecInfo) -> None:
+        self._bsf: av.BitStreamFilterContext | None = None
+        self._parameter_sets = b""
+        if info.extradata and not _is_annexb(info.extradata):
+            # avcC extradata: the filter rewrites length prefixes to start codes and
+            # inserts SPS/PPS itself. It needs the stream's codec parameters: given
+            # only a codec name it has no extradata and silently passes MP4-style
+            # packets through, which the browser cannot decode.
+            if info.stream is None:
+                raise ValueError("h264 with avcC extradata needs CodecInfo.stream")
+            self._bsf = av.BitStreamFilterContext("h264_mp4toannexb", info.stream)
+        else:
+            # Annex-B already (RTSP, raw encoders with global headers): the
+            # parameter sets live out of band in extradata, if anywhere.
+            self._parameter_sets = info.extradata
+
+    def convert(self, packet: Packet[Any]) -> list[tuple[bytes, bool]]:
+        """(Annex-B data, keyframe) for one input packet."""
+        keyframe = bool(packet.is_keyframe)
+        if self._bsf is not None:
+            twin = Packet(bytes(packet))  # the filter consumes its input packet
+            twin.pts, twin.dts, twin.time_base = packet.pts, packet.dts, packet.time_base
+            twin.is_keyframe = keyframe
+            return [(bytes(out), bool(out.is_keyframe)) for out in self._bsf.filter(twin)]
+        data = bytes(packet)
+        if keyframe and self._parameter_sets and _NAL_SPS not in _nal_types(data):
+            data = self._parameter_sets + data
+        return [(data, keyframe)]
+
+
+class Channel:
+    """A bounded single-consumer queue fed from any thread, drop-oldest.
+
+    With ``gate_keyframes`` the channel discards everything up to the next
+    keyframe when it starts and again after any overflow.
+    """
+
+    def __init__(self, maxlen: int, *, gate_keyframes: bool) -> None:
+        self._buf: collections.deque[HubPacket] = collections.deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+        self._gate = gate_keyframes
+        self._waiting_keyframe = gate_keyframes
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+        self.closed = False
+        self.dropped = 0
+        self.delivered = 0
+
+    def push(self, item: HubPacket) -> None:
+        """Never blocks beyond a short lock; called from the producer thread."""
+        with self._lock:
+            if self.closed:
+                return
+            if self._waiting_keyframe:
+                if not item.keyframe:
+                    self.dropped += 1
+                    return
+                self._waiting_keyframe = False
+            if len(self._buf) == self._buf.maxlen:
+                self.dropped += len(self._buf) if self._gate else 1
+                if self._gate:
+                    # A hole in a GOP: resynchronise on a keyframe instead.
+                    self._buf.clear()
+                    if not item.keyframe:
+                        self._waiting_keyframe = True
+                        return
+            self._buf.append(item)
+            event, loop = self._event, self._loop
+        self._wake(event, loop)
+
+    @staticmethod
+    def _wake(event: asyncio.Event | None, loop: asyncio.AbstractEventLoop | None) -> None:
+        if event is None or loop is None:
+            return
+        # RuntimeError: the viewer's loop is gone; nothing to wake.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(event.set)
+
+    async def get(self) -> HubPacket:
+        """The next packet; EOFError once the channel is closed."""
+        while True:
+            with self._lock:
+                if self._buf:
+                    self.delivered += 1
+                    return self._buf.popleft()
+                if self.closed:
+                    raise EOFError("live view channel closed")
+                if self._event is None:
+                    self._loop = asyncio.get_running_loop()
+                    self._event = asyncio.Event()
+                event = self._event
+                event.clear()
+            await event.wait()
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            self._buf.clear()
+            event, loop = self._event, self._loop
+        self._wake(event, loop)
+
+
+class Subscription:
+    """One viewer's view of a source: a video channel and, if wanted, an audio channel."""
+
+    def __init__(
+        self, source_id: str, *, audio: bool, on_close: Callable[[Subscription], None]
+    ) -> None:
+        self.source_id = source_id
+        self.video = Channel(VIDEO_BACKLOG, gate_keyframes=True)
+        self.audio: Channel | None = Channel(AUDIO_BACKLOG, gate_keyframes=False) if audio else None
+        self._on_close = on_close
+        self._closed = False
+
+    def push(self, item: HubPacket) -> None:
+        if item.kind == "video":
+            self.video.push(item)
+        elif self.audio is not None:
+            self.audio.push(item)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.video.close()
+        if self.audio is not None:
+            self.audio.close()
+        self._on_close(self)
+
+
+class _SourceState:
+    def __init__(self) -> None:
+        self.info: dict[str, CodecInfo] = {}
+        self.subs: tuple[Subscription, ...] = ()
+        self.normalizer: H264Normalizer | None = None
+        self.normalizer_for: CodecInfo | None = None
+        self.last_packet = 0.0  # monotonic
+        self.packets = 0
+
+
+class PacketHub:
+    """Per-source fan-out of encoded packets; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sources: dict[str, _SourceState] = {}
+
+    def _state(self, source_id: str) -> _SourceState:
+        state = self._sources.get(source_id)
+        if state is None:
+            state = self._sources[source_id] = _SourceState()
+        return state
+
+    def publish(
+        self, source_id: str, kind: str, packet: Packet[Any], codec_info: CodecInfo
+    ) -> None:
+        """Offer one packet to the source's viewers. Never blocks, never raises on bad data."""
+        if kind not in ("video", "audio"):
+            return
+        with self._lock:
+            state = self._state(source_id)
+            state.info[kind] = codec_info
+            state.last_packet = time.monotonic()
+            state.packets += 1
+            subs = state.subs
+            if not subs:
+                return  # nobody watches: no copy, no conversion
+            if kind == "video" and codec_info.is_h264 and state.normalizer_for != codec_info:
+                try:
+                    state.normalizer = H264Normalizer(codec_info)
+                except (ValueError, av.error.FFmpegError) as exc:
+                    log.warning("%s: cannot prepare H.264 for the live view: %s", source_id, exc)
+                    state.normalizer = None
+                state.normalizer_for = codec_info
+            normalizer = state.normalizer if kind == "video" and codec_info.is_h264 else None
+        try:
+            if normalizer is not None:
+                chunks = normalizer.convert(packet)
+            else:
+                chunks = [(bytes(packet), bool(packet.is_keyframe) or kind == "audio")]
+        except av.error.FFmpegError as exc:
+            log.debug("%s: packet dropped for the live view: %s", source_id, exc)
+            return
+        pts = packet.pts if packet.pts is not None else packet.dts
+        k: Kind = "video" if kind == "video" else "audio"
+        for data, keyframe in chunks:
+            item = HubPacket(k, data, pts, packet.time_base, keyframe, codec_info)
+            for sub in subs:
+                sub.push(item)
+
+    def subscribe(self, source_id: str, *, audio: bool = False) -> Subscription:
+        """A new viewer; video starts at the next keyframe. Close it when done."""
+        sub = Subscription(source_id, audio=audio, on_close=self._unsubscribe)
+        with self._lock:
+            state = self._state(source_id)
+            state.subs = (*state.subs, sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            state = self._sources.get(sub.source_id)
+            if state is not None:
+                state.subs = tuple(s for s in state.subs if s is not sub)
+
+    def codec(self, source_id: str, kind: Kind) -> CodecInfo | None:
+        """The codec last seen on the source's stream of that kind, if any."""
+        with self._lock:
+            state = self._sources.get(source_id)
+            return state.info.get(kind) if state is not None else None
+
+    def seconds_since_packet(self, source_id: str) -> float | None:
+        with self._lock:
+            state = self._sources.get(source_id)
+            if state is None or not state.packets:
+                return None
+            return time.monotonic() - state.last_packet
+
+    def subscriber_count(self, source_id: str) -> int:
+        with self._lock:
+            state = self._sources.get(source_id)
+            return len(state.subs) if state is not None else 0
+
+    async def wait_codec(self, source_id: str, kind: Kind, within: float) -> CodecInfo | None:
+        """The stream's codec, waiting up to ``within`` seconds for a first packet."""
+        deadline = time.monotonic() + within
+        while True:
+            info = self.codec(source_id, kind)
+            if info is not None or time.monotonic() >= deadline:
+                return info
+            await asyncio.sleep(0.05)
+
+
+# -- recorder seam ---------------------------------------------------------------------
+
+
+class _Tap(Protocol):
+    video: Stream | None
+    audio: Stream | None
+    closed: bool
+
+    async def get(self) -> tuple[str, Packet[Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class _TapSource(Protocol):
+    def add_packet_listener(self, source_id: str, maxlen: int = ...) -> _Tap: ...
+
+
+async def _forward(hub: PacketHub, source_id: str, tap: _Tap) -> None:
+    infos: dict[str, CodecInfo] = {}
+    try:
+        while True:
+            try:
+                kind, packet = await tap.get()
+            except EOFError:
+                return
+            stream = tap.video if kind == "video" else tap.audio
+            if stream is None:
+                continue
+            info = infos.get(kind)
+            if info is None or info.stream is not stream:
+                # A reconnect brings new streams, possibly with new parameters.
+                info = infos[kind] = CodecInfo.from_stream(stream)
+            hub.publish(source_id, kind, packet, info)
+    finally:
+        tap.close()
+
+
+async def attach_to_recorder(
+    hub: PacketHub, manager: _TapSource, source_ids: Iterable[str]
+) -> None:
+    """Forward the recorder manager's packet taps into the hub until cancelled.
+
+    ``RecorderManager.add_packet_listener(source_id) -> PacketTap`` is pull-style
+    (asyncio ``get()``, current input streams on ``tap.video``/``tap.audio``), so
+    this runs one forwarding task per source. Attach before the manager starts
+    its sessions: a tap learns its streams when a session opens.
+    """
+    taps = [(sid, manager.add_packet_listener(sid, VIDEO_BACKLOG)) for sid in source_ids]
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for sid, tap in taps:
+                tg.create_task(_forward(hub, sid, tap))
+    finally:
+        for _, tap in taps:
+            tap.close()
+
+
+class _PacketSource(Protocol):
+    @property
+    def video(self) -> Stream: ...
+
+    @property
+    def audio(self) -> Stream | None: ...
+
+    def packets(self, stop: threading.Event) -> Iterator[Packet[Any]]: ...
+
+
+def pump(hub: PacketHub, source_id: str, source: _PacketSource, stop: threading.Event) -> int:
+    """Publish a packet source (e.g. ``testsrc://``) into the hub until ``stop``; blocking.
+
+    For demos and tests without a recorder; returns the number of packets published.
+    """
+    video_info = CodecInfo.from_stream(source.video)
+    audio_info = CodecInfo.from_stream(source.audio) if source.audio is not None else None
+    count = 0
+    for packet in source.packets(stop):
+        stream = packet.stream
+        if stream is source.video:
+            hub.publish(source_id, "video", packet, video_info)
+        elif audio_info is not None and stream is source.audio:
+            hub.publish(source_id, "audio", packet, audio_info)
+        else:
+            continue
+        count += 1
+    return count
