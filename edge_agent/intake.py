@@ -182,7 +182,7 @@ class Intake:
             source_sha = media.sha256_file(path)
         except OSError as exc:
             reason = f"unreadable: {exc.strerror or exc}"
-            return self._quarantine(path, reason, now)
+            return self.quarantine(path, reason, now)
         existing = self.catalog.find_by_source_sha256(source_sha)
         if existing is not None:
             return self._drop_duplicate(path, existing, now)
@@ -190,7 +190,7 @@ class Intake:
             probe = media.probe(path, max_streams=self.settings.max_streams)
             video_packets = media.count_packets(path, "video")
         except media.MediaError as exc:
-            return self._quarantine(path, f"{exc.reason}: {exc.message}", now)
+            return self.quarantine(path, f"{exc.reason}: {exc.message}", now)
 
         st = path.stat()
         start_choice = self._choose_start(path, origin, probe.creation_time, st.st_mtime, now)
@@ -212,7 +212,7 @@ class Intake:
             policy_version=POLICY_VERSION,
         )
         container = media.output_container_for(probe, drop_audio=not keep_audio)
-        final = self._final_path(tags, rec_id, path.stem, container)
+        final = self.final_path(tags, rec_id, path.stem, container)
         tmp = final.with_name(f"{PARTIAL_PREFIX}{final.name}")
         file_tags = media.encode_tags(tags, recording_id=rec_id, source_sha256=source_sha)
         mux_tags = dict(file_tags)
@@ -228,7 +228,7 @@ class Intake:
             if exc.reason == "write_failed":
                 # Disk full or I/O error on our side: the file is fine, retry later.
                 raise IntakeIOError(f"cannot write {tmp}: {exc}") from exc
-            return self._quarantine(path, f"{exc.reason}: {exc.message}", now)
+            return self.quarantine(path, f"{exc.reason}: {exc.message}", now)
         except OSError as exc:
             # Disk full or similar: the original stays where it is and is retried later.
             tmp.unlink(missing_ok=True)
@@ -258,7 +258,7 @@ class Intake:
         """
         sha = media.sha256_file(path)
         final = path.with_name(path.name.removeprefix(PARTIAL_PREFIX))
-        return self._install(path, final, tags, rec_id, sha, origin, now, extra={})
+        return self._install(path, final, tags, rec_id, sha, origin, now, extra={}, file_sha=sha)
 
     # -- internals -----------------------------------------------------------
 
@@ -280,7 +280,7 @@ class Intake:
             candidates, now, floor=self.settings.start_floor, max_future=self.settings.max_future
         )
 
-    def _final_path(self, tags: Tags, rec_id: str, stem: str, container: str) -> Path:
+    def final_path(self, tags: Tags, rec_id: str, stem: str, container: str) -> Path:
         day = tags.start.astimezone(UTC)
         folder = (
             self.settings.storage_root / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}" / tags.location
@@ -315,6 +315,7 @@ class Intake:
         now: datetime,
         *,
         extra: dict[str, object],
+        file_sha: str | None = None,
     ) -> Recording:
         os.chmod(tmp, FILE_MODE)
         if self.settings.reader_gid is not None:
@@ -322,7 +323,8 @@ class Intake:
         if self.settings.fsync:
             fsync_file(tmp)
         size = tmp.stat().st_size
-        sha = media.sha256_file(tmp) if tmp != final else source_sha
+        # A recorder segment is its own source: its hash is already known.
+        sha = file_sha or media.sha256_file(tmp)
         os.rename(tmp, final)
         if self.settings.fsync:
             fsync_dir(final.parent)
@@ -393,7 +395,7 @@ class Intake:
         self._remove_source(path)
         return IntakeResult(Outcome.DUPLICATE, str(path), reason, recording=existing)
 
-    def _quarantine(self, path: Path, reason: str, now: datetime) -> IntakeResult:
+    def quarantine(self, path: Path, reason: str, now: datetime) -> IntakeResult:
         qdir = self.settings.quarantine_dir
         qdir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")

@@ -664,21 +664,21 @@ def adopt_partial(path: Path, intake: Intake, now: datetime) -> Recording | None
         info = media.probe(path)
         seconds, videos = _measured_seconds(path)
     except (media.MediaError, av.error.FFmpegError, OSError) as exc:
-        intake._quarantine(path, f"unreadable recorder segment: {exc}", now)
+        intake.quarantine(path, f"unreadable recorder segment: {exc}", now)
         return None
     if SOURCE_ID_TAG not in info.tags or media.decode_source_sha256(info.tags):
         return None
     try:
         tags = media.decode_tags(info.tags)
     except media.MediaError as exc:
-        intake._quarantine(path, f"bad_tags: {exc}", now)
+        intake.quarantine(path, f"bad_tags: {exc}", now)
         return None
     rec_id = media.decode_recording_id(info.tags)
     if tags is None or rec_id is None:
-        intake._quarantine(path, "bad_tags: recorder segment without tags", now)
+        intake.quarantine(path, "bad_tags: recorder segment without tags", now)
         return None
     if videos == 0:
-        intake._quarantine(path, "empty: recorder segment without a video packet", now)
+        intake.quarantine(path, "empty: recorder segment without a video packet", now)
         return None
     if intake.catalog.get_recording(rec_id) is not None:
         log.warning("%s: recording %s is already catalogued; left for reconcile", path, rec_id)

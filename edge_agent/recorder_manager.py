@@ -234,7 +234,7 @@ class RecorderManager:
 
         def segment_path(tags: Tags, rec_id: str) -> Path:
             # The intake owns the storage layout; the recorder only asks for a name.
-            return intake._final_path(tags, rec_id, src.id, CONTAINER)
+            return intake.final_path(tags, rec_id, src.id, CONTAINER)
 
         rec = Recorder(
             rs,
