@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import shutil
 import socket
 import sys
@@ -52,6 +53,22 @@ id = "gate"
 kind = "premises"
 audio_room = false
 signage = true
+
+[[sources]]
+id = "cam-lab-1"
+url = "testsrc://?size=640x360&rate=15&bitrate=600k&tone=1"
+location = "lab-audio-1"
+purpose = "rnd"
+audio = true
+segment_seconds = {segment}
+
+[[sources]]
+id = "cam-gate-1"
+url = "testsrc://?size=640x360&rate=15&bitrate=600k&tone=1"
+location = "gate"
+purpose = "security"
+audio = true
+segment_seconds = {segment}
 
 [[watch]]
 path = "{root}/drop/gate"
@@ -107,18 +124,25 @@ def make_clip(path: Path, *, seconds: float, start: datetime, tone: bool) -> Pat
     return path
 
 
-def broker_answers(host: str = "127.0.0.1", port: int = 1883) -> bool:
+def demo_broker() -> tuple[str, int]:
+    """Where the demo looks for a broker: ``$EDGE_AGENT_DEMO_BROKER`` or 127.0.0.1:1883."""
+    host, _, port = os.environ.get("EDGE_AGENT_DEMO_BROKER", "127.0.0.1:1883").rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def broker_answers() -> bool:
     try:
-        with socket.create_connection((host, port), timeout=0.5):
+        with socket.create_connection(demo_broker(), timeout=0.5):
             return True
     except OSError:
         return False
 
 
 class Demo:
-    def __init__(self, workdir: Path, out: TextIO = sys.stdout) -> None:
+    def __init__(self, workdir: Path, out: TextIO = sys.stdout, record_seconds: float = 20) -> None:
         self.workdir = workdir
         self.out = out
+        self.record_seconds = record_seconds
 
     def say(self, text: str = "") -> None:
         self.out.write(text + "\n")
@@ -126,7 +150,8 @@ class Demo:
 
     def run(self) -> int:
         cfg_path = self.workdir / "config.toml"
-        cfg_path.write_text(CONFIG.format(root=self.workdir))
+        segment = max(2, min(10, int(self.record_seconds / 2)))
+        cfg_path.write_text(CONFIG.format(root=self.workdir, segment=segment))
         cfg = load_config(cfg_path)
         for w in cfg.watch:
             w.path.mkdir(parents=True, exist_ok=True)
@@ -134,12 +159,38 @@ class Demo:
         self.say(f"config: {cfg_path} (two locations: lab-audio-1 is an audio room, gate is not)")
         catalog = open_catalog_from_config(cfg)
         with catalog:
+            if self.record_seconds > 0:
+                asyncio.run(self._record(cfg, catalog))
             asyncio.run(self._adopt_drops(cfg, catalog))
             self._direct_ingest(cfg, catalog)
             self._show_catalog(cfg, catalog)
             self._show_plan(catalog)
             self._show_events(catalog)
         return 0
+
+    async def _record(self, cfg: Config, catalog: Catalog) -> None:
+        from edge_agent.recorder_manager import RecorderManager
+
+        self.say(
+            f"\n-- recording two virtual cameras for {self.record_seconds:.0f} s "
+            "(both send a test pattern and a tone; only the audio room keeps the tone)"
+        )
+        intake = Intake(catalog, intake_settings(cfg), actor="demo")
+        manager = RecorderManager(cfg, intake)
+        stop = asyncio.Event()
+        task = asyncio.create_task(manager.run(stop))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.record_seconds
+        while loop.time() < deadline and not task.done():
+            await asyncio.sleep(min(5.0, max(0.1, deadline - loop.time())))
+            states = ", ".join(
+                f"{st.as_dict()['id']}: {st.as_dict()['state']} "
+                f"({st.as_dict()['segments']} segments)"
+                for st in manager.snapshot()
+            )
+            self.say(f"   {states}")
+        stop.set()
+        await task
 
     async def _adopt_drops(self, cfg: Config, catalog: Catalog) -> None:
         intake = Intake(catalog, intake_settings(cfg), actor="demo")
@@ -195,8 +246,8 @@ class Demo:
             kinds = ",".join(s.type for s in probe.streams)
             self.say(
                 f"{rec.tags.location:<12} {rec.tags.purpose:<9} {rec.tags.site:<8} "
-                f"{'yes' if rec.tags.audio else 'no':<5} {iso(rec.tags.start):<20} "
-                f"{iso(rec.deadline) if rec.deadline else 'none':<20} {kinds}"
+                f"{'yes' if rec.tags.audio else 'no':<5} {iso(rec.tags.start):<27} "
+                f"{iso(rec.deadline) if rec.deadline else 'none':<27} {kinds}"
             )
             if rec.tags.location != "lab-audio-1" and probe.has_audio:
                 raise SystemExit("demo failed: audio found outside the audio room")
@@ -217,23 +268,60 @@ class Demo:
             self.say(f"keep   {r.path} until {iso(r.deadline) if r.deadline else 'no limit'}")
 
     def _show_events(self, catalog: Catalog) -> None:
-        entries = Outbox(catalog).peek(100)
-        where = (
-            "a broker answers on 127.0.0.1:1883; `edge-agent run` would publish these"
-            if broker_answers()
-            else "no broker on 127.0.0.1:1883: these stay queued in the durable outbox"
-        )
-        self.say(f"\n-- events for edge/gw-demo-01/events ({where})")
+        outbox = Outbox(catalog)
+        entries = outbox.peek(1000)
+        topic = "edge/gw-demo-01/events"
+        sent = self._publish_local(topic, [e.payload for e in entries]) if broker_answers() else 0
+        if sent:
+            outbox.ack([e.seq for e in entries[:sent]])
+            where = f"published to the broker on {':'.join(map(str, demo_broker()))} as {topic}"
+        else:
+            where = (
+                f"no broker on {':'.join(map(str, demo_broker()))}: "
+                "they stay queued in the durable outbox"
+            )
+        self.say(f"\n-- events ({where})")
         for e in entries:
             what = e.payload.get("path") or e.payload.get("reason") or ""
             self.say(f"seq {e.seq:>3} {e.type:<24} {what}")
 
+    def _publish_local(self, topic: str, payloads: list[dict[str, Any]]) -> int:
+        """QoS 1 publish of the queued events; returns how many the broker acknowledged."""
+        import json
 
-def run_demo(keep: bool = False, workdir: Path | None = None, out: TextIO = sys.stdout) -> int:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edge-agent-demo")
+        try:
+            host, port = demo_broker()
+            client.connect(host, port, keepalive=10)
+            client.loop_start()
+            infos = [client.publish(topic, json.dumps(p), qos=1) for p in payloads]
+            done = 0
+            for info in infos:
+                info.wait_for_publish(timeout=5)
+                if not info.is_published():
+                    break
+                done += 1
+            return done
+        except (OSError, RuntimeError, ValueError):
+            return 0
+        finally:
+            client.loop_stop()
+            client.disconnect()
+
+
+def run_demo(
+    keep: bool = False,
+    workdir: Path | None = None,
+    out: TextIO = sys.stdout,
+    record_seconds: float = 20,
+) -> int:
     own = workdir is None
     wd = workdir or Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
     try:
-        return Demo(wd, out).run()
+        return Demo(wd, out, record_seconds).run()
     finally:
         if own and not keep:
             shutil.rmtree(wd, ignore_errors=True)
