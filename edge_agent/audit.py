@@ -179,8 +179,10 @@ class AuditLog:
             rows = []
             for action, subject, data in items:
                 seq += 1
-                text = canonical_json(data)
-                clean: dict[str, Any] = json.loads(text)
+                # Callers pass JSON-native data (str, numbers, bool, None, lists, dicts), so
+                # no normalising round trip: its canonical text re-hashes identically.
+                clean = data
+                text = canonical_json(clean)
                 digest = entry_hash(seq, ts_text, actor, action, subject, clean, prev)
                 rows.append((seq, ts_text, ts_epoch, actor, action, subject, text, prev, digest))
                 entries.append(

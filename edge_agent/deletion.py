@@ -25,6 +25,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -74,7 +75,9 @@ class DeletionOutcome:
         self.bytes_freed += other.bytes_freed
 
 
-def _event(rec: Recording, reason: str, now: datetime) -> dict[str, Any]:
+def _event(
+    rec: Recording, reason: str, now: datetime, now_iso: str | None = None
+) -> dict[str, Any]:
     t = rec.tags
     return {
         "recording_id": rec.id,
@@ -86,7 +89,7 @@ def _event(rec: Recording, reason: str, now: datetime) -> dict[str, Any]:
         "deadline": iso(rec.deadline) if rec.deadline else None,
         "size": rec.size,
         "reason": reason,
-        "deleted_at": iso(now),
+        "deleted_at": now_iso or iso(now),
     }
 
 
@@ -105,27 +108,48 @@ def delete_recordings(
     if not doomed:
         return out
     marked: list[Doomed] = []
-    states_sql = ", ".join("?" * len(from_states))
     with catalog.transaction():
         holds = catalog.list_holds()
         now_s = now.timestamp()
+        unheld: list[Doomed] = []
         for d in doomed:
             held = holds_covering(d.rec, holds, now)
             if held:
                 out.skipped.append((d.rec.id, f"held by {', '.join(held)}"))
-                continue
-            cur = catalog.conn.execute(
-                "UPDATE recordings SET state = 'deleting', delete_reason = ?, state_reason = ?, "
-                f"updated_at = ? WHERE id = ? AND state IN ({states_sql})",
-                (d.reason, d.detail, now_s, d.rec.id, *from_states),
-            )
-            if cur.rowcount == 1:
+            else:
+                unheld.append(d)
+        # Inside this IMMEDIATE transaction nobody else writes, so reading the states
+        # first and then updating in one executemany is the same as per-row checks.
+        deletable = _ids_in_states(catalog, [d.rec.id for d in unheld], from_states)
+        for d in unheld:
+            if d.rec.id in deletable:
                 marked.append(d)
             else:
                 out.skipped.append((d.rec.id, "no longer in a deletable state"))
+        catalog.conn.executemany(
+            "UPDATE recordings SET state = 'deleting', delete_reason = ?, state_reason = ?, "
+            "updated_at = ? WHERE id = ?",
+            [(d.reason, d.detail, now_s, d.rec.id) for d in marked],
+        )
     done = _unlink_and_record(catalog, storage_root, marked, actor=actor, now=now, fsync=fsync)
     out.merge(done)
     return out
+
+
+_UNLINK_THREADS = 4
+_PARALLEL_MIN = 64
+
+
+def _unlink(path: str) -> str | None:
+    """None when the file is gone (a crash after unlink, or already gone: the row still
+    closes); the error text when it could not be removed."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
 
 
 def _unlink_and_record(
@@ -140,17 +164,20 @@ def _unlink_and_record(
     out = DeletionOutcome()
     dirs: set[Path] = set()
     unlinked: list[Doomed] = []
-    for d in marked:
-        path = storage_root / d.rec.path
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass  # a crash after unlink, or a file already gone: the row still closes
-        except OSError as exc:
-            log.error("cannot delete %s (recording %s): %s", path, d.rec.id, exc)
-            out.failed.append((d.rec.id, f"{exc.strerror or exc}"))
+    paths = [os.path.join(storage_root, d.rec.path) for d in marked]
+    # unlink() is kernel time with the GIL released: a few threads overlap the
+    # filesystem's per-file latency (large on overlay and network-backed disks).
+    if len(paths) >= _PARALLEL_MIN:
+        with ThreadPoolExecutor(max_workers=_UNLINK_THREADS) as pool:
+            errors = list(pool.map(_unlink, paths, chunksize=64))
+    else:
+        errors = [_unlink(p) for p in paths]
+    for d, path, err in zip(marked, paths, errors, strict=True):
+        if err is not None:
+            log.error("cannot delete %s (recording %s): %s", path, d.rec.id, err)
+            out.failed.append((d.rec.id, err))
             continue
-        dirs.add(path.parent)
+        dirs.add(Path(path).parent)
         unlinked.append(d)
     if fsync:
         for folder in sorted(dirs):
@@ -162,17 +189,16 @@ def _unlink_and_record(
     outbox = Outbox(catalog)
     now_s = now.timestamp()
     with catalog.transaction():
-        closed: list[Doomed] = []
-        for d in unlinked:
-            cur = catalog.conn.execute(
-                "UPDATE recordings SET state = 'deleted', deleted_at = ?, updated_at = ? "
-                "WHERE id = ? AND state = 'deleting'",
-                (now_s, now_s, d.rec.id),
-            )
-            if cur.rowcount == 1:
-                closed.append(d)
-            # else: another process finished this interrupted deletion first
-        events = [_event(d.rec, d.reason, now) for d in closed]
+        # Only rows still in `deleting` are closed: another process may have finished an
+        # interrupted deletion first, and each deletion is audited exactly once.
+        still = _ids_in_states(catalog, [d.rec.id for d in unlinked], ("deleting",))
+        closed = [d for d in unlinked if d.rec.id in still]
+        catalog.conn.executemany(
+            "UPDATE recordings SET state = 'deleted', deleted_at = ?, updated_at = ? WHERE id = ?",
+            [(now_s, now_s, d.rec.id) for d in closed],
+        )
+        now_iso = iso(now)
+        events = [_event(d.rec, d.reason, now, now_iso) for d in closed]
         # One audit entry and one event per recording, written as a batch in the same
         # transaction that closes the rows.
         audit.append_many(
@@ -189,6 +215,21 @@ def _unlink_and_record(
             out.bytes_freed += max(d.rec.size, 0)
     prune_empty_dirs(storage_root, dirs, now, fsync=fsync)
     return out
+
+
+def _ids_in_states(catalog: Catalog, ids: Sequence[str], states: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    states_sql = ", ".join("?" * len(states))
+    for i in range(0, len(ids), 500):
+        chunk = list(ids[i : i + 500])
+        rows = catalog.conn.execute(
+            # `+state` keeps SQLite on the primary key: the state index would scan.
+            f"SELECT id FROM recordings WHERE id IN ({', '.join('?' * len(chunk))}) "
+            f"AND +state IN ({states_sql})",
+            (*chunk, *states),
+        ).fetchall()
+        found.update(str(r[0]) for r in rows)
+    return found
 
 
 def finish_interrupted(

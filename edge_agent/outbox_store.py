@@ -86,8 +86,9 @@ class Outbox:
                         f"event {type!r} data uses reserved key(s) {sorted(clash)}: rename them"
                     )
                 event_id = str(uuid.uuid4())
-                payload: dict[str, Any] = {"id": event_id, "seq": seq, "ts": ts_text, "type": type}
-                payload.update(json.loads(canonical_json(data)))
+                # JSON-native data (see AuditLog.append_many): no normalising round trip.
+                payload: dict[str, Any] = {**data, "id": event_id, "seq": seq, "ts": ts_text}
+                payload["type"] = type
                 rows.append((seq, event_id, ts_epoch, type, cls, canonical_json(payload), created))
                 out.append(OutboxEntry(seq, event_id, ts, type, payload, cls))
                 seq += 1
