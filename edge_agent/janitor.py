@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -172,6 +173,9 @@ class Janitor:
         self.max_sleep = max_sleep
         self.pressure_sleep = pressure_sleep
         self.last: SweepResult | None = None
+        # time.monotonic() when the loop last finished a pass (failed or not): the
+        # daemon's watchdog checks that retention is still being looked after.
+        self.heartbeat: float | None = None
         self._wake: asyncio.Event | None = None
 
     @classmethod
@@ -436,6 +440,7 @@ class Janitor:
             except Exception:
                 log.exception("janitor pass failed; retrying after a pause")
                 res = None
+            self.heartbeat = time.monotonic()
             delay = self.sleep_seconds(res, self.guard.clock.now())
             waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
             try:

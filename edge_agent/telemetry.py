@@ -349,6 +349,8 @@ class Gatherer:
     retention: Callable[[datetime], RetentionSnapshot] | None = None
     sources: Callable[[], Sequence[SourceState]] | None = None
     clock: Callable[[], ClockState] | None = None
+    # Further degraded reasons from the daemon (failed components, health checks).
+    extra: Callable[[], Sequence[str]] | None = None
     started: float = field(default_factory=time.monotonic)
 
     def gather(self, now: datetime) -> Snapshot:
@@ -377,4 +379,5 @@ class Gatherer:
             storage_mount=storage_mount,
             free_floor_bytes=floor,
             agent_uptime_s=time.monotonic() - self.started,
+            extra_reasons=tuple(self.extra()) if self.extra else (),
         )

@@ -26,7 +26,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
     try:
-        return daemon.main(args.config)
+        return daemon.main(args.config, shutdown_timeout=args.shutdown_timeout)
     except ConfigError as exc:
         problems = exc.problems or [str(exc)]
         for line in problems[:-1]:
@@ -42,11 +42,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "run",
         help="run the agent (adopt, record, report over MQTT) until stopped",
         description=(
-            "Run the daemon: watched folders, MQTT (status, telemetry, events, commands) "
-            "as tasks of one event loop. SIGTERM stops it gracefully within 10 s "
-            "(publishing offline first); a second SIGTERM stops it at once."
+            "Run the daemon: recorders, watched folders, retention janitor, MQTT (status, "
+            "telemetry, events, commands) and the live view as supervised tasks of one "
+            "event loop; a failing component is restarted with backoff. Start-up finishes "
+            "interrupted deletions, adopts crash leftovers and reconciles before READY=1. "
+            "SIGTERM stops it gracefully within --shutdown-timeout (inputs first, then "
+            "publishing offline); a second SIGTERM stops it at once. SIGHUP reloads the "
+            "config (an invalid file is rejected and the running config stays). "
+            "Exit codes: 0 stopped gracefully, 1 forced stop or failure (also a catalog "
+            "from another disk), 2 bad config."
         ),
         example="edge-agent run --config /etc/edge-agent/config.toml",
         func=_run,
     )
     add_config_arg(p)
+    p.add_argument(
+        "--shutdown-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds a graceful stop may take before late parts are cancelled (default 10)",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 1.0 <= value <= 600.0:
+        raise argparse.ArgumentTypeError(f"{value:g} s is out of range (give 1 to 600)")
+    return value
