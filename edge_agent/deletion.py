@@ -105,9 +105,33 @@ def delete_recordings(
 ) -> DeletionOutcome:
     """Run the protocol over one batch. Held or already changed rows are skipped."""
     out = DeletionOutcome()
-    if not doomed:
-        return out
+    marked = mark_deleting(catalog, doomed, now=now, from_states=from_states, out=out)
+    unlinked = unlink_marked(storage_root, marked, fsync=fsync)
+    out.merge(record_deleted(catalog, storage_root, unlinked, actor=actor, now=now, fsync=fsync))
+    return out
+
+
+@dataclass
+class Unlinked:
+    """Step 2's result: files gone (and their folders fsynced), or why not."""
+
+    done: list[Doomed] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    dirs: set[Path] = field(default_factory=set)
+
+
+def mark_deleting(
+    catalog: Catalog,
+    doomed: Sequence[Doomed],
+    *,
+    now: datetime,
+    from_states: Sequence[str] = LIVE,
+    out: DeletionOutcome,
+) -> list[Doomed]:
+    """Step 1, one transaction: rows still deletable and unheld become ``deleting``."""
     marked: list[Doomed] = []
+    if not doomed:
+        return marked
     with catalog.transaction():
         holds = catalog.list_holds()
         now_s = now.timestamp()
@@ -131,9 +155,7 @@ def delete_recordings(
             "updated_at = ? WHERE id = ?",
             [(d.reason, d.detail, now_s, d.rec.id) for d in marked],
         )
-    done = _unlink_and_record(catalog, storage_root, marked, actor=actor, now=now, fsync=fsync)
-    out.merge(done)
-    return out
+    return marked
 
 
 _UNLINK_THREADS = 4
@@ -152,18 +174,9 @@ def _unlink(path: str) -> str | None:
     return None
 
 
-def _unlink_and_record(
-    catalog: Catalog,
-    storage_root: Path,
-    marked: Sequence[Doomed],
-    *,
-    actor: str,
-    now: datetime,
-    fsync: bool,
-) -> DeletionOutcome:
-    out = DeletionOutcome()
-    dirs: set[Path] = set()
-    unlinked: list[Doomed] = []
+def unlink_marked(storage_root: Path, marked: Sequence[Doomed], *, fsync: bool) -> Unlinked:
+    """Step 2, no catalog access (safe in a worker thread): unlink, then fsync the folders."""
+    res = Unlinked()
     paths = [os.path.join(storage_root, d.rec.path) for d in marked]
     # unlink() is kernel time with the GIL released: a few threads overlap the
     # filesystem's per-file latency (large on overlay and network-backed disks).
@@ -175,15 +188,29 @@ def _unlink_and_record(
     for d, path, err in zip(marked, paths, errors, strict=True):
         if err is not None:
             log.error("cannot delete %s (recording %s): %s", path, d.rec.id, err)
-            out.failed.append((d.rec.id, err))
+            res.failed.append((d.rec.id, err))
             continue
-        dirs.add(Path(path).parent)
-        unlinked.append(d)
+        res.dirs.add(Path(path).parent)
+        res.done.append(d)
     if fsync:
-        for folder in sorted(dirs):
+        for folder in sorted(res.dirs):
             with contextlib.suppress(FileNotFoundError):
                 fsync_dir(folder)
-    if not unlinked:
+    return res
+
+
+def record_deleted(
+    catalog: Catalog,
+    storage_root: Path,
+    unlinked: Unlinked,
+    *,
+    actor: str,
+    now: datetime,
+    fsync: bool,
+) -> DeletionOutcome:
+    """Step 3, one transaction: close the rows, one audit entry and one event each."""
+    out = DeletionOutcome(failed=list(unlinked.failed))
+    if not unlinked.done:
         return out
     audit = AuditLog(catalog)
     outbox = Outbox(catalog)
@@ -191,8 +218,8 @@ def _unlink_and_record(
     with catalog.transaction():
         # Only rows still in `deleting` are closed: another process may have finished an
         # interrupted deletion first, and each deletion is audited exactly once.
-        still = _ids_in_states(catalog, [d.rec.id for d in unlinked], ("deleting",))
-        closed = [d for d in unlinked if d.rec.id in still]
+        still = _ids_in_states(catalog, [d.rec.id for d in unlinked.done], ("deleting",))
+        closed = [d for d in unlinked.done if d.rec.id in still]
         catalog.conn.executemany(
             "UPDATE recordings SET state = 'deleted', deleted_at = ?, updated_at = ? WHERE id = ?",
             [(now_s, now_s, d.rec.id) for d in closed],
@@ -213,8 +240,21 @@ def _unlink_and_record(
         for d in closed:
             out.deleted.append(d.rec.id)
             out.bytes_freed += max(d.rec.size, 0)
-    prune_empty_dirs(storage_root, dirs, now, fsync=fsync)
+    prune_empty_dirs(storage_root, unlinked.dirs, now, fsync=fsync)
     return out
+
+
+def _unlink_and_record(
+    catalog: Catalog,
+    storage_root: Path,
+    marked: Sequence[Doomed],
+    *,
+    actor: str,
+    now: datetime,
+    fsync: bool,
+) -> DeletionOutcome:
+    unlinked = unlink_marked(storage_root, marked, fsync=fsync)
+    return record_deleted(catalog, storage_root, unlinked, actor=actor, now=now, fsync=fsync)
 
 
 def _ids_in_states(catalog: Catalog, ids: Sequence[str], states: Sequence[str]) -> set[str]:

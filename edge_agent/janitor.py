@@ -21,6 +21,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +30,16 @@ from typing import Any
 from edge_agent.audit import AuditLog
 from edge_agent.catalog import Catalog
 from edge_agent.clockguard import ClockGuard
-from edge_agent.deletion import DeletionOutcome, Doomed, delete_recordings, finish_interrupted
+from edge_agent.deletion import (
+    DeletionOutcome,
+    Doomed,
+    Unlinked,
+    delete_recordings,
+    finish_interrupted,
+    mark_deleting,
+    record_deleted,
+    unlink_marked,
+)
 from edge_agent.model import Period, Recording, RetentionPeriods, iso, parse_ts
 from edge_agent.outbox_store import Outbox
 from edge_agent.policy import active_holds
@@ -269,30 +279,64 @@ class Janitor:
         )
 
     def _retention(self, res: SweepResult, holds: list[Any], now: datetime) -> None:
+        # Pipelined: while a worker unlinks batch N (kernel time, no catalog access), this
+        # thread closes batch N-1's rows and marks batch N+1. The protocol's order holds
+        # per batch: rows are `deleting` before their files go, and closed only after
+        # their files are gone and the folders fsynced.
         offset = 0
-        while True:
-            page = self.catalog.due_page(now, self.batch, offset)
-            if not page:
-                return
-            p = plan(
-                page, holds, now, clock_trusted=res.clock_trusted, clock_reason=res.clock_reason
-            )
-            res.kept_by_hold += p.kept_by_hold
-            if not res.clock_trusted:
-                # Nothing is deleted; one page gives the worst case (pages are in
-                # deadline order), a count gives the rest without walking them all.
-                res.worst_overdue_seconds = p.worst_overdue_seconds
-                res.overdue_count = self.catalog.count_due(now) - len(p.kept_by_hold)
-                return
-            res.max_lateness_seconds = max(res.max_lateness_seconds, p.worst_overdue_seconds)
-            out: DeletionOutcome = self._delete({r.id: r for r in page}, list(p.deletions), now)
-            res.deleted_retention += out.deleted
-            res.bytes_freed += out.bytes_freed
-            res.skipped += out.skipped
-            res.failed += out.failed
-            res.overdue_count += len(out.failed)
-            # Deleted rows leave the due set; held, skipped and failed ones stay in it.
-            offset += len(page) - len(out.deleted)
+        pending: tuple[Future[Unlinked], DeletionOutcome] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="janitor-unlink") as pool:
+            try:
+                while True:
+                    page = self.catalog.due_page(now, self.batch, offset)
+                    if not page:
+                        return
+                    p = plan(
+                        page,
+                        holds,
+                        now,
+                        clock_trusted=res.clock_trusted,
+                        clock_reason=res.clock_reason,
+                    )
+                    res.kept_by_hold += p.kept_by_hold
+                    if not res.clock_trusted:
+                        # Nothing is deleted; one page gives the worst case (pages are in
+                        # deadline order), a count gives the rest without walking them all.
+                        res.worst_overdue_seconds = p.worst_overdue_seconds
+                        res.overdue_count = self.catalog.count_due(now) - len(p.kept_by_hold)
+                        return
+                    res.max_lateness_seconds = max(
+                        res.max_lateness_seconds, p.worst_overdue_seconds
+                    )
+                    recs = {r.id: r for r in page}
+                    doomed = [
+                        Doomed(recs[d.recording_id], str(d.reason), d.detail) for d in p.deletions
+                    ]
+                    out = DeletionOutcome()
+                    marked = mark_deleting(self.catalog, doomed, now=now, out=out)
+                    future = pool.submit(unlink_marked, self.storage_root, marked, fsync=self.fsync)
+                    if pending is not None:
+                        self._close_batch(res, *pending, now)
+                    pending = (future, out)
+                    # Marked rows left the due set; held and skipped ones stay in it.
+                    offset += len(page) - len(marked)
+            finally:
+                if pending is not None:
+                    self._close_batch(res, *pending, now)
+
+    def _close_batch(
+        self, res: SweepResult, future: Future[Unlinked], out: DeletionOutcome, now: datetime
+    ) -> None:
+        done = record_deleted(
+            self.catalog, self.storage_root, future.result(), actor=self.actor, now=now,
+            fsync=self.fsync,
+        )  # fmt: skip
+        out.merge(done)
+        res.deleted_retention += out.deleted
+        res.bytes_freed += out.bytes_freed
+        res.skipped += out.skipped
+        res.failed += out.failed
+        res.overdue_count += len(out.failed)
 
     def _pressure(self, res: SweepResult, holds: list[Any], now: datetime) -> None:
         free, total = self.free_space()
