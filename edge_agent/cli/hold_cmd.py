@@ -15,8 +15,8 @@ from edge_agent.cli._base import (
     add_json_arg,
     print_json,
 )
+from edge_agent.cli._context import check_location, load_cli_config, open_cli_catalog
 from edge_agent.cli.recordings_cmd import utc_time
-from edge_agent.cli.retention_cmd import check_location, load_cli_config, open_cli_catalog
 from edge_agent.holds import HoldError, extend_hold, hold_doc, place_hold, release_hold
 from edge_agent.model import HoldKind, utcnow
 

@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_agent.catalog import CatalogError, open_catalog_from_config
 from edge_agent.cli._base import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
@@ -18,6 +17,7 @@ from edge_agent.cli._base import (
     error,
     print_json,
 )
+from edge_agent.cli._context import load_cli_config, open_cli_catalog
 from edge_agent.model import Purpose, iso, utcnow
 
 EXAMPLE = (
@@ -50,24 +50,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    from edge_agent.config import ConfigError, load_config
     from edge_agent.intake import Intake, IntakeIOError, Outcome
     from edge_agent.runtime import intake_settings, origin_for
 
-    try:
-        cfg = load_config(args.config, check_files=False)
-    except ConfigError as exc:
-        for line in exc.problems or [str(exc)]:
-            error(line)
-        return EXIT_BAD_INPUT
+    cfg = load_cli_config(args.config)
     try:
         origin = origin_for(cfg, args.location, Purpose(args.purpose), anonymized=args.anonymized)
     except KeyError as exc:
         raise CliError(f"--location: {exc.args[0]}", EXIT_BAD_INPUT) from None
-    try:
-        catalog = open_catalog_from_config(cfg)
-    except CatalogError as exc:
-        raise CliError(str(exc), EXIT_FAILURE) from None
+    catalog = open_cli_catalog(cfg, create=True)
     results = []
     failed = False
     with catalog:

@@ -16,7 +16,7 @@ from edge_agent.cli._base import (
     add_json_arg,
     print_json,
 )
-from edge_agent.cli.retention_cmd import load_cli_config, open_cli_catalog
+from edge_agent.cli._context import load_cli_config, open_cli_catalog
 from edge_agent.intake import IntakeSettings
 from edge_agent.model import utcnow
 

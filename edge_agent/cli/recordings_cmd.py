@@ -7,20 +7,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge_agent.catalog import Catalog, CatalogError, open_catalog_from_config
+from edge_agent.catalog import Catalog
 from edge_agent.cli._base import (
     EXIT_BAD_INPUT,
-    EXIT_FAILURE,
     EXIT_OK,
     CliError,
     add_command,
     add_config_arg,
     add_group,
     add_json_arg,
-    error,
     print_json,
 )
-from edge_agent.migrations import MigrationError
+from edge_agent.cli._context import load_cli_config, open_cli_catalog
 from edge_agent.model import Purpose, Recording, RecState, iso, parse_ts
 
 
@@ -35,25 +33,8 @@ def utc_time(text: str) -> Any:
 
 
 def open_catalog_for_cli(config_path: Path) -> Catalog:
-    """Load the config and open its existing catalog, or raise CliError.
-
-    Config problems exit 2 (one line each); a missing, foreign or too-new
-    catalog exits 1.
-    """
-    from edge_agent.config import ConfigError, load_config
-
-    try:
-        # Reading the catalog does not need the key and certificate files.
-        cfg = load_config(config_path, check_files=False)
-    except ConfigError as exc:
-        problems = exc.problems or [str(exc)]
-        for line in problems[:-1]:
-            error(line)
-        raise CliError(problems[-1], EXIT_BAD_INPUT) from None
-    try:
-        return open_catalog_from_config(cfg, create=False)
-    except (CatalogError, MigrationError) as exc:
-        raise CliError(str(exc), EXIT_FAILURE) from None
+    """Load the config and open its existing catalog, or raise CliError."""
+    return open_cli_catalog(load_cli_config(config_path))
 
 
 def recording_doc(rec: Recording) -> dict[str, Any]:

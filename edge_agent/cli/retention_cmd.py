@@ -5,60 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from edge_agent.catalog import Catalog, CatalogError, CatalogMismatch, open_catalog_from_config
+from edge_agent.catalog import Catalog
 from edge_agent.cli._base import (
-    EXIT_BAD_INPUT,
     EXIT_FAILURE,
     EXIT_OK,
-    CliError,
     add_command,
     add_config_arg,
     add_group,
     add_json_arg,
-    error,
     print_json,
 )
+from edge_agent.cli._context import check_location, load_cli_config, open_cli_catalog
 from edge_agent.cli.recordings_cmd import utc_time
-from edge_agent.migrations import MigrationError
 from edge_agent.model import iso, utcnow
 
 __all__ = ["check_location", "load_cli_config", "open_cli_catalog", "register"]
-
-
-def load_cli_config(path: Path) -> Any:
-    """The config, or CliError (exit 2) with one line per problem."""
-    from edge_agent.config import ConfigError, load_config
-
-    try:
-        return load_config(path, check_files=False)
-    except ConfigError as exc:
-        problems = exc.problems or [str(exc)]
-        for line in problems[:-1]:
-            error(line)
-        raise CliError(problems[-1], EXIT_BAD_INPUT) from None
-
-
-def open_cli_catalog(cfg: Any) -> Catalog:
-    """The config's existing catalog; a catalog of another disk is shown as such (exit 1)."""
-    try:
-        return open_catalog_from_config(cfg, create=False)
-    except CatalogMismatch as exc:
-        raise CliError(f"catalog does not match this disk: {exc}", EXIT_FAILURE) from None
-    except (CatalogError, MigrationError) as exc:
-        raise CliError(str(exc), EXIT_FAILURE) from None
-
-
-def check_location(cfg: Any, location: str) -> None:
-    known = sorted(loc.id for loc in cfg.locations)
-    if location not in known:
-        raise CliError(
-            f"--location: unknown location {location!r} (known: {', '.join(known) or 'none'}); "
-            "use a location id from the config",
-            EXIT_BAD_INPUT,
-        )
 
 
 # -- retention plan ------------------------------------------------------------

@@ -7,33 +7,23 @@ import sys
 from typing import Any
 
 from edge_agent.cli._base import (
-    EXIT_BAD_INPUT,
     EXIT_OK,
-    CliError,
     add_command,
     add_config_arg,
     add_json_arg,
-    error,
     print_json,
 )
-from edge_agent.cli.recordings_cmd import open_catalog_for_cli
+from edge_agent.cli._context import load_cli_config, open_cli_catalog
 from edge_agent.model import utcnow
 
 
 def status_document(config_path: Any) -> dict[str, Any]:
-    from edge_agent.config import ConfigError, load_config
     from edge_agent.daemon import make_gatherer
     from edge_agent.status import SESSION_KEY
     from edge_agent.telemetry import availability, build_telemetry
 
-    try:
-        cfg = load_config(config_path, check_files=False)
-    except ConfigError as exc:
-        problems = exc.problems or [str(exc)]
-        for line in problems[:-1]:
-            error(line)
-        raise CliError(problems[-1], EXIT_BAD_INPUT) from None
-    cat = open_catalog_for_cli(config_path)
+    cfg = load_cli_config(config_path)
+    cat = open_cli_catalog(cfg)
     try:
         snap = make_gatherer(cfg, cat).gather(utcnow())
         session = int(cat.get_meta(SESSION_KEY) or 0)
