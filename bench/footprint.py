@@ -180,7 +180,11 @@ def import_rss_steps(module: str) -> list[tuple[str, float]]:
         "import importlib, json, psutil\n"
         "p = psutil.Process(); out = [('python', p.memory_info().rss)]\n"
         f"for m in {steps!r}:\n"
-        "    importlib.import_module(m); out.append((m, p.memory_info().rss))\n"
+        "    try:\n"
+        "        importlib.import_module(m)\n"
+        "    except ImportError:\n"
+        "        continue  # e.g. numpy, only present when something else installed it\n"
+        "    out.append((m, p.memory_info().rss))\n"
         "print(json.dumps(out))"
     )
     res = subprocess.run(
