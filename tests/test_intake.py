@@ -293,3 +293,59 @@ def test_fifo_and_directory_are_refused_without_blocking(env) -> None:
         assert res.reason is not None and res.reason.startswith("not_regular")
         assert path.exists()
     assert cat.list_recordings() == []
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real 1 MiB filesystem for the storage root (tmpfs; needs mount rights)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_real_full_disk_keeps_the_original_and_leaves_nothing_half_written(
+    tmp_path: Path, tiny_disk: Path
+) -> None:
+    root = tiny_disk / "recordings"
+    root.mkdir()
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    cat = Catalog.open(tmp_path / "catalog.db", device_id="gw-test-01", storage_root=root)
+    intake = Intake(
+        cat,
+        IntakeSettings(
+            device_id="gw-test-01",
+            storage_root=root,
+            quarantine_dir=tmp_path / "quarantine",
+            periods=NOTICE_PERIODS,
+        ),
+    )
+    big = make_video(
+        drop / "big.mkv", container="mkv", seconds=8, size=(640, 480), bit_rate=4_000_000
+    )
+    assert big.stat().st_size > 2 * 1024 * 1024
+    digest = media.sha256_file(big)
+    from edge_agent.intake import IntakeIOError
+
+    with pytest.raises(IntakeIOError):
+        intake.adopt(big, GATE, NOW)
+    assert big.exists() and media.sha256_file(big) == digest, "the original is untouched"
+    assert not [p for p in root.rglob("*") if p.is_file() and p.name.startswith(".partial-")]
+    assert cat.list_recordings() == []
+    assert not (tmp_path / "quarantine").exists(), "a good file is not quarantined"
+    # Space came back with the partial file: a small clip still fits.
+    small = make_video(drop / "small.mkv", container="mkv", seconds=1)
+    assert intake.adopt(small, GATE, NOW).outcome is Outcome.ADOPTED
+    assert AuditLog(cat).verify().ok
+    cat.close()
