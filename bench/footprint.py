@@ -97,6 +97,16 @@ def write_config(folder: Path, clip: Path, broker: Broker, liveview: bool) -> Pa
 
 def measure(config: Path, seconds: float, warmup: float) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # Steady state, as on a device after its first boot: the catalog exists and is
+    # migrated, so the daemon does not load the migration tooling (sqlite-utils).
+    subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from edge_agent.config import load_config; "
+         "from edge_agent.catalog import open_catalog_from_config; "
+         "open_catalog_from_config(load_config(__import__('pathlib').Path(sys.argv[1]))).close()",
+         str(config)],
+        env=env, check=True,
+    )  # fmt: skip
     log = open(config.parent / "agent.log", "wb")  # noqa: SIM115 -- closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge_agent", "run", "--config", str(config)],

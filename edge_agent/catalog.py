@@ -32,9 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlite_utils import Database
-
-from edge_agent.migrations import MigrationError, SchemaTooNew, apply_migrations
+from edge_agent.migrations import MigrationError, SchemaTooNew, apply_migrations, up_to_date
 from edge_agent.model import (
     EraseRequest,
     Hold,
@@ -230,7 +228,7 @@ class Catalog:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self.conn = conn
-        self.db = Database(conn, execute_plugins=False)
+        self._db: Any = None
         self._lock = threading.RLock()
         self._depth = 0
         # Callbacks to run after the outermost COMMIT, one list per nesting level
@@ -280,12 +278,26 @@ class Catalog:
             conn.execute(f"PRAGMA synchronous={sync}")
             conn.execute("PRAGMA foreign_keys=ON")
             catalog = cls(path, conn)
-            apply_migrations(catalog.db)
+            if not up_to_date(conn):
+                apply_migrations(catalog.db)
             catalog._check_identity(device_id, Path(storage_root))
         except BaseException:
             conn.close()
             raise
         return catalog
+
+    @property
+    def db(self) -> Any:
+        """The sqlite-utils view of the connection (migrations, maintenance).
+
+        Built on first use: a daemon whose catalog is up to date never imports
+        sqlite-utils and its dependencies (about 9 MiB of resident memory).
+        """
+        if self._db is None:
+            from sqlite_utils import Database
+
+            self._db = Database(self.conn, execute_plugins=False)
+        return self._db
 
     def _check_identity(self, device_id: str, storage_root: Path) -> None:
         marker_path = storage_root / STORAGE_MARKER

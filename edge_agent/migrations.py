@@ -12,6 +12,7 @@ released steps are never edited.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -230,6 +231,20 @@ MIGRATIONS: list[Migration] = [
 
 def known_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
     return max((m.version for m in migrations), default=0)
+
+
+def up_to_date(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> bool:
+    """True when every known migration is recorded (read-only, plain sqlite3).
+
+    A newer schema is not "up to date": :func:`apply_migrations` then refuses it.
+    """
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'"
+    ).fetchone()
+    if exists is None:
+        return False
+    versions = {int(r[0]) for r in conn.execute("SELECT version FROM _migrations")}
+    return versions == {m.version for m in migrations}
 
 
 def applied_versions(db: Database) -> dict[int, str]:
