@@ -418,3 +418,46 @@ def test_sigkill_leaves_a_readable_segment_that_start_up_adopts(tmp_path: Path) 
     assert rec.source_id == "cam" and rec.tags.audio
     assert not junk.exists() and any(rig.intake.settings.quarantine_dir.iterdir())
     assert not list(find_partials(root))
+
+
+# -- an HTTP camera stream -------------------------------------------------------------------
+
+
+async def test_http_stream_records_segments_without_audio_outside_audio_rooms(
+    tmp_path: Path,
+) -> None:
+    """A camera that serves MPEG-TS over HTTP (chunked, paced like a live stream)."""
+    from aiohttp import web
+
+    clip = make_video(tmp_path / "cam.ts", container="ts", seconds=6.0, size=(320, 240),
+                      audio="aac")  # fmt: skip
+    data = clip.read_bytes()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "video/mp2t"})
+        await resp.prepare(request)
+        step = max(1, len(data) // 60)  # ~6 s of media in 60 chunks, 0.1 s apart
+        for i in range(0, len(data), step):
+            await resp.write(data[i : i + step])
+            await asyncio.sleep(0.1)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/live.ts", stream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        rig = open_rig(tmp_path, source("web", f"http://127.0.0.1:{port}/live.ts", "gate"))
+        async with running(rig):
+            await until(lambda: len(rig.recordings("web")) >= 2, 30, "two HTTP segments")
+        recs = rig.recordings("web")
+        for rec in recs:
+            doc = ffprobe(rig.path(rec))
+            assert kinds(doc) == ["video"], "no audio outside an audio room"
+            assert first_video_packet_is_key(rig.path(rec))
+            assert rec.tags.location == "gate" and rec.tags.audio is False
+    finally:
+        await runner.cleanup()
