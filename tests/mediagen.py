@@ -11,14 +11,16 @@ from inside ``tests/``).
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import subprocess
 from array import array
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import av
 from av.audio.stream import AudioStream
@@ -213,3 +215,19 @@ def truncate(path: Path | str, fraction: float) -> Path:
     with path.open("r+b") as fh:
         fh.truncate(int(size * fraction))
     return path
+
+
+def ffprobe(path: Path | str) -> dict[str, Any]:
+    """What the ``ffprobe`` CLI says of a file (format, streams, packet counts) as JSON.
+
+    Tests check our output with the reference tool, not only with PyAV.
+    """
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_packets", "-show_format", "-show_streams",
+         "-print_format", "json", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    data: dict[str, Any] = json.loads(out.stdout)
+    return data

@@ -17,6 +17,7 @@ from edge_agent.intake import Intake, IntakeSettings, Origin, Outcome
 from edge_agent.model import NOTICE_PERIODS, Purpose, RecState, Site, TimeSource
 from edge_agent.outbox_store import Outbox
 from tests.mediagen import (
+    ffprobe,
     make_audio_only,
     make_many_streams,
     make_video,
@@ -33,27 +34,6 @@ GATE = Origin(
 LAB = Origin(
     location="lab-audio-1", site=Site.PREMISES, audio_room=True, signage=True, purpose=Purpose.RND
 )
-
-
-def ffprobe(path: Path) -> dict[str, object]:
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-count_packets",
-            "-show_format",
-            "-show_streams",
-            "-print_format",
-            "json",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    doc: dict[str, object] = json.loads(out.stdout)
-    return doc
 
 
 def streams_of(doc: dict[str, object], kind: str) -> list[dict[str, object]]:

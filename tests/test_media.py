@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from mediagen import (
+    ffprobe,
     make_audio_only,
     make_many_streams,
     make_video,
@@ -50,27 +51,6 @@ CASES = [
     ("ts", "aac", ".ts"),
     ("fmp4", "aac", ".mp4"),
 ]
-
-
-def ffprobe(path: Path) -> dict[str, Any]:
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-count_packets",
-            "-show_format",
-            "-show_streams",
-            "-print_format",
-            "json",
-            str(path),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    data: dict[str, Any] = json.loads(out.stdout)
-    return data
 
 
 def ff_packets(info: dict[str, Any], codec_type: str) -> int:

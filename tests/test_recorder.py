@@ -33,7 +33,7 @@ from edge_agent.recorder_manager import ManagerSettings, RecorderManager, backof
 from edge_agent.runtime import intake_settings
 from edge_agent.segmenter import Action, decide
 from tests import rtsp_server
-from tests.mediagen import make_video, write_garbage
+from tests.mediagen import ffprobe, make_video, write_garbage
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = "size=160x120&rate=25&bitrate=150k&gop=1"
@@ -175,17 +175,6 @@ async def until(cond: Callable[[], bool], within: float, what: str) -> None:
 
 def state(rig: Rig, sid: str) -> str:
     return next(s.state for s in rig.manager.snapshot() if s.id == sid)
-
-
-def ffprobe(path: Path) -> dict[str, object]:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    doc: dict[str, object] = json.loads(out)
-    return doc
 
 
 def first_video_packet_is_key(path: Path) -> bool:
