@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import Any
 
+from edge_agent.catalog import Catalog
 from edge_agent.cli._base import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -18,7 +21,7 @@ from edge_agent.cli._base import (
 from edge_agent.cli._context import check_location, load_cli_config, open_cli_catalog
 from edge_agent.cli.recordings_cmd import utc_time
 from edge_agent.holds import HoldError, extend_hold, hold_doc, place_hold, release_hold
-from edge_agent.model import HoldKind, utcnow
+from edge_agent.model import Hold, HoldKind, utcnow
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -33,9 +36,10 @@ def _add(args: argparse.Namespace) -> int:
                 EXIT_BAD_INPUT,
             )
         check_location(cfg, args.location)
-    cat = open_cli_catalog(cfg)
-    try:
-        hold = place_hold(
+    hold = _change(
+        args,
+        cfg,
+        lambda cat: place_hold(
             cat,
             kind=HoldKind(args.kind),
             reason=args.reason,
@@ -46,16 +50,25 @@ def _add(args: argparse.Namespace) -> int:
             start=args.from_,
             end=args.to,
             until=args.until,
-        )
+        ),
+    )
+    if not args.json:
+        sys.stdout.write(f"placed {hold.id} ({hold.kind})\n")
+    return EXIT_OK
+
+
+def _change(args: argparse.Namespace, cfg: Any, op: Callable[[Catalog], Hold]) -> Hold:
+    """Run one hold change on the catalog; bad input exits 2; ``--json`` prints the hold."""
+    cat = open_cli_catalog(cfg)
+    try:
+        hold = op(cat)
     except HoldError as exc:
         raise CliError(str(exc), EXIT_BAD_INPUT) from None
     finally:
         cat.close()
     if args.json:
         print_json(hold_doc(hold))
-    else:
-        sys.stdout.write(f"placed {hold.id} ({hold.kind})\n")
-    return EXIT_OK
+    return hold
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -85,35 +98,25 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _release(args: argparse.Namespace) -> int:
-    cfg = load_cli_config(args.config)
-    cat = open_cli_catalog(cfg)
-    try:
-        hold = release_hold(cat, args.hold_id, by=args.by, reason=args.reason, now=utcnow())
-    except HoldError as exc:
-        raise CliError(str(exc), EXIT_BAD_INPUT) from None
-    finally:
-        cat.close()
-    if args.json:
-        print_json(hold_doc(hold))
-    else:
+    hold = _change(
+        args,
+        load_cli_config(args.config),
+        lambda cat: release_hold(cat, args.hold_id, by=args.by, reason=args.reason, now=utcnow()),
+    )
+    if not args.json:
         sys.stdout.write(f"released {hold.id}\n")
     return EXIT_OK
 
 
 def _extend(args: argparse.Namespace) -> int:
-    cfg = load_cli_config(args.config)
-    cat = open_cli_catalog(cfg)
-    try:
-        hold = extend_hold(
+    hold = _change(
+        args,
+        load_cli_config(args.config),
+        lambda cat: extend_hold(
             cat, args.hold_id, until=args.until, by=args.by, reason=args.reason, now=utcnow()
-        )
-    except HoldError as exc:
-        raise CliError(str(exc), EXIT_BAD_INPUT) from None
-    finally:
-        cat.close()
-    if args.json:
-        print_json(hold_doc(hold))
-    else:
+        ),
+    )
+    if not args.json:
         sys.stdout.write(f"{hold.id} now held until {hold_doc(hold)['until']}\n")
     return EXIT_OK
 
