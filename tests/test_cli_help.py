@@ -40,3 +40,28 @@ def test_help_runs_as_module() -> None:
     )
     assert "edge-agent" in out.stdout
     assert out.stderr == ""
+
+
+def test_command_table_matches_what_modules_register() -> None:
+    """``COMMANDS`` routes each command to the module that registers it."""
+    from edge_agent.cli import COMMANDS
+
+    full = build_parser()
+    subs = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subs.choices) == set(COMMANDS)
+    for name in COMMANDS:
+        alone = build_parser(only=name)
+        action = next(a for a in alone._actions if isinstance(a, argparse._SubParsersAction))
+        assert name in action.choices, name
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    # `run` is the daemon: what it imports stays resident for months.
+    code = (
+        "import sys\n"
+        "from edge_agent.cli import build_parser\n"
+        "build_parser(only='run')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('edge_agent.cli.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['edge_agent.cli._base', 'edge_agent.cli.run_cmd']"

@@ -1,8 +1,12 @@
 """The ``edge-agent`` command line: a thin layer over the library.
 
-Subcommands live in ``*_cmd.py`` modules listed in ``COMMAND_MODULES``; each
+Subcommands live in ``*_cmd.py`` modules listed in ``COMMANDS``; each
 parses, calls library functions and formats. Logs go to stderr so that
 ``--json`` output on stdout stays clean.
+
+Only the module of the command being run is imported: ``edge-agent run`` is the
+daemon, and every module it does not need (cryptography for ``keys``, the
+doctor's checks, provisioning) would stay in its memory for months.
 """
 
 from __future__ import annotations
@@ -16,27 +20,41 @@ from collections.abc import Sequence
 from edge_agent import __version__
 from edge_agent.cli._base import EXIT_BAD_INPUT, EXIT_FAILURE, CliError, error
 
-COMMAND_MODULES: tuple[str, ...] = (
-    "config_cmd",
-    "profile_cmd",
-    "recordings_cmd",
-    "audit_cmd",
-    "ingest_cmd",
-    "demo_cmd",
-    "run_cmd",
-    "keys_cmd",
-    "command_cmd",
-    "status_cmd",
-    "hold_cmd",
-    "erase_cmd",
-    "retention_cmd",
-    "reconcile_cmd",
-    "provision_cmd",
-    "doctor_cmd",
-)
+# Top-level command -> the module that registers it (``--help`` order).
+COMMANDS: dict[str, str] = {
+    "config": "config_cmd",
+    "profile": "profile_cmd",
+    "recordings": "recordings_cmd",
+    "audit": "audit_cmd",
+    "ingest": "ingest_cmd",
+    "demo": "demo_cmd",
+    "run": "run_cmd",
+    "keys": "keys_cmd",
+    "command": "command_cmd",
+    "status": "status_cmd",
+    "hold": "hold_cmd",
+    "erase": "erase_cmd",
+    "retention": "retention_cmd",
+    "reconcile": "reconcile_cmd",
+    "catalog": "reconcile_cmd",
+    "provision": "provision_cmd",
+    "doctor": "doctor_cmd",
+}
+COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv`` (global options take no values), if known."""
+    for token in argv:
+        if token == "--":
+            return None
+        if not token.startswith("-"):
+            return token if token in COMMANDS else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command, or with just ``only`` and its module's siblings."""
     parser = argparse.ArgumentParser(
         prog="edge-agent",
         description=(
@@ -50,14 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
+    for name in (COMMANDS[only],) if only in COMMANDS else COMMAND_MODULES:
         module = importlib.import_module(f"edge_agent.cli.{name}")
         module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(only=_command_of(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,
@@ -83,4 +101,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-__all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
+__all__ = ["COMMANDS", "EXIT_BAD_INPUT", "build_parser", "main"]
