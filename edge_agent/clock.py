@@ -10,7 +10,6 @@ confined to :class:`SystemClock`, :func:`read_boot_id` and
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import time
 import uuid
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from edge_agent.libc import libc
 from edge_agent.model import Recording, TimeSource, iso
 
 __all__ = [
@@ -196,9 +196,8 @@ _TIME_ERROR = 5
 def kernel_clock_synced() -> bool | None:
     """The kernel's NTP sync state via adjtimex(2) (read-only), or None if unavailable."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         tx = _Timex()  # modes = 0: query only, needs no privilege
-        state = libc.adjtimex(ctypes.byref(tx))
+        state = libc().adjtimex(ctypes.byref(tx))
     except (OSError, AttributeError):
         return None
     if state < 0:

@@ -45,7 +45,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_agent import __version__, sdnotify
+from edge_agent import __version__, memtune, sdnotify
 from edge_agent.adopter import FolderAdopter, WatchSpec
 from edge_agent.catalog import Catalog, open_catalog_from_config
 from edge_agent.command_dispatch import CommandDispatcher
@@ -496,7 +496,9 @@ class Agent:
     async def _sample(self) -> None:
         def read() -> tuple[int, int]:
             count = sum(s.count for s in self.catalog.summary_by_purpose().values())
-            return count, Outbox(self.catalog).depth()
+            depth = Outbox(self.catalog).depth()
+            memtune.trim()  # with the status cadence: cheap, and RSS stays flat for months
+            return count, depth
 
         self.recordings, self.outbox_depth = await asyncio.to_thread(read)
 

@@ -50,7 +50,7 @@ from av.container import OutputContainer
 from av.packet import Packet
 from av.stream import Stream
 
-from edge_agent import media
+from edge_agent import media, memtune
 from edge_agent.intake import PARTIAL_PREFIX, Intake, Origin
 from edge_agent.model import Recording, Tags, TimeSource, iso
 from edge_agent.segmenter import DEFAULT_MAX_GAP, Action, decide
@@ -400,6 +400,8 @@ class Recorder:
         except SourceError as exc:
             result.error, result.permanent = str(exc), exc.permanent
             return result
+        finally:
+            memtune.trim()  # probing a camera frees decoder buffers worth megabytes
         try:
             self._record(source, stop, result)
         except SourceError as exc:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+
+from edge_agent.libc import has, libc
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,9 @@ class Inotify:
     """A minimal inotify reader bound to the running event loop (no threads)."""
 
     def __init__(self) -> None:
-        libc_name = ctypes.util.find_library("c")
-        if libc_name is None:
-            raise OSError(errno.ENOSYS, "libc not found")
-        self._libc = ctypes.CDLL(libc_name, use_errno=True)
+        if not has("inotify_init1"):
+            raise OSError(errno.ENOSYS, "inotify not available")
+        self._libc = libc()
         fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             err = ctypes.get_errno()

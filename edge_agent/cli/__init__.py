@@ -75,7 +75,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(only=_command_of(sys.argv[1:] if argv is None else argv))
+    command = _command_of(sys.argv[1:] if argv is None else argv)
+    if command == "run":
+        from edge_agent import memtune
+
+        memtune.tune()  # before the daemon's imports allocate and its threads start
+    parser = build_parser(only=command)
     args = parser.parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,

@@ -1,0 +1,56 @@
+"""What the daemon keeps in memory for months: only what it runs.
+
+Each module imported by ``edge-agent run`` stays resident. These tests pin
+the heavy ones out, so a stray top-level import shows up here and not as a
+slow creep in the fleet's memory graphs (bench/footprint.py measures it).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+NOT_IN_THE_DAEMON = (
+    "aiortc",  # live view only, imported when [liveview] is configured
+    "aiohttp",
+    "cryptography",  # only with commands.trusted_keys
+    "dns",  # paho's connect_srv(), never used
+    "sqlite_utils",  # only while migrations are pending
+    "edge_agent.doctor",
+    "edge_agent.provision",
+    "edge_agent.demo",
+    "ctypes.util",  # find_library runs subprocesses
+)
+
+
+def _daemon_modules() -> set[str]:
+    code = (
+        "import json, sys\n"
+        "from edge_agent.cli import build_parser\n"
+        "build_parser(only='run')\n"
+        "import edge_agent.daemon\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout))
+
+
+def test_run_does_not_import_what_it_does_not_use() -> None:
+    loaded = _daemon_modules()
+    found = sorted(
+        m for m in loaded for heavy in NOT_IN_THE_DAEMON if m == heavy or m.startswith(heavy + ".")
+    )
+    assert found == []
+
+
+def test_paho_still_works_and_dns_stays_importable() -> None:
+    code = (
+        "import sys\n"
+        "import edge_agent.mqtt as m\n"
+        "assert m.paho.Client is not None and 'dns' not in sys.modules\n"
+        "import dns.resolver  # live view (aioice) imports it later: must still work\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
