@@ -32,6 +32,7 @@ __all__ = [
     "newest_trusted_start",
     "read_boot_id",
     "take_sample",
+    "wall_step",
 ]
 
 # Recording starts may be up to a few minutes ahead of the gateway's clock
@@ -67,6 +68,23 @@ def newest_trusted_start(recordings: Iterable[Recording]) -> datetime | None:
     """Newest start among recordings whose time did not come from an untrusted clock."""
     starts = [r.start for r in recordings if r.tags.time_source is not TimeSource.UNTRUSTED]
     return max(starts, default=None)
+
+
+def wall_step(
+    before: tuple[float, float] | None, after: tuple[float, float], tolerance: float = 2.0
+) -> float | None:
+    """Seconds the wall clock was set by between two (wall, boottime) readings, or None.
+
+    Boot time only ever advances with real time, so wall minus boot time is
+    constant while nobody sets the clock; NTP slewing moves it by milliseconds.
+    A change beyond ``tolerance`` is a step (``date -s``, NTP's first sync, an
+    RTC read after resume): the clock guard must judge it now, not at its next
+    scheduled pass.
+    """
+    if before is None:
+        return None
+    step = (after[0] - after[1]) - (before[0] - before[1])
+    return step if abs(step) > tolerance else None
 
 
 def evaluate_clock(

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from edge_agent import __version__, memtune, sdnotify
 from edge_agent.adopter import FolderAdopter, WatchSpec
 from edge_agent.catalog import Catalog, open_catalog_from_config
+from edge_agent.clock import Clock, wall_step
 from edge_agent.command_dispatch import CommandDispatcher
 from edge_agent.commands import TrustedKey, load_public_key
 from edge_agent.config import Config, ConfigError, Watch, load_config
@@ -204,6 +205,7 @@ class Agent:
         catalog: Catalog,
         *,
         now: Callable[[], datetime] = utcnow,
+        clock: Clock | None = None,
         shutdown_timeout: float = 10.0,
         restart: RestartPolicy | None = None,
         health: HealthSettings | None = None,
@@ -231,7 +233,8 @@ class Agent:
         self.outbox_depth = 0
         self._outbox_stalled: float | None = None
         self.intake = Intake(catalog, intake_settings(cfg))
-        self.janitor = Janitor.from_config(cfg, catalog, on_alarm=self._on_alarm)
+        self.janitor = Janitor.from_config(cfg, catalog, clock=clock, on_alarm=self._on_alarm)
+        self._clock_offset: tuple[float, float] | None = None
         stop_budget = max(1.0, shutdown_timeout * 0.6)
         self.manager = RecorderManager(
             cfg, self.intake, settings=ManagerSettings(shutdown_timeout=stop_budget), now=now
@@ -514,6 +517,7 @@ class Agent:
         try:
             while not stop.is_set():
                 mono = time.monotonic()
+                self._watch_clock_steps()
                 self._follow_clock()
                 self._relieve_pressure()
                 if sampler is not None and sampler.done():
@@ -556,6 +560,18 @@ class Agent:
             depth=self.outbox_depth,
             published=self.publisher.published,
         )
+
+    def _watch_clock_steps(self) -> None:
+        # The janitor judges the clock on each pass, up to a minute apart; a step
+        # seen here has it judge now, so the intake stops trusting a clock that was
+        # just set wrong within a second instead of tagging a minute of segments.
+        clock = self.janitor.guard.clock
+        reading = (clock.now().timestamp(), clock.boottime())
+        step = wall_step(self._clock_offset, reading)
+        self._clock_offset = reading
+        if step is not None:
+            log.warning("wall clock stepped by %+.1f s: re-checking it now", step)
+            self.janitor.poke()
 
     def _follow_clock(self) -> None:
         v = self.janitor.guard.last
