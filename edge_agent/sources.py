@@ -30,7 +30,6 @@ from av.packet import Packet
 from av.stream import Stream
 
 from edge_agent.config import redact_url
-from edge_agent.testsrc import TestSrcError, open_testsrc
 
 __all__ = [
     "AvSource",
@@ -225,6 +224,9 @@ def open_source(
     """Open ``url`` (blocking). Raises SourceError naming the redacted url and the cause."""
     scheme = urlsplit(url).scheme.lower()
     if scheme == "testsrc":
+        # Demo and test cameras encode in-process; real gateways never load this.
+        from edge_agent.testsrc import TestSrcError, open_testsrc
+
         try:
             return open_testsrc(url)
         except TestSrcError as exc:

@@ -21,6 +21,7 @@ NOT_IN_THE_DAEMON = (
     "edge_agent.provision",
     "edge_agent.demo",
     "ctypes.util",  # find_library runs subprocesses
+    "edge_agent.testsrc",  # virtual cameras: demo and tests
 )
 
 
