@@ -497,13 +497,24 @@ class Agent:
     # -- the monitor: systemd status and watchdog, clock trust, disk pressure -------------
 
     async def _sample(self) -> None:
-        def read() -> tuple[int, int]:
+        def read() -> tuple[int, int, bool]:
             count = sum(s.count for s in self.catalog.summary_by_purpose().values())
             depth = Outbox(self.catalog).depth()
+            try:
+                free, total = self.janitor.free_space()
+                short = free < self.janitor.floor_bytes(total)
+            except OSError:
+                short = False  # the janitor's own pass reports an unreadable disk
             memtune.trim()  # with the status cadence: cheap, and RSS stays flat for months
-            return count, depth
+            return count, depth, short
 
-        self.recordings, self.outbox_depth = await asyncio.to_thread(read)
+        self.recordings, self.outbox_depth, short = await asyncio.to_thread(read)
+        last = self.janitor.last
+        if short and not (last and last.disk_pressure):
+            # The janitor sleeps until its next deadline (up to a minute); cameras
+            # fill a disk faster than that, so pressure wakes it now.
+            log.warning("free space below the floor: waking the janitor")
+            self.janitor.poke()
 
     async def _monitor(self, stop: asyncio.Event) -> None:
         interval = sdnotify.watchdog_interval()

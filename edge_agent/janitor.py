@@ -387,12 +387,16 @@ class Janitor:
             )
         if res.storage_full_held and not was_full:
             held = len({i for i, _ in res.kept_by_hold})
+            # Everything left is held: the live totals are the held footage.
+            stats = self.catalog.summary_by_purpose().values()
             self._alarm(
                 "alarm.storage_full_held",
                 {
                     **base,
                     "detail": "only held footage is left; recording stops, lowest priority first",
                     "held_due": held,
+                    "held_recordings": sum(s.count for s in stats),
+                    "held_bytes": sum(s.bytes for s in stats),
                 },
                 now,
             )
