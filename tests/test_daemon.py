@@ -93,15 +93,19 @@ def write_config(
     broker: Broker | None = None,
     watch: Path | None = None,
     extra: str = "",
+    root: Path | None = None,
+    floor: str = "1MiB",
+    priorities: dict[str, int] | None = None,
 ) -> Path:
     lines = [
         "[device]",
         'id = "gw-1"',
         'hw_profile = "generic-linux"',
         "[storage]",
-        f'root = "{folder / "recordings"}"',
+        f'root = "{root or folder / "recordings"}"',
         f'catalog = "{folder / "catalog.db"}"',
-        'free_space_floor = "1MiB"',
+        f'quarantine = "{folder / "quarantine"}"',
+        f'free_space_floor = "{floor}"',
         "[[locations]]",
         'id = "gate"',
         'kind = "premises"',
@@ -124,6 +128,8 @@ def write_config(
             'purpose = "security"',
             "segment_seconds = 2",
         ]
+        if priorities and sid in priorities:
+            lines.append(f"priority = {priorities[sid]}")
     if watch is not None:
         lines += [
             "[[watch]]",

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from broker import REPO, Broker, Subscriber
 from mediagen import make_video
-from test_daemon import ROOT, SRC, NotifySocket, segments, start, stop, wait_until
+from test_daemon import ROOT, NotifySocket, segments, start, stop, wait_until, write_config
+from tmpfs import mounted_tmpfs
 
 from edge_agent import media
 from edge_agent.pressure import PAUSE_REASON
@@ -33,21 +34,9 @@ PAUSED = f"source {LOW}: paused ({PAUSE_REASON})"
 
 @pytest.fixture()
 def disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 48 MiB filesystem for the recordings (tmpfs; needs mount rights)."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    try:
+    """A real 48 MiB filesystem for the recordings."""
+    with mounted_tmpfs(tmp_path / "disk", "48m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.fixture()
@@ -58,40 +47,17 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     b.stop()
 
 
-def write_config(folder: Path, disk: Path, broker: Broker) -> Path:
-    lines = [
-        "[device]",
-        'id = "gw-1"',
-        'hw_profile = "generic-linux"',
-        "[storage]",
-        f'root = "{disk / "recordings"}"',
-        # Off the small disk: SQLite must never meet ENOSPC here, only the recorders.
-        f'catalog = "{folder / "catalog.db"}"',
-        f'quarantine = "{folder / "quarantine"}"',
-        f'free_space_floor = "{FLOOR // MiB}MiB"',
-        "[[locations]]",
-        'id = "gate"',
-        'kind = "premises"',
-        "signage = true",
-        "[mqtt]",
-        f'url = "{broker.url}"',
-        'topic_prefix = "edge"',
-        "keepalive = 5",
-        "telemetry_interval_seconds = 2",
-    ]
-    for sid, priority in ((HIGH, 10), (LOW, 1)):
-        lines += [
-            "[[sources]]",
-            f'id = "{sid}"',
-            f'url = "{SRC}"',
-            'location = "gate"',
-            'purpose = "security"',
-            "segment_seconds = 2",
-            f"priority = {priority}",
-        ]
-    path = folder / "agent.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def write_config_on(folder: Path, disk: Path, broker: Broker) -> Path:
+    # Catalog and quarantine stay off the small disk: SQLite must never meet ENOSPC
+    # here, only the recorders.
+    return write_config(
+        folder,
+        [HIGH, LOW],
+        broker=broker,
+        root=disk / "recordings",
+        floor=f"{FLOOR // MiB}MiB",
+        priorities={HIGH: 10, LOW: 1},
+    )
 
 
 def cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -122,7 +88,7 @@ def sources_now(sub: Subscriber) -> dict[str, dict[str, Any]]:
 def test_held_footage_fills_the_disk_low_priority_pauses_and_resumes(
     tmp_path: Path, disk: Path, broker: Broker
 ) -> None:
-    cfg = write_config(tmp_path, disk, broker)
+    cfg = write_config_on(tmp_path, disk, broker)
     # One clip ingested first: it makes the catalog the hold needs. Its deadline is
     # days away, so the janitor sleeps its full minute: only the daemon's free-space
     # check can wake it in time.

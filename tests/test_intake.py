@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from tests.mediagen import (
     truncate,
     write_garbage,
 )
+from tests.tmpfs import mounted_tmpfs
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 CREATED = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
@@ -276,22 +277,10 @@ def test_fifo_and_directory_are_refused_without_blocking(env) -> None:
 
 
 @pytest.fixture()
-def tiny_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A real 1 MiB filesystem for the storage root (tmpfs; needs mount rights)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    try:
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB filesystem for the storage root."""
+    with mounted_tmpfs(tmp_path / "tiny", "1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_real_full_disk_keeps_the_original_and_leaves_nothing_half_written(
