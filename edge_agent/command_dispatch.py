@@ -9,8 +9,10 @@ Order for every message, one at a time:
 3. only then acknowledge the PUBLISH to the broker (manual ack), so a crash
    before step 2 gets the command delivered again on the persistent session;
 4. publish ``accepted``/``rejected`` on ``cmd-result/{cmd_id}`` (and on the
-   MQTT 5 response topic with the correlation data, when given);
-5. run it and publish the result (``done`` or ``failed``), stored with the id.
+   MQTT 5 response topic with the correlation data, when given), best effort;
+5. run it, store the result (``done`` or ``failed``) with the id, and publish
+   it until the broker acknowledges it (:mod:`edge_agent.command_results`):
+   the final answer survives an outage or a restart.
 
 Only authenticated commands enter the replay memory: an unsigned or forged
 message must not be able to burn the id of a real one.
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from paho.mqtt.properties import Properties
 
 from edge_agent.audit import AuditLog
 from edge_agent.catalog import Catalog, to_epoch
+from edge_agent.command_results import ResultStore, result_payload
 from edge_agent.commands import (
     CommandResult,
     EraseArgs,
@@ -98,12 +100,51 @@ class CommandDispatcher:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[CommandResult]] = set()
         self.audit = AuditLog(catalog)
+        self.results = ResultStore(catalog)
+        self._wake = asyncio.Event()
         link.subscribe(f"{topic_root}/cmd/+", self._on_message, qos=1)
+        link.on_connect(self._on_connect)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await stop.wait()
+        """Publish stored results whenever there are new ones or the link comes back."""
+        while not stop.is_set():
+            self._wake.clear()
+            await self._flush()
+            waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
+            try:
+                # The timeout retries a publish the broker did not acknowledge in time.
+                await asyncio.wait(waits, timeout=30.0, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in waits:
+                    t.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5.0)
+        await self._flush()
+
+    async def _on_connect(self, _link: MqttLink) -> None:
+        self._wake.set()
+
+    async def _flush(self) -> None:
+        if not self.link.connected:
+            return
+        for p in await asyncio.to_thread(self.results.pending):
+            try:
+                ok = await self.link.publish_wait(
+                    f"{self.root}/cmd-result/{p.cmd_id}", p.payload, qos=1
+                )
+                if ok and p.response_topic:
+                    ok = await self.link.publish_wait(
+                        p.response_topic,
+                        p.payload,
+                        qos=1,
+                        properties=_response_props(p.correlation),
+                    )
+            except NotConnected:
+                return  # the next connection's hook wakes us
+            if not ok:
+                log.warning("result of command %s not acknowledged; will retry", p.cmd_id)
+                return
+            await asyncio.to_thread(self.results.mark_acked, p.cmd_id)
 
     def _on_message(self, msg: InMessage) -> None:
         task = asyncio.get_running_loop().create_task(self.handle(msg), name="command")
@@ -136,15 +177,21 @@ class CommandDispatcher:
                 log.warning("command %s rejected: %s (%s)", cmd_id, verdict.reason, verdict.detail)
                 return first
             result = await self._execute(verdict)
-            await asyncio.to_thread(self._store_result, result)
-            self._answer(msg, cmd_id, result)
+            await asyncio.to_thread(self.results.store, result)
+            self._wake.set()
             return result
 
     def _decide_and_record(self, msg: InMessage, name: str, now: datetime) -> Decision:
         cat = self.catalog
         digest = _digest(msg.payload)
         with cat.transaction():
-            cat.execute("DELETE FROM commands WHERE expires_at < ?", (to_epoch(now) - 3600,))
+            # Expired ids are forgotten an hour on; an unacknowledged result is kept
+            # for a week in case the dashboard is away that long.
+            cat.execute(
+                "DELETE FROM commands WHERE expires_at < ? AND (result_acked = 1 OR "
+                "result IS NULL OR expires_at < ?)",
+                (to_epoch(now) - 3600, to_epoch(now) - 7 * 86400),
+            )
 
             def seen(cmd_id: str) -> bool:
                 return bool(cat.query("SELECT 1 FROM commands WHERE id = ?", (cmd_id,)))
@@ -172,8 +219,18 @@ class CommandDispatcher:
             if verdict.accepted and env is not None:
                 cat.execute(
                     "INSERT INTO commands (id, name, key_id, digest, received_at, expires_at, "
-                    "state) VALUES (?, ?, ?, ?, ?, ?, 'accepted')",
-                    (env.id, env.name, env.key_id, digest, to_epoch(now), to_epoch(expiry_of(env))),
+                    "state, response_topic, correlation) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'accepted', ?, ?)",
+                    (
+                        env.id,
+                        env.name,
+                        env.key_id,
+                        digest,
+                        to_epoch(now),
+                        to_epoch(expiry_of(env)),
+                        msg.response_topic,
+                        msg.correlation_data,
+                    ),
                 )
                 data.update(args=env.args, issued_at=env.issued_at, expires_at=env.expires_at)
                 self.audit.append(
@@ -199,12 +256,6 @@ class CommandDispatcher:
         if not rows or rows[0][0] != digest or rows[0][1] is None:
             return None
         return CommandResult.model_validate_json(rows[0][1])
-
-    def _store_result(self, result: CommandResult) -> None:
-        self.catalog.execute(
-            "UPDATE commands SET state = ?, reason = ?, result = ? WHERE id = ?",
-            (result.state, result.reason, result.model_dump_json(), result.id),
-        )
 
     @staticmethod
     def _actor(verdict: Verdict) -> str:
@@ -300,13 +351,20 @@ class CommandDispatcher:
     # -- answering ------------------------------------------------------------------
 
     def _answer(self, msg: InMessage, cmd_id: str, result: CommandResult) -> None:
-        payload = json.dumps(result.model_dump(), sort_keys=True, separators=(",", ":"))
+        payload = result_payload(result)
         try:
             self.link.publish(f"{self.root}/cmd-result/{cmd_id}", payload, qos=1)
             if msg.response_topic:
-                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                if msg.correlation_data is not None:
-                    props.CorrelationData = msg.correlation_data
+                props = _response_props(msg.correlation_data)
                 self.link.publish(msg.response_topic, payload, qos=1, properties=props)
         except NotConnected:
-            log.warning("result of command %s not published: not connected", cmd_id)
+            log.warning(
+                "%s answer to command %s not published: not connected", result.state, cmd_id
+            )
+
+
+def _response_props(correlation: bytes | None) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    if correlation is not None:
+        props.CorrelationData = correlation
+    return props

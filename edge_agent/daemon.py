@@ -50,6 +50,7 @@ from edge_agent.adopter import FolderAdopter, WatchSpec
 from edge_agent.catalog import Catalog, open_catalog_from_config
 from edge_agent.clock import Clock, wall_step
 from edge_agent.command_dispatch import CommandDispatcher
+from edge_agent.command_results import ResultStore
 from edge_agent.commands import TrustedKey, load_public_key
 from edge_agent.config import Config, ConfigError, Watch, load_config
 from edge_agent.deletion import finish_interrupted
@@ -271,6 +272,9 @@ class Agent:
         done = await asyncio.to_thread(finish_interrupted, cat, root, now, actor="agent")
         if done.deleted:
             log.info("finished %d deletion(s) a crash interrupted", len(done.deleted))
+        closed = await asyncio.to_thread(ResultStore(cat).close_interrupted, now)
+        if closed:
+            log.warning("closed %d command(s) a stop interrupted as failed", len(closed))
         verdict = await asyncio.to_thread(self.janitor.guard.check)
         self.intake.clock_trusted = verdict.trusted
         # Recorder segments first: reconcile would remove their .partial- files.

@@ -222,10 +222,27 @@ def _commands(db: Database) -> None:
     )
 
 
+def _command_results(db: Database) -> None:
+    # Results are kept until the broker acknowledges them (published again after
+    # an outage or a restart), with the MQTT 5 response topic and correlation data
+    # to answer on. Results stored before this step were already sent once.
+    db.executescript(
+        """
+        ALTER TABLE commands ADD COLUMN response_topic TEXT;
+        ALTER TABLE commands ADD COLUMN correlation BLOB;
+        ALTER TABLE commands ADD COLUMN result_acked INTEGER NOT NULL DEFAULT 0;
+        UPDATE commands SET result_acked = 1 WHERE result IS NOT NULL;
+        CREATE INDEX idx_commands_unacked ON commands(received_at)
+            WHERE result IS NOT NULL AND result_acked = 0;
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _initial),
     Migration(2, "purpose stats and duration bound", _purpose_stats),
     Migration(3, "command replay memory", _commands),
+    Migration(4, "durable command results", _command_results),
 ]
 
 
