@@ -15,6 +15,7 @@ blocking iterator of encoded packets. The recorder never decodes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import threading
 import time
 from collections.abc import Iterator
@@ -111,7 +112,8 @@ class AvSource:
                 target, options=options, timeout=(open_timeout, read_timeout)
             )
         except (av.error.FFmpegError, OSError) as exc:
-            raise SourceError(f"{self._shown}: cannot open ({_why(exc, self.url)})") from exc
+            why = _why(exc, self.url, options.get("rtsp_transport"))
+            raise SourceError(f"{self._shown}: cannot open ({why})") from exc
         videos = [s for s in self._container.streams.video if s.codec_context is not None]
         if not videos:
             self._container.close()
@@ -209,9 +211,15 @@ class AvSource:
             self._container.close()
 
 
-def _why(exc: BaseException, url: str) -> str:
-    # FFmpeg errors echo the url, password included.
-    return str(exc).replace(url, redact_url(url)) or type(exc).__name__
+def _why(exc: BaseException, url: str, transport: str | None = None) -> str:
+    # FFmpeg's own error codes (tags like 0x58354235) mean nothing to an installer,
+    # and its messages echo the url, password included: keep the words only.
+    text = getattr(exc, "strerror", None) or str(exc)
+    text = text.replace(url, redact_url(url)) or type(exc).__name__
+    if getattr(exc, "errno", None) == errno.EPROTONOSUPPORT and transport is not None:
+        other = "udp" if transport == "tcp" else "tcp"
+        text += f'; the camera may not offer RTSP over {transport}: try rtsp_transport = "{other}"'
+    return text
 
 
 def open_source(

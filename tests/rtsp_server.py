@@ -7,8 +7,10 @@ typelibs from Debian, which a virtualenv does not see)::
 
 It serves the Matroska file's H.264 video (and AAC audio, if any) as RTP at the
 file's own pace (the RTP sinks sync to the pipeline clock, like a camera), over
-UDP or TCP-interleaved as the client asks. One shared pipeline feeds every
-client. Prints ``READY <url>`` on stdout once it listens.
+UDP or TCP-interleaved as the client asks (``--protocols udp`` or ``tcp``
+offers only that one: a client asking for the other gets "461 Unsupported
+transport", which proves which transport a client really used). One shared
+pipeline feeds every client. Prints ``READY <url>`` on stdout once it listens.
 
 Debian packages: ``python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
 gstreamer1.0-plugins-good`` (``--no-install-recommends`` is enough).
@@ -26,6 +28,7 @@ import sys
 from pathlib import Path
 
 SYSTEM_PYTHON = "/usr/bin/python3"
+PROTOCOLS = ("any", "udp", "tcp")
 APT_PACKAGES = (
     "python3-gi",
     "gir1.2-gst-rtsp-server-1.0",
@@ -42,12 +45,15 @@ def _launch_line(path: Path, audio: bool) -> str:
     return f"( {line} )"
 
 
-def serve(port: int, mount: str, path: Path, audio: bool) -> None:  # pragma: no cover
+def serve(
+    port: int, mount: str, path: Path, audio: bool, protocols: str = "any"
+) -> None:  # pragma: no cover
     import gi
 
     gi.require_version("Gst", "1.0")
+    gi.require_version("GstRtsp", "1.0")
     gi.require_version("GstRtspServer", "1.0")
-    from gi.repository import GLib, Gst, GstRtspServer
+    from gi.repository import GLib, Gst, GstRtsp, GstRtspServer
 
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
@@ -56,6 +62,9 @@ def serve(port: int, mount: str, path: Path, audio: bool) -> None:  # pragma: no
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(_launch_line(path, audio))
     factory.set_shared(True)
+    if protocols != "any":
+        lower = GstRtsp.RTSPLowerTrans
+        factory.set_protocols(lower.UDP if protocols == "udp" else lower.TCP)
     server.get_mount_points().add_factory(mount, factory)
     if server.attach(None) == 0:
         print(f"cannot listen on 127.0.0.1:{port}", file=sys.stderr)
@@ -81,9 +90,14 @@ def available() -> str | None:
 
 
 def start(
-    port: int, path: Path, *, mount: str = "/cam", audio: bool = True
+    port: int, path: Path, *, mount: str = "/cam", audio: bool = True, protocols: str = "any"
 ) -> subprocess.Popen[str]:
-    """Spawn the server and wait until it listens; the caller kills it."""
+    """Spawn the server and wait until it listens; the caller kills it.
+
+    ``protocols`` is ``any``, ``udp`` (plain unicast UDP only) or ``tcp`` (interleaved only).
+    """
+    if protocols not in PROTOCOLS:
+        raise ValueError(f"protocols must be one of {PROTOCOLS}, got {protocols!r}")
     proc = subprocess.Popen(
         [
             SYSTEM_PYTHON,
@@ -95,6 +109,7 @@ def start(
             "--file",
             str(path),
             *([] if audio else ["--no-audio"]),
+            *("--protocols", protocols),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -115,8 +130,9 @@ def main() -> None:  # pragma: no cover
     ap.add_argument("--path", default="/cam")
     ap.add_argument("--file", type=Path, required=True)
     ap.add_argument("--no-audio", action="store_true")
+    ap.add_argument("--protocols", choices=PROTOCOLS, default="any")
     args = ap.parse_args()
-    serve(args.port, args.path, args.file.resolve(), not args.no_audio)
+    serve(args.port, args.path, args.file.resolve(), not args.no_audio, args.protocols)
 
 
 if __name__ == "__main__":

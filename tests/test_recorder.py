@@ -2,7 +2,8 @@
 
 Segments are checked with the ``ffprobe`` CLI, the catalog is a real SQLite file,
 the RTSP server is GStreamer's gst-rtsp-server in a subprocess on loopback
-(``tests/rtsp_server.py``), and the crash test SIGKILLs a real recorder process.
+(``tests/rtsp_server.py``; over TCP-interleaved and over UDP, the latter from a
+server that offers nothing else), and the crash test SIGKILLs a real recorder process.
 """
 
 from __future__ import annotations
@@ -25,13 +26,19 @@ from pathlib import Path
 import pytest
 
 from edge_agent.catalog import Catalog
-from edge_agent.config import Config, parse_config
+from edge_agent.config import Config, ConfigError, parse_config
 from edge_agent.intake import PARTIAL_PREFIX, Intake
 from edge_agent.model import Recording, utcnow
 from edge_agent.recorder import State, find_partials, recover_partials
-from edge_agent.recorder_manager import ManagerSettings, RecorderManager, backoff_delay
+from edge_agent.recorder_manager import (
+    ManagerSettings,
+    RecorderManager,
+    backoff_delay,
+    recorder_settings,
+)
 from edge_agent.runtime import intake_settings
 from edge_agent.segmenter import Action, decide
+from edge_agent.sources import SourceError, open_source
 from tests import rtsp_server
 from tests.mediagen import ffprobe, make_video, write_garbage
 
@@ -120,7 +127,15 @@ kind = "external"
     return parse_config(text, tmp)
 
 
-def source(sid: str, url: str, location: str, *, seconds: int = 2, audio: bool = True) -> str:
+def source(
+    sid: str,
+    url: str,
+    location: str,
+    *,
+    seconds: int = 2,
+    audio: bool = True,
+    transport: str | None = None,
+) -> str:
     return f"""
 [[sources]]
 id = "{sid}"
@@ -129,7 +144,7 @@ location = "{location}"
 purpose = "rnd"
 audio = {"true" if audio else "false"}
 segment_seconds = {seconds}
-"""
+""" + (f'rtsp_transport = "{transport}"\n' if transport is not None else "")
 
 
 @dataclass
@@ -307,8 +322,8 @@ def rtsp_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def rtsp(port: int, clip: Path) -> Iterator[subprocess.Popen[str]]:
-    proc = rtsp_server.start(port, clip)
+def rtsp(port: int, clip: Path, protocols: str = "any") -> Iterator[subprocess.Popen[str]]:
+    proc = rtsp_server.start(port, clip, protocols=protocols)
     try:
         yield proc
     finally:
@@ -349,6 +364,69 @@ async def test_rtsp_records_survives_a_stall_and_a_server_restart(
         assert kinds(doc) == ["video", "audio"]  # audio room: audio kept
         assert first_video_packet_is_key(rig.path(rec))
         assert 1.5 < duration(doc) < 3.5, duration(doc)
+
+
+def test_rtsp_transport_is_a_per_source_key_that_reaches_the_recorder(tmp_path: Path) -> None:
+    url = "rtsp://127.0.0.1:1/cam"
+    cfg = make_cfg(
+        tmp_path, source("udp-cam", url, "gate", transport="udp") + source("cam", url, "gate")
+    )
+    assert [s.rtsp_transport for s in cfg.sources] == ["udp", "tcp"]  # tcp by default
+    assert recorder_settings(cfg, cfg.sources[0], FAST).rtsp_transport == "udp"
+    with pytest.raises(ConfigError) as info:
+        make_cfg(tmp_path, source("cam", url, "gate", transport="UDP"))
+    assert info.value.problems == [
+        "sources[0].rtsp_transport: 'UDP' is not allowed (use one of: tcp, udp)"
+    ]
+
+
+async def test_rtsp_over_udp_records_from_a_server_that_offers_only_udp(
+    tmp_path: Path, rtsp_clip: Path
+) -> None:
+    # Segments look the same whichever transport carried them: a server that
+    # turns TCP away is what proves these came over UDP, not a silent fallback.
+    port = free_port()
+    url = f"rtsp://viewer:s3cret@127.0.0.1:{port}/cam"
+    rig = open_rig(
+        tmp_path,
+        source("lab-cam", url, "lab", transport="udp")
+        + source("gate-cam", url, "gate", transport="udp"),
+    )
+    cams = ("lab-cam", "gate-cam")
+    with rtsp(port, rtsp_clip, protocols="udp"):
+        async with running(rig):
+            await until(
+                lambda: all(len(rig.recordings(sid)) >= 2 for sid in cams),
+                20,
+                "two UDP segments per camera",
+            )
+            # Filed while running, so cut at a keyframe, not by the stop: full length.
+            closed = {sid: rig.recordings(sid)[:2] for sid in cams}
+            # The control, once the shared media runs (a rejected first client
+            # leaves gst-rtsp-server answering the next SETUP with a 5XX): the
+            # same server refuses a TCP client with a clear, one-line error.
+            with pytest.raises(SourceError) as info:
+                await asyncio.to_thread(
+                    open_source, url, rtsp_transport="tcp", open_timeout=3.0, read_timeout=3.0
+                )
+            why = str(info.value)
+            assert "cannot open" in why and "Protocol not supported" in why, why
+            assert 'try rtsp_transport = "udp"' in why and "Errno" not in why, why
+            assert "s3cret" not in why and "\n" not in why
+            assert all(state(rig, sid) == State.RECORDING for sid in cams)
+    for sid, audio in (("lab-cam", True), ("gate-cam", False)):
+        a, b = closed[sid]
+        overlap = (a.end - b.start).total_seconds()
+        # A video-only segment ends where the next begins. With audio, the audio
+        # that arrived before the cutting keyframe but plays just past it stays in
+        # the old segment and stretches its end by up to a few audio frames.
+        assert 0 <= overlap < (0.1 if audio else 1e-6), (sid, overlap)
+        for rec in (a, b):
+            doc = ffprobe(rig.path(rec))
+            assert kinds(doc) == (["video", "audio"] if audio else ["video"]), sid
+            assert rec.tags.audio is audio
+            assert first_video_packet_is_key(rig.path(rec))
+            assert 1.5 < duration(doc) < 3.5, (sid, duration(doc))
 
 
 # -- crash: SIGKILL mid-segment, adopted at the next start ---------------------------------------
