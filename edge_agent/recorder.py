@@ -2,7 +2,9 @@
 
 A :class:`Recorder` owns one source. :meth:`Recorder.run_session` runs in a
 worker thread (PyAV's demuxer blocks) and does demux and mux in that same
-thread, so there is no queue at all between reader and writer: memory stays
+thread, so there is no queue between reader and writer beyond a quarter
+second of reordering (:mod:`edge_agent.interleave`, which puts audio and video
+in time order so that a cut splits them at the same instant): memory stays
 flat however slow the disk. A session ends when the source fails, stalls
 (PyAV read timeout) or is told to stop; the manager reconnects with backoff.
 
@@ -52,6 +54,7 @@ from av.stream import Stream
 
 from edge_agent import media, memtune
 from edge_agent.intake import PARTIAL_PREFIX, Intake, Origin
+from edge_agent.interleave import Interleaver
 from edge_agent.model import Recording, Tags, TimeSource, iso
 from edge_agent.segmenter import DEFAULT_MAX_GAP, Action, decide
 from edge_agent.sources import PacketSource, SourceError, open_source, packet_seconds
@@ -417,6 +420,10 @@ class Recorder:
             tap.video, tap.audio = source.video, audio_in
         log.info("%s: connected to %s", s.source_id, source.description)
         run = _Run(self, source.video, audio_in)
+        order: Interleaver[Packet[Stream]] = Interleaver(
+            ("video", "audio") if audio_in is not None else ("video",)
+        )
+        tbs: dict[str, float] = {}
         try:
             for packet in source.packets(stop):
                 if stop.is_set():
@@ -424,8 +431,17 @@ class Recorder:
                 kind = self._kind(packet, source.video, audio_in)
                 if kind is None:
                     continue
-                run.feed(kind, packet)
                 result.packets += 1
+                raw = packet.dts if packet.dts is not None else packet.pts
+                if raw is None:
+                    continue  # no timestamp: a muxer cannot place it
+                tb = tbs.get(kind)
+                if tb is None:
+                    tb = tbs[kind] = float(packet.time_base)  # see _Run.feed
+                for k, p in order.push(kind, raw * tb, packet):
+                    run.feed(k, p)
+            for k, p in order.drain():
+                run.feed(k, p)
         except OSError as exc:
             # The output side failed (disk full, I/O error): keep what was written.
             run.close(f"write failed: {exc.strerror or exc}", damaged=True)
@@ -516,8 +532,10 @@ class _Run:
         )
         if d.action in (Action.CUT, Action.CLOSE):
             if d.reason == "duration" and self.writer is not None:
-                # Segments abut: this one ends where the next begins.
-                self.writer.end_ts = max(self.writer.end_ts, ts)
+                # Segments abut: this one ends where the next begins (packets come
+                # in time order, so only an audio frame straddling the cut plays
+                # a few ms past it in the file).
+                self.writer.end_ts = ts
             self.close(d.reason)
             if d.reason != "duration":
                 log.warning("%s: %s; new segment at the next keyframe", self.s.source_id, d.reason)

@@ -206,6 +206,28 @@ def first_video_packet_is_key(path: Path) -> bool:
     return out.strip().splitlines()[0].startswith("K")
 
 
+def packet_times(path: Path, stream: str) -> list[float]:
+    """Start times (seconds) of one stream's packets, as ffprobe reads them."""
+    out = subprocess.run(
+        [
+            *("ffprobe", "-v", "error", "-select_streams", stream),
+            *("-show_entries", "packet=pts_time", "-of", "csv=p=0"),
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [float(line.strip(",")) for line in out.stdout.split() if line.strip(",")]
+
+
+def audio_stays_inside(rec: Recording, path: Path) -> None:
+    """Every audio packet of a segment starts within the segment's catalog window."""
+    times = packet_times(path, "a:0")
+    length = (rec.end - rec.start).total_seconds()
+    assert times and min(times) >= 0 and max(times) < length, (path.name, times[:2], times[-2:])
+
+
 def kinds(doc: dict[str, object]) -> list[str]:
     streams = doc["streams"]
     assert isinstance(streams, list)
@@ -261,6 +283,8 @@ async def test_testsrc_segments_audio_rule_and_signage(tmp_path: Path) -> None:
             assert tags["edge_agent.location"] == rec.location
         for a, b in itertools.pairwise(recs):
             assert a.end == b.start, "segments abut"
+            if audio:
+                audio_stays_inside(a, rig.path(a))
         assert rig.path(recs[0]).name.startswith(f"{recs[0].start:%Y%m%dT%H%M%SZ}_{sid}_")
         assert oct(rig.path(recs[0]).stat().st_mode & 0o777) == "0o640"
 
@@ -416,11 +440,12 @@ async def test_rtsp_over_udp_records_from_a_server_that_offers_only_udp(
             assert all(state(rig, sid) == State.RECORDING for sid in cams)
     for sid, audio in (("lab-cam", True), ("gate-cam", False)):
         a, b = closed[sid]
-        overlap = (a.end - b.start).total_seconds()
-        # A video-only segment ends where the next begins. With audio, the audio
-        # that arrived before the cutting keyframe but plays just past it stays in
-        # the old segment and stretches its end by up to a few audio frames.
-        assert 0 <= overlap < (0.1 if audio else 1e-6), (sid, overlap)
+        # Consecutive segments abut; RTP delivers audio ahead of the cutting
+        # keyframe, and that audio must land in the segment it plays in.
+        assert a.end == b.start, (sid, a.end, b.start)
+        if audio:
+            audio_stays_inside(a, rig.path(a))
+            audio_stays_inside(b, rig.path(b))
         for rec in (a, b):
             doc = ffprobe(rig.path(rec))
             assert kinds(doc) == (["video", "audio"] if audio else ["video"]), sid
