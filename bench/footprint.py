@@ -22,6 +22,11 @@ to a 4 KiB-page tmpfs, which shows what a kernel without large folios reports.
 
     python bench/footprint.py --seconds 60
     python bench/footprint.py --seconds 60 --tmpfs
+    python bench/footprint.py --soak --seconds 1800   # anonymous memory growth per hour
+
+"anon MiB/h" is the least-squares slope of anonymous memory after the warm-up:
+a leak shows as a steady positive figure over a long ``--soak``; over 60 s it
+is mostly the allocator settling.
 """
 
 from __future__ import annotations
@@ -158,9 +163,12 @@ def measure(config: Path, seconds: float, warmup: float, pythonpath: str = "") -
         time.sleep(warmup)
         t0, c0 = time.monotonic(), p.cpu_times()
         peak = 0
+        samples: list[tuple[float, float]] = []  # (seconds, anonymous MiB)
         while time.monotonic() - t0 < seconds - warmup:
             time.sleep(1.0)
             peak = max(peak, p.memory_info().rss)
+            anon = status_kib(proc.pid).get("RssAnon", 0) / 1024
+            samples.append((time.monotonic() - t0, anon))
         t1, c1 = time.monotonic(), p.cpu_times()
         mem = p.memory_full_info()
         split = status_kib(proc.pid)
@@ -173,6 +181,7 @@ def measure(config: Path, seconds: float, warmup: float, pythonpath: str = "") -
             "file_mib": (split.get("RssFile", 0) + split.get("RssShmem", 0)) / 1024,
             "uss_mib": mem.uss / 2**20,
             "peak_rss_mib": peak / 2**20,
+            "anon_growth_mib_per_h": slope(samples) * 3600,
             "cpu_percent": cpu,
             "threads": p.num_threads(),
             "segments": segments,
@@ -185,6 +194,17 @@ def measure(config: Path, seconds: float, warmup: float, pythonpath: str = "") -
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def slope(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope (units per second): growth, robust to allocator noise."""
+    if len(samples) < 2:
+        return 0.0
+    n = len(samples)
+    mx = sum(t for t, _ in samples) / n
+    my = sum(v for _, v in samples) / n
+    den = sum((t - mx) ** 2 for t, _ in samples)
+    return sum((t - mx) * (v - my) for t, v in samples) / den if den else 0.0
 
 
 def import_rss(module: str) -> float:
@@ -264,8 +284,9 @@ def site_packages_on_tmpfs(tmp: Path) -> tuple[str, Path]:
 
 
 def table(result: dict[str, dict[str, object]]) -> str:
-    cols = ("rss_mib", "anon_mib", "file_mib", "uss_mib", "cpu_percent", "threads", "segments")
-    heads = ("rss", "anon", "file", "uss", "cpu %", "threads", "segments")
+    cols = ("rss_mib", "anon_mib", "file_mib", "uss_mib", "cpu_percent", "threads", "segments",
+            "anon_growth_mib_per_h")  # fmt: skip
+    heads = ("rss", "anon", "file", "uss", "cpu %", "threads", "segments", "anon MiB/h")
     lines = [f"{'run':<14}" + "".join(f"{h:>10}" for h in heads)]
     for name, row in result.items():
         cells = "".join(f"{float(row[c]):>10.1f}" for c in cols)  # type: ignore[arg-type]
@@ -281,6 +302,11 @@ def main() -> int:
     ap.add_argument(
         "--tmpfs", action="store_true", help="run from site-packages copied to /dev/shm"
     )
+    ap.add_argument(
+        "--soak",
+        action="store_true",
+        help="only the two-camera run, for --seconds (e.g. 1800): does memory grow?",
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="edge-footprint-"))
     shm: Path | None = None
@@ -294,8 +320,10 @@ def main() -> int:
         broker.start()
         runs: dict[str, dict[str, object]] = {}
         try:
-            plan = [("two_cameras", False, 2), ("no_cameras", False, 0)]
-            if not args.no_liveview:
+            plan = [("two_cameras", False, 2)]
+            if not args.soak:
+                plan.append(("no_cameras", False, 0))
+            if not args.no_liveview and not args.soak:
                 plan.append(("liveview_on", True, 2))
             for name, lv, cameras in plan:
                 folder = tmp / name
