@@ -287,9 +287,9 @@ def table(result: dict[str, dict[str, object]]) -> str:
     cols = ("rss_mib", "anon_mib", "file_mib", "uss_mib", "cpu_percent", "threads", "segments",
             "anon_growth_mib_per_h")  # fmt: skip
     heads = ("rss", "anon", "file", "uss", "cpu %", "threads", "segments", "anon MiB/h")
-    lines = [f"{'run':<14}" + "".join(f"{h:>10}" for h in heads)]
+    lines = [f"{'run':<14}" + "".join(f"{h:>11}" for h in heads)]
     for name, row in result.items():
-        cells = "".join(f"{float(row[c]):>10.1f}" for c in cols)  # type: ignore[arg-type]
+        cells = "".join(f"{float(row[c]):>11.1f}" for c in cols)  # type: ignore[arg-type]
         lines.append(f"{name:<14}{cells}")
     return "\n".join(lines)
 

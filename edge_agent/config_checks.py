@@ -9,7 +9,6 @@ overlapping folders, missing key files).
 
 from __future__ import annotations
 
-import difflib
 import re
 import typing
 from pathlib import Path
@@ -84,6 +83,8 @@ def _error_line(err: Any, root: type[BaseModel]) -> str:
     if kind == "extra_forbidden":
         parent = _model_at(root, loc[:-1])
         known = list(parent.model_fields) if parent else []
+        import difflib  # only for a typo: the daemon need not hold it for months
+
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         return f"{path}: unknown key ({hint}known keys: {', '.join(known)})"

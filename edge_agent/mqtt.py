@@ -19,33 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import random
 import socket
 import ssl
-import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-# paho imports dnspython when it is installed (aiortc brings it) only for
-# connect_srv(), which the agent never calls. Hiding it saves about 90 modules and
-# 4 MiB that a daemon would carry for months; live view imports it normally later.
-if "paho.mqtt.client" not in sys.modules and "dns.resolver" not in sys.modules:
-    sys.modules["dns.resolver"] = None  # type: ignore[assignment]
-    try:
-        importlib.import_module("paho.mqtt.client")
-    finally:
-        del sys.modules["dns.resolver"]
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from edge_agent import lean
 
-from edge_agent.config import Config
+# Without dnspython (about 90 modules and 4 MiB; live view imports it normally
+# later) and with urllib.request lazy: see edge_agent.lean.
+lean.paho()
+import paho.mqtt.client as paho  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode  # noqa: E402
+from paho.mqtt.packettypes import PacketTypes  # noqa: E402
+from paho.mqtt.properties import Properties  # noqa: E402
+
+from edge_agent.config import Config  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -22,13 +22,18 @@ NOT_IN_THE_DAEMON = (
     "edge_agent.demo",
     "ctypes.util",  # find_library runs subprocesses
     "edge_agent.testsrc",  # virtual cameras: demo and tests
+    "importlib.metadata",  # pydantic's plugin scan (plugins are off in the daemon)
+    "email",  # importlib.metadata and urllib.request
+    "http",  # urllib.request, which paho reads proxies from only with PySocks
+    "difflib",  # "did you mean" for a config typo
 )
 
 
 def _daemon_modules() -> set[str]:
     code = (
         "import json, sys\n"
-        "from edge_agent.cli import build_parser\n"
+        "from edge_agent.cli import build_parser, prepare\n"
+        "prepare('run')\n"
         "build_parser(only='run')\n"
         "import edge_agent.daemon\n"
         "print(json.dumps(sorted(sys.modules)))\n"
@@ -55,3 +60,26 @@ def test_paho_still_works_and_dns_stays_importable() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
+
+
+def test_what_the_daemon_defers_still_works_when_asked_for() -> None:
+    code = (
+        "import sys\n"
+        "from edge_agent.cli import prepare\n"
+        "prepare('run')\n"
+        "import edge_agent.config, edge_agent.mqtt\n"
+        "assert 'importlib.metadata' not in sys.modules and 'http.client' not in sys.modules\n"
+        "from pydantic.plugin import _loader\n"
+        "assert not list(_loader.get_plugins())  # disabled in the daemon\n"
+        "assert _loader.entry_points(group='console_scripts')  # the real scan on demand\n"
+        "import importlib.metadata\n"
+        "assert importlib.metadata.version('pydantic')\n"
+        "import urllib.request\n"
+        "assert isinstance(urllib.request.getproxies(), dict)  # loads it\n"
+        "from urllib.request import urlopen\n"
+        "assert 'http.client' in sys.modules and urlopen\n"
+        "import dns.resolver\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -74,12 +74,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    command = _command_of(sys.argv[1:] if argv is None else argv)
+def prepare(command: str | None) -> None:
+    """Process set-up that must come before the command's imports."""
     if command == "run":
-        from edge_agent import memtune
+        from edge_agent import lean, memtune
 
         memtune.tune()  # before the daemon's imports allocate and its threads start
+        lean.for_daemon()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    command = _command_of(sys.argv[1:] if argv is None else argv)
+    prepare(command)
     parser = build_parser(only=command)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -106,4 +112,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-__all__ = ["COMMANDS", "EXIT_BAD_INPUT", "build_parser", "main"]
+__all__ = ["COMMANDS", "EXIT_BAD_INPUT", "build_parser", "main", "prepare"]
