@@ -9,8 +9,8 @@ at real time (looped), which costs what an RTSP camera costs: demux and mux.
 The agent runs as a subprocess against a private mosquitto. After
 ``--seconds`` it reports RSS (and USS, the memory only this process holds)
 and CPU% over the window after start-up (``--warmup`` excluded). Then the same
-with ``[liveview]`` enabled (aiortc loaded, no viewer), and with no cameras
-at all (what the daemon itself costs). Finally the biggest imports of the
+over mutual TLS (as deployed), with ``[liveview]`` enabled (aiortc loaded, no
+viewer), and with no cameras at all (what the daemon itself costs). Finally the biggest imports of the
 daemon (``python -X importtime``), which is where the RSS goes.
 
 RSS is reported split into anonymous memory (the heap: what the agent really
@@ -91,6 +91,12 @@ def write_config(
         f'url = "{broker.url}"',
         "telemetry_interval_seconds = 30",
     ]
+    if broker.tls is not None:
+        lines += [
+            f'ca_file = "{broker.tls.ca}"',
+            f'cert_file = "{broker.tls.client_cert}"',
+            f'key_file = "{broker.tls.client_key}"',
+        ]
     for i in range(1, cameras + 1):
         lines += [
             "[[sources]]",
@@ -287,10 +293,10 @@ def table(result: dict[str, dict[str, object]]) -> str:
     cols = ("rss_mib", "anon_mib", "file_mib", "uss_mib", "cpu_percent", "threads", "segments",
             "anon_growth_mib_per_h")  # fmt: skip
     heads = ("rss", "anon", "file", "uss", "cpu %", "threads", "segments", "anon MiB/h")
-    lines = [f"{'run':<14}" + "".join(f"{h:>11}" for h in heads)]
+    lines = [f"{'run':<16}" + "".join(f"{h:>11}" for h in heads)]
     for name, row in result.items():
         cells = "".join(f"{float(row[c]):>11.1f}" for c in cols)  # type: ignore[arg-type]
-        lines.append(f"{name:<14}{cells}")
+        lines.append(f"{name:<16}{cells}")
     return "\n".join(lines)
 
 
@@ -317,21 +323,27 @@ def main() -> int:
         clip = tmp / "clip.mp4"
         make_clip(clip)
         broker = Broker(tmp / "broker")
+        tls_broker = Broker(tmp / "tls-broker", tls=True)
         broker.start()
+        tls_broker.start()
         runs: dict[str, dict[str, object]] = {}
         try:
-            plan = [("two_cameras", False, 2)]
+            plan = [("two_cameras", False, 2, broker)]
             if not args.soak:
-                plan.append(("no_cameras", False, 0))
+                # A deployed gateway talks mutual TLS to its broker: OpenSSL's
+                # context and the CA cost memory the plain run does not show.
+                plan.append(("two_cameras_tls", False, 2, tls_broker))
+                plan.append(("no_cameras", False, 0, broker))
             if not args.no_liveview and not args.soak:
-                plan.append(("liveview_on", True, 2))
-            for name, lv, cameras in plan:
+                plan.append(("liveview_on", True, 2, broker))
+            for name, lv, cameras, via in plan:
                 folder = tmp / name
                 folder.mkdir()
-                cfg = write_config(folder, clip, broker, lv, cameras)
+                cfg = write_config(folder, clip, via, lv, cameras)
                 runs[name] = measure(cfg, args.seconds, args.warmup, pythonpath)
         finally:
             broker.stop()
+            tls_broker.stop()
         result: dict[str, object] = {"runs": runs, "tmpfs": args.tmpfs}
         result["import_rss_mib"] = {
             m: import_rss(m)

@@ -451,7 +451,9 @@ async def test_rtsp_over_udp_records_from_a_server_that_offers_only_udp(
             assert kinds(doc) == (["video", "audio"] if audio else ["video"]), sid
             assert rec.tags.audio is audio
             assert first_video_packet_is_key(rig.path(rec))
-            assert 1.5 < duration(doc) < 3.5, (sid, duration(doc))
+            # 2 s segments of a 2 s GOP; UDP on a busy machine may drop a
+            # keyframe, and the segment then runs to the next one.
+            assert 1.5 < duration(doc) < 4.5, (sid, duration(doc))
 
 
 # -- crash: SIGKILL mid-segment, adopted at the next start ---------------------------------------
