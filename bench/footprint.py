@@ -10,8 +10,9 @@ The agent runs as a subprocess against a private mosquitto. After
 ``--seconds`` it reports RSS (and USS, the memory only this process holds)
 and CPU% over the window after start-up (``--warmup`` excluded). Then the same
 over mutual TLS (as deployed), with ``[liveview]`` enabled (aiortc loaded, no
-viewer), and with no cameras at all (what the daemon itself costs). Finally the biggest imports of the
-daemon (``python -X importtime``), which is where the RSS goes.
+viewer), and with no cameras at all (what the daemon itself costs). Finally
+the biggest imports of the daemon (``python -X importtime``), which is where
+the RSS goes.
 
 RSS is reported split into anonymous memory (the heap: what the agent really
 costs) and file-backed pages (shared library code, which the kernel can drop
