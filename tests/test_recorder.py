@@ -387,7 +387,9 @@ async def test_rtsp_records_survives_a_stall_and_a_server_restart(
         doc = ffprobe(rig.path(rec))
         assert kinds(doc) == ["video", "audio"]  # audio room: audio kept
         assert first_video_packet_is_key(rig.path(rec))
-        assert 1.5 < duration(doc) < 3.5, duration(doc)
+        # 2 s segments of a 2 s GOP; on a loaded machine the test server may
+        # drop a late keyframe, and the segment then runs to the next one.
+        assert 1.5 < duration(doc) < 4.5, duration(doc)
 
 
 def test_rtsp_transport_is_a_per_source_key_that_reaches_the_recorder(tmp_path: Path) -> None:
@@ -451,8 +453,8 @@ async def test_rtsp_over_udp_records_from_a_server_that_offers_only_udp(
             assert kinds(doc) == (["video", "audio"] if audio else ["video"]), sid
             assert rec.tags.audio is audio
             assert first_video_packet_is_key(rig.path(rec))
-            # 2 s segments of a 2 s GOP; UDP on a busy machine may drop a
-            # keyframe, and the segment then runs to the next one.
+            # 2 s segments of a 2 s GOP; on a loaded machine UDP or the test
+            # server may drop a keyframe, and the segment then runs to the next one.
             assert 1.5 < duration(doc) < 4.5, (sid, duration(doc))
 
 
