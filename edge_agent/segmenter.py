@@ -26,6 +26,12 @@ from enum import StrEnum
 # not a discontinuity.
 BACKWARD_TOLERANCE = 0.5
 DEFAULT_MAX_GAP = 10.0
+# Cameras usually set their GOP to the segment length, so the cutting keyframe
+# falls exactly ``segment_seconds`` after the start; float rounding of 90 kHz
+# timestamps (or a millisecond of camera jitter) can put it a hair early, and
+# the segment would silently run to the next keyframe, twice as long. Less
+# than half a frame at 60 fps, so it never cuts a frame early.
+CUT_TOLERANCE = 0.005
 
 
 class Action(StrEnum):
@@ -77,6 +83,6 @@ def decide(
     jump = discontinuity(last_ts, ts, max_gap)
     if jump is not None:
         return Decision(Action.CUT if keyframe else Action.CLOSE, jump)
-    if keyframe and ts - segment_start >= segment_seconds:
+    if keyframe and ts - segment_start >= segment_seconds - CUT_TOLERANCE:
         return Decision(Action.CUT, "duration")
     return Decision(Action.WRITE)
