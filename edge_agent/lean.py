@@ -11,7 +11,7 @@ import more than they use here:
   ``zipfile``, ``csv``) to scan installed packages for plugins, even when
   plugins are disabled.
 
-Together about 8 MiB (bench/footprint.py). Nothing is patched: a module is
+Together about 6 MiB (bench/footprint.py). Nothing is patched: a module is
 hidden only while one library is imported, by nothing (an optional import
 fails, as when the package is absent) or by a stand-in that imports the real
 module the first time it is used; every later importer gets the real module.

@@ -420,10 +420,9 @@ class Recorder:
             tap.video, tap.audio = source.video, audio_in
         log.info("%s: connected to %s", s.source_id, source.description)
         run = _Run(self, source.video, audio_in)
-        order: Interleaver[Packet[Stream]] = Interleaver(
+        order: Interleaver[tuple[Packet[Stream], float]] = Interleaver(
             ("video", "audio") if audio_in is not None else ("video",)
         )
-        tbs: dict[str, float] = {}
         try:
             for packet in source.packets(stop):
                 if stop.is_set():
@@ -432,16 +431,13 @@ class Recorder:
                 if kind is None:
                     continue
                 result.packets += 1
-                raw = packet.dts if packet.dts is not None else packet.pts
-                if raw is None:
+                ts = run.arrived(kind, packet)
+                if ts is None:
                     continue  # no timestamp: a muxer cannot place it
-                tb = tbs.get(kind)
-                if tb is None:
-                    tb = tbs[kind] = float(packet.time_base)  # see _Run.feed
-                for k, p in order.push(kind, raw * tb, packet):
-                    run.feed(k, p)
-            for k, p in order.drain():
-                run.feed(k, p)
+                for k, (p, t) in order.push(kind, ts, (packet, ts)):
+                    run.feed(k, p, t)
+            for k, (p, t) in order.drain():
+                run.feed(k, p, t)
         except OSError as exc:
             # The output side failed (disk full, I/O error): keep what was written.
             run.close(f"write failed: {exc.strerror or exc}", damaged=True)
@@ -509,22 +505,27 @@ class _Run:
         self.bytes = 0
         self.bytes_mark = (time.monotonic(), 0)
 
-    def feed(self, kind: str, packet: Packet[Stream]) -> None:
+    def arrived(self, kind: str, packet: Packet[Stream]) -> float | None:
+        """Note a packet's arrival (stall detection); its stream time in seconds, if any."""
+        self.rec._live.last_packet = time.monotonic()
         raw = packet.dts if packet.dts is not None else packet.pts
         if raw is None:
-            return  # no timestamp: a muxer cannot place it
+            return None
         # Time bases are fixed per stream; Fraction arithmetic per packet costs more
         # CPU than the copy itself, so the hot path uses a cached float.
         tb = self.tb.get(kind)
         if tb is None:
             tb = self.tb[kind] = float(packet.time_base)
-        seconds = ts = raw * tb
+        return raw * tb
+
+    def feed(self, kind: str, packet: Packet[Stream], ts: float) -> None:
+        """One packet, in time order, at stream time ``ts`` (from :meth:`arrived`)."""
+        tb = self.tb[kind]
         now_mono = time.monotonic()
-        self.rec._live.last_packet = now_mono
         d = decide(
             is_video=kind == "video",
             is_keyframe=packet.is_keyframe,
-            ts=seconds,
+            ts=ts,
             last_ts=self.last_ts.get(kind),
             segment_start=self.writer.start_ts if self.writer else None,
             segment_seconds=self.s.segment_seconds,
@@ -542,10 +543,12 @@ class _Run:
                 self.last_ts.clear()
                 self.anchor = None
         if d.action in (Action.SKIP, Action.CLOSE):
-            self.last_ts[kind] = seconds
+            self.last_ts[kind] = ts
             return
-        self.last_ts[kind] = seconds
+        self.last_ts[kind] = ts
         if d.action in (Action.OPEN, Action.CUT):
+            raw = packet.dts if packet.dts is not None else packet.pts
+            assert raw is not None  # arrived() let only timestamped packets through
             self.open(Fraction(raw) * packet.time_base, now_mono)
         self.rec._publish(kind, packet)
         assert self.writer is not None
