@@ -151,7 +151,10 @@ def _parse_utc(value: object) -> datetime:
         raise ValueError(f"{value!r} is not a date (write e.g. 2020-01-01)")
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value!r} is outside the representable range") from None
 
 
 UtcDatetime = Annotated[

@@ -211,15 +211,30 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+MAX_TS_TEXT = 64  # longer than any ISO 8601 form; bounds work on input from outside
+
+
 def parse_ts(text: str) -> datetime:
-    """ISO 8601 to aware UTC; a naive value is taken as UTC."""
+    """ISO 8601 to aware UTC; a naive value is taken as UTC.
+
+    Times arrive from commands, file tags and names: whatever the text, the only
+    failure is a ``ValueError`` with a reason (an offset that moves year 1 or
+    9999 out of range raises ``OverflowError`` inside :mod:`datetime`).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"{type(text).__name__} is not an ISO 8601 time")
+    if len(text) > MAX_TS_TEXT:
+        raise ValueError(f"time text of {len(text)} characters (at most {MAX_TS_TEXT})")
     t = text.strip()
-    if t.endswith("Z"):
+    if t.endswith(("Z", "z")):
         t = t[:-1] + "+00:00"
-    dt = datetime.fromisoformat(t)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        dt = datetime.fromisoformat(t)
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return dt.astimezone(UTC)
+    except ArithmeticError as exc:
+        raise ValueError(f"{text!r} is outside the representable range ({exc})") from None
 
 
 def iso(dt: datetime) -> str:

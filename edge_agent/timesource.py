@@ -132,5 +132,8 @@ def parse_segment_name(name: str) -> datetime | None:
             )
         except ValueError:
             continue
-        return dt.astimezone(UTC)
+        try:
+            return dt.astimezone(UTC)
+        except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+            continue
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -134,3 +135,35 @@ def test_parse_round_trips_the_agents_own_names(dt: datetime) -> None:
     dt = dt.replace(microsecond=0)
     assert parse_segment_name(f"{dt:%Y%m%dT%H%M%SZ}_cam-a_1a2b3c4d.mp4") == dt
     assert parse_segment_name(f"cam_{dt:%Y-%m-%dT%H-%M-%S}Z.mkv") == dt
+
+
+# -- times from outside never throw anything but ValueError (issue: hostile input) ----
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0001-01-01T00:00:00+01:00",  # one hour before year 1 in UTC
+        "9999-12-31T23:59:59-01:00",  # one hour after year 9999 in UTC
+        "0001-01-01T00:00:00+23:59",
+        "x" * 10_000,
+    ],
+)
+def test_parse_ts_out_of_range_is_a_value_error(text: str) -> None:
+    from edge_agent.model import parse_ts
+
+    with pytest.raises(ValueError):
+        parse_ts(text)
+
+
+def test_segment_name_at_the_edges_of_time_is_not_a_time() -> None:
+    assert parse_segment_name("cam_00010101T000000+0100.mp4") is None
+    assert parse_segment_name("cam_99991231T235959-0100.mp4") is None
+
+
+@given(st.text(max_size=80))
+def test_parse_ts_only_raises_value_error(text: str) -> None:
+    from edge_agent.model import parse_ts
+
+    with contextlib.suppress(ValueError):
+        parse_ts(text)
