@@ -26,7 +26,9 @@ __all__ = [
     "ClockSample",
     "ClockVerdict",
     "FakeClock",
+    "SyncEvidence",
     "SystemClock",
+    "confirming_evidence",
     "evaluate_clock",
     "kernel_clock_synced",
     "newest_trusted_start",
@@ -49,6 +51,61 @@ class ClockSample:
 
 
 @dataclass(frozen=True)
+class SyncEvidence:
+    """Someone we trust says the wall clock was right at ``synced_at``.
+
+    ``synced_at`` is read on the current wall clock (a flag file's mtime,
+    chrony's reference time, a signed command's ``issued_at``); ``None`` means
+    "right now" (the kernel's NTP flag, an installer's confirmation).
+    Sources and why each is trusted: docs/design/time.md.
+    """
+
+    source: str  # kernel | timesyncd | chrony | command | installer
+    synced_at: datetime | None
+    detail: str
+
+    def describe(self) -> str:
+        if self.synced_at is None:
+            return self.detail
+        return f"{self.detail} at {iso(self.synced_at)}"
+
+
+# A sync mapped onto CLOCK_BOOTTIME may land this far outside the window and
+# still count: file mtimes and reference times are read to the second.
+_EVIDENCE_SLACK_S = 2.0
+
+
+def confirming_evidence(
+    evidence: Iterable[SyncEvidence],
+    current: ClockSample,
+    reference: ClockSample | None,
+) -> SyncEvidence | None:
+    """The first evidence that vouches for the wall clock as it reads now, or None.
+
+    A sync time is mapped onto CLOCK_BOOTTIME through the current wall clock.
+    It counts only if it falls after the last trusted sample (the sync
+    happened after whatever moved the clock) and not in the future. A manual
+    step made *after* a sync shifts the mapped time out of that window: a step
+    forward puts it before the reference, a step back puts it in the future
+    (syncs repeat every few minutes, so one before the reference is recent).
+    """
+    for ev in evidence:
+        if ev.synced_at is None:
+            return ev
+        age = (current.wall - ev.synced_at).total_seconds()
+        synced_boot = current.boottime_s - age
+        if synced_boot > current.boottime_s + _EVIDENCE_SLACK_S:
+            continue
+        if reference is not None and reference.boot_id == current.boot_id:
+            if synced_boot < reference.boottime_s - _EVIDENCE_SLACK_S:
+                continue
+        elif synced_boot < 0:
+            continue  # before this boot began
+        return ev
+    return None
+
+
+@dataclass(frozen=True)
 class ClockVerdict:
     """``reference`` is the sample to persist for the next check.
 
@@ -62,6 +119,9 @@ class ClockVerdict:
     reason: str | None = None
     reference: ClockSample | None = None
     note: str | None = None  # e.g. a step accepted because NTP is synchronised
+    # Set when this check accepted a step (or a doubtful clock) on evidence.
+    accepted_step_s: float | None = None
+    evidence: SyncEvidence | None = None
 
 
 def newest_trusted_start(recordings: Iterable[Recording]) -> datetime | None:
@@ -97,6 +157,7 @@ def evaluate_clock(
     max_ahead_unsynced: timedelta,
     trust_rtc: bool,
     behind_tolerance: timedelta = DEFAULT_BEHIND_TOLERANCE,
+    evidence: Iterable[SyncEvidence] = (),
 ) -> ClockVerdict:
     """Is the wall clock trustworthy enough to delete by it?
 
@@ -104,16 +165,23 @@ def evaluate_clock(
     - it is before the release date (a lost clock restarting in 1970 or 2000);
     - it is before the newest trusted recording start, less ``behind_tolerance``;
     - within one boot, it moved more than ``max_jump`` against CLOCK_BOOTTIME
-      since ``previous`` (the last trusted sample), unless the kernel now reports
-      NTP sync: a step made by a synchronised NTP daemon is a correction;
+      since ``previous`` (the last trusted sample), unless ``evidence`` of a
+      sync after that sample vouches for it (:func:`confirming_evidence`; the
+      kernel's NTP flag counts as such): a step made by a synchronised time
+      daemon is a correction, and the new wall time becomes the reference;
     - on the first check of a boot, it is more than ``max_ahead_unsynced`` ahead
       of the newest recording while the kernel says it is not synchronised,
-      unless ``trust_rtc`` (isolated devices with a good RTC).
+      unless ``trust_rtc`` (isolated devices with a good RTC) or evidence.
     All reasons found are joined with "; ".
     """
     wall = current.wall.astimezone(UTC)
     reasons: list[str] = []
     note = None
+    accepted: float | None = None
+    evidence = list(evidence)
+    if current.synced:
+        evidence.insert(0, SyncEvidence("kernel", None, "the kernel reports NTP sync"))
+    vouch = confirming_evidence(evidence, current, previous)
     if wall < release_date:
         reasons.append(f"wall clock {iso(wall)} is before release date {iso(release_date)}")
     if newest_recording_start is not None and wall < newest_recording_start - behind_tolerance:
@@ -132,8 +200,9 @@ def evaluate_clock(
             )
         elif abs(drift) > max_jump.total_seconds():
             step = f"wall clock jumped {drift:+.0f} s against CLOCK_BOOTTIME"
-            if current.synced:
-                note = f"{step}; accepted because the kernel reports NTP sync"
+            if vouch is not None:
+                note = f"{step}; accepted: {vouch.describe()}"
+                accepted = drift
             else:
                 reasons.append(step)
     elif (
@@ -141,6 +210,7 @@ def evaluate_clock(
         and wall > newest_recording_start + max_ahead_unsynced
         and current.synced is False
         and not trust_rtc
+        and vouch is None
     ):
         ahead = (wall - newest_recording_start).total_seconds()
         reasons.append(
@@ -149,8 +219,8 @@ def evaluate_clock(
             "(set trust_rtc for devices with a trusted RTC)"
         )
     if reasons:
-        return ClockVerdict(False, "; ".join(reasons), previous, note)
-    return ClockVerdict(True, None, current, note)
+        return ClockVerdict(False, "; ".join(reasons), previous, note, evidence=vouch)
+    return ClockVerdict(True, None, current, note, accepted, vouch)
 
 
 # -- reading the real clock ----------------------------------------------------

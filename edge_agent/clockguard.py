@@ -7,6 +7,12 @@ newest trusted recording start from the catalog. The last verdict is also kept
 in ``meta`` so ``status`` in another process can report ``clock: untrusted``
 with the reason.
 
+A step is accepted once evidence of a sync after it appears (the kernel flag,
+timesyncd's flag file, chrony; :mod:`edge_agent.timesync`), an installer runs
+``clock accept`` or a signed command confirms the time (:meth:`ClockGuard.accept`);
+each acceptance is audited as ``clock.step_accepted``. Untrusted for longer
+than ``alarm_after`` raises ``alarm.clock_untrusted`` once, then daily.
+
 When the clock is trusted, recordings made while it was not (``time_source =
 untrusted``, no deadline) get their deadlines, audited. Their start was read
 from a clock we did not trust, so it is used only if plausible (not before the
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,9 +32,18 @@ from edge_agent import clock as clockmod
 from edge_agent.audit import AuditLog
 from edge_agent.catalog import Catalog
 from edge_agent.model import NOTICE_PERIODS, RetentionPeriods, iso, parse_ts
+from edge_agent.outbox_store import Outbox
 from edge_agent.policy import deadline_for
+from edge_agent.timesync import TimeSyncSources
 
-__all__ = ["REFERENCE_KEY", "STATE_KEY", "ClockGuard", "ClockGuardSettings"]
+__all__ = [
+    "REFERENCE_KEY",
+    "STATE_KEY",
+    "ClockAcceptError",
+    "ClockGuard",
+    "ClockGuardSettings",
+    "alarm_due",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +60,43 @@ class ClockGuardSettings:
     max_ahead_unsynced: timedelta = timedelta(days=7)
     trust_rtc: bool = False
     periods: RetentionPeriods = NOTICE_PERIODS
+    sources: TimeSyncSources = field(default_factory=TimeSyncSources)
+    alarm_after: timedelta = timedelta(hours=6)
+    alarm_repeat: timedelta = timedelta(days=1)
 
     @classmethod
     def from_config(cls, cfg: Any) -> ClockGuardSettings:
         """From an ``edge_agent.config.Config``."""
+        c = cfg.clock
         return cls(
-            release_date=cfg.clock.release_date,
-            max_jump=cfg.clock.max_jump,
-            trust_rtc=cfg.clock.trust_rtc,
+            release_date=c.release_date,
+            max_jump=c.max_jump,
+            trust_rtc=c.trust_rtc,
             periods=cfg.retention_periods(),
+            sources=TimeSyncSources(
+                timesyncd_flag=c.timesync_flag,
+                chronyc=c.chronyc or None,
+            ),
+            alarm_after=timedelta(seconds=c.untrusted_alarm_after_seconds),
         )
+
+
+class ClockAcceptError(ValueError):
+    """The clock cannot be accepted as it reads (before the release date or recordings)."""
+
+
+def alarm_due(
+    untrusted_for: float, since_last_alarm: float | None, *, after: float, repeat: float
+) -> bool:
+    """Raise ``alarm.clock_untrusted`` once ``after`` seconds untrusted, then every ``repeat``."""
+    if untrusted_for < after:
+        return False
+    return since_last_alarm is None or since_last_alarm >= repeat
+
+
+def _offset(s: clockmod.ClockSample) -> float:
+    """Wall minus boot time: constant while nobody sets the clock."""
+    return s.wall.timestamp() - s.boottime_s
 
 
 def _sample_doc(s: clockmod.ClockSample) -> dict[str, Any]:
@@ -112,51 +154,196 @@ class ClockGuard:
         sample = clockmod.take_sample(self.clock)
         if now is not None:
             sample = clockmod.ClockSample(now, sample.boottime_s, sample.boot_id, sample.synced)
-        s = self.settings
-        verdict = clockmod.evaluate_clock(
-            sample,
-            self._previous(),
-            newest_recording_start=self.catalog.newest_trusted_start(),
-            release_date=s.release_date,
-            max_jump=s.max_jump,
-            max_ahead_unsynced=s.max_ahead_unsynced,
-            trust_rtc=s.trust_rtc,
-        )
+        previous = self._previous()
+        newest = self.catalog.newest_trusted_start()
+        sources = self.settings.sources
+        verdict = self._judge(sample, previous, newest, sources.gather(slow=False))
+        if not verdict.trusted and sources.chronyc:
+            # chronyc is a process: asked only when the cheap sources did not settle it.
+            verdict = self._judge(sample, previous, newest, sources.gather(slow=True))
         if not persist:
             return verdict
-        state = {
+        old = self._state()
+        state: dict[str, Any] = {
             "trusted": verdict.trusted,
             "reason": verdict.reason,
             "note": verdict.note,
+            "evidence": verdict.evidence.describe() if verdict.evidence else None,
             "checked_at": iso(sample.wall),
         }
         with self.catalog.transaction():
-            if verdict.reference is not None:
+            if verdict.trusted and verdict.reference is not None:
+                # Untrusted keeps the stored reference as it is: rewriting it here could
+                # undo a `clock accept` made by another process since it was read.
                 self.catalog.set_meta(REFERENCE_KEY, json.dumps(_sample_doc(verdict.reference)))
-            previous_state = self.catalog.get_meta(STATE_KEY)
+            if verdict.accepted_step_s is not None and previous is not None:
+                self._audit_step(previous, sample, verdict, self.actor)
+            if not verdict.trusted:
+                self._untrusted_bookkeeping(sample, old, state, verdict)
+            elif old.get("alarm_at_boottime") is not None:
+                Outbox(self.catalog).enqueue(
+                    "alarm.cleared",
+                    {"alarm": "clock_untrusted", "evidence": state["evidence"]},
+                    ts=sample.wall,
+                )
             self.catalog.set_meta(STATE_KEY, json.dumps(state, sort_keys=True))
-            if self._changed(previous_state, verdict):
+            if self._changed(old or None, verdict):
                 action = "clock.trusted" if verdict.trusted else "clock.untrusted"
+                keys = ("trusted", "reason", "note", "evidence", "checked_at")
+                data = {k: state[k] for k in keys}
                 AuditLog(self.catalog).append(
-                    action, actor=self.actor, subject=None, data=state, ts=sample.wall
+                    action, actor=self.actor, subject=None, data=data, ts=sample.wall
                 )
         if verdict.trusted and self._was_trusted is not True:
             # On a return to trust, and once per start, settle recordings made without it.
             self.assign_late_deadlines(sample.wall)
         if not verdict.trusted and self._was_trusted is not False:
             log.warning("clock: untrusted (%s); deletion paused", verdict.reason)
+        if verdict.accepted_step_s is not None:
+            log.warning("clock: %s", verdict.note)
         self._was_trusted = verdict.trusted
         self.last = verdict
         return verdict
 
-    @staticmethod
-    def _changed(previous_state: str | None, verdict: clockmod.ClockVerdict) -> bool:
-        if previous_state is None:
-            return not verdict.trusted
+    def _judge(
+        self,
+        sample: clockmod.ClockSample,
+        previous: clockmod.ClockSample | None,
+        newest: datetime | None,
+        evidence: list[clockmod.SyncEvidence],
+    ) -> clockmod.ClockVerdict:
+        s = self.settings
+        return clockmod.evaluate_clock(
+            sample,
+            previous,
+            newest_recording_start=newest,
+            release_date=s.release_date,
+            max_jump=s.max_jump,
+            max_ahead_unsynced=s.max_ahead_unsynced,
+            trust_rtc=s.trust_rtc,
+            evidence=evidence,
+        )
+
+    def _state(self) -> dict[str, Any]:
+        text = self.catalog.get_meta(STATE_KEY)
+        if not text:
+            return {}
         try:
-            return bool(json.loads(previous_state).get("trusted")) != verdict.trusted
+            doc = json.loads(text)
         except ValueError:
-            return True
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def _untrusted_bookkeeping(
+        self,
+        sample: clockmod.ClockSample,
+        old: dict[str, Any],
+        state: dict[str, Any],
+        verdict: clockmod.ClockVerdict,
+    ) -> None:
+        """Carry "paused since" forward and raise the alarm when it has lasted too long."""
+        continuing = old.get("trusted") is False and old.get("since") is not None
+        same_boot = old.get("boot_id") == sample.boot_id
+        if continuing:
+            state["since"] = old["since"]
+            since_boot = old.get("since_boottime") if same_boot else None
+        else:
+            state["since"] = iso(sample.wall)
+            since_boot = sample.boottime_s
+        state["boot_id"] = sample.boot_id
+        state["since_boottime"] = since_boot
+        # Measured on CLOCK_BOOTTIME: the wall clock is the thing in doubt. Across a
+        # reboot the count starts again from the first check of the new boot.
+        if since_boot is None:
+            state["since_boottime"] = since_boot = sample.boottime_s
+        untrusted_for = max(0.0, sample.boottime_s - float(since_boot))
+        last = old.get("alarm_at_boottime") if same_boot else None
+        state["alarm_at_boottime"] = last
+        since_last = None if last is None else sample.boottime_s - float(last)
+        s = self.settings
+        if alarm_due(
+            untrusted_for,
+            since_last,
+            after=s.alarm_after.total_seconds(),
+            repeat=s.alarm_repeat.total_seconds(),
+        ):
+            state["alarm_at_boottime"] = sample.boottime_s
+            data = {
+                "reason": verdict.reason,
+                "since": state["since"],
+                "untrusted_for_s": round(untrusted_for),
+                "would_be_due": self.catalog.count_due(sample.wall),
+                "fix": "let NTP sync (timedatectl set-ntp true), or confirm the time with "
+                "`edge-agent clock accept --reason ...` or a signed clock-confirm command",
+            }
+            log.warning("alarm.clock_untrusted: %s", data)
+            Outbox(self.catalog).enqueue("alarm.clock_untrusted", data, ts=sample.wall)
+
+    def _audit_step(
+        self,
+        previous: clockmod.ClockSample,
+        current: clockmod.ClockSample,
+        verdict: clockmod.ClockVerdict,
+        actor: str,
+        reason: str | None = None,
+    ) -> None:
+        ev = verdict.evidence
+        data = {
+            "step_s": round(_offset(current) - _offset(previous), 3),
+            "old_offset_s": round(_offset(previous), 3),
+            "new_offset_s": round(_offset(current), 3),
+            "evidence": ev.describe() if ev else None,
+            "source": ev.source if ev else None,
+            "reason": reason,
+        }
+        AuditLog(self.catalog).append(
+            "clock.step_accepted", actor=actor, subject=None, data=data, ts=current.wall
+        )
+        Outbox(self.catalog).enqueue("clock.step_accepted", data, ts=current.wall)
+
+    def accept(
+        self, *, actor: str, reason: str, evidence: clockmod.SyncEvidence
+    ) -> clockmod.ClockVerdict:
+        """Re-base the guard on the wall clock as it reads now (an installer, a fleet operator).
+
+        Refused when the clock reads before the release date or before the newest
+        trusted recording: those are not steps to confirm but a clock to set.
+        """
+        sample = clockmod.take_sample(self.clock)
+        s = self.settings
+        if sample.wall < s.release_date:
+            raise ClockAcceptError(
+                f"the clock reads {iso(sample.wall)}, before this release "
+                f"({iso(s.release_date)}); set the time first (timedatectl set-time)"
+            )
+        newest = self.catalog.newest_trusted_start()
+        if newest is not None and sample.wall < newest - clockmod.DEFAULT_BEHIND_TOLERANCE:
+            raise ClockAcceptError(
+                f"the clock reads {iso(sample.wall)}, before the newest recording "
+                f"{iso(newest)}; set the time first"
+            )
+        previous = self._previous()
+        with self.catalog.transaction():
+            self.catalog.set_meta(REFERENCE_KEY, json.dumps(_sample_doc(sample)))
+            v = clockmod.ClockVerdict(True, None, sample, evidence=evidence)
+            self._audit_step(previous or sample, sample, v, actor, reason)
+        return self.check()
+
+    def paused_since(self) -> datetime | None:
+        """When deletion was paused, as the wall clock read then; None while trusted."""
+        st = self._state()
+        if st.get("trusted") is not False or not st.get("since"):
+            return None
+        try:
+            return parse_ts(str(st["since"]))
+        except ValueError:
+            return None
+
+    @staticmethod
+    def _changed(old: dict[str, Any] | None, verdict: clockmod.ClockVerdict) -> bool:
+        if old is None:
+            return not verdict.trusted
+        return bool(old.get("trusted")) != verdict.trusted
 
     def assign_late_deadlines(self, now: datetime) -> int:
         """Give deadlines to recordings catalogued while the clock was untrusted."""

@@ -375,6 +375,13 @@ class ClockSettings(_Section):
     max_future_seconds: Annotated[float, Field(ge=0)] = 300.0
     # Isolated devices with a battery-backed RTC: trust an unsynchronised clock.
     trust_rtc: StrictBool = False
+    # Evidence of good time that works under ProtectClock=yes (docs/design/time.md).
+    timesync_flag: ConfigPath | None = Path("/run/systemd/timesync/synchronized")
+    chronyc: str = "chronyc"  # "" turns chrony off
+    # A signed command's issued_at within this of the wall clock confirms it.
+    command_tolerance_seconds: Annotated[float, Field(gt=0, le=600)] = 120.0
+    # Deletion paused this long raises alarm.clock_untrusted (then daily).
+    untrusted_alarm_after_seconds: Seconds = 6 * 3600.0
 
     @property
     def max_jump(self) -> timedelta:

@@ -46,7 +46,9 @@ def test_steady_clock_is_trusted_and_becomes_the_reference() -> None:
     clk.advance(60)
     cur = take_sample(clk)
     v = check(cur, first)
-    assert v == ClockVerdict(True, None, cur)
+    assert (v.trusted, v.reason, v.reference) == (True, None, cur)
+    # The evidence the clock is trusted on is carried for status and telemetry.
+    assert v.evidence is not None and v.evidence.source == "kernel"
 
 
 def test_small_drift_within_threshold_is_fine() -> None:

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "hold": "hold_cmd",
     "erase": "erase_cmd",
     "retention": "retention_cmd",
+    "clock": "clock_cmd",
     "reconcile": "reconcile_cmd",
     "catalog": "reconcile_cmd",
     "provision": "provision_cmd",
