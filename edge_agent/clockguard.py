@@ -94,6 +94,15 @@ def alarm_due(
     return since_last_alarm is None or since_last_alarm >= repeat
 
 
+def _parse_or_none(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_ts(text)
+    except ValueError:
+        return None
+
+
 def _offset(s: clockmod.ClockSample) -> float:
     """Wall minus boot time: constant while nobody sets the clock."""
     return s.wall.timestamp() - s.boottime_s
@@ -132,6 +141,7 @@ class ClockGuard:
         self.actor = actor
         self.last: clockmod.ClockVerdict | None = None
         self._was_trusted: bool | None = None
+        self._paused_since: datetime | None = None
 
     def _previous(self) -> clockmod.ClockSample | None:
         text = self.catalog.get_meta(REFERENCE_KEY)
@@ -202,8 +212,13 @@ class ClockGuard:
         if verdict.accepted_step_s is not None:
             log.warning("clock: %s", verdict.note)
         self._was_trusted = verdict.trusted
+        self._paused_since = None if verdict.trusted else _parse_or_none(state.get("since"))
         self.last = verdict
         return verdict
+
+    def paused_since_cached(self) -> datetime | None:
+        """:meth:`paused_since` as of the last check, without touching the catalog."""
+        return self._paused_since
 
     def _judge(
         self,
@@ -332,12 +347,7 @@ class ClockGuard:
     def paused_since(self) -> datetime | None:
         """When deletion was paused, as the wall clock read then; None while trusted."""
         st = self._state()
-        if st.get("trusted") is not False or not st.get("since"):
-            return None
-        try:
-            return parse_ts(str(st["since"]))
-        except ValueError:
-            return None
+        return None if st.get("trusted") is not False else _parse_or_none(st.get("since"))
 
     @staticmethod
     def _changed(old: dict[str, Any] | None, verdict: clockmod.ClockVerdict) -> bool:

@@ -236,6 +236,7 @@ class Agent:
         self.intake = Intake(catalog, intake_settings(cfg))
         self.janitor = Janitor.from_config(cfg, catalog, clock=clock, on_alarm=self._on_alarm)
         self._clock_offset: tuple[float, float] | None = None
+        self._clock_recheck_at = 0.0
         stop_budget = max(1.0, shutdown_timeout * 0.6)
         self.manager = RecorderManager(
             cfg, self.intake, settings=ManagerSettings(shutdown_timeout=stop_budget), now=now
@@ -431,8 +432,16 @@ class Agent:
         return [SourceState(s.id, s.state, s.reason) for s in self.manager.snapshot()]
 
     def _clock(self) -> ClockState:
-        v = self.janitor.guard.last
-        return ClockState() if v is None else ClockState(v.trusted, v.reason)
+        guard = self.janitor.guard
+        v = guard.last
+        if v is None:
+            return ClockState()
+        return ClockState(
+            v.trusted,
+            v.reason,
+            v.evidence.describe() if v.evidence else None,
+            guard.paused_since_cached(),
+        )
 
     def degraded_reasons(self) -> list[str]:
         """The daemon's own reasons; telemetry adds sources, clock, disk and outbox."""
@@ -586,6 +595,14 @@ class Agent:
         self._clock_offset = reading
         if step is not None:
             log.warning("wall clock stepped by %+.1f s: re-checking it now", step)
+            self.janitor.poke()
+            return
+        # While untrusted, evidence of a sync (a flag file, `clock accept` from a shell)
+        # may appear at any time: judge again each status tick, not a minute later.
+        v = self.janitor.guard.last
+        mono = time.monotonic()
+        if v is not None and not v.trusted and mono >= self._clock_recheck_at:
+            self._clock_recheck_at = mono + self.status_interval
             self.janitor.poke()
 
     def _follow_clock(self) -> None:

@@ -75,6 +75,8 @@ class SourceState:
 class ClockState:
     trusted: bool = True
     reason: str | None = None
+    evidence: str | None = None  # what vouches for the clock, e.g. "timesyncd synchronised at T"
+    paused_since: datetime | None = None  # deletion paused since (wall clock then)
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,8 @@ class OutboxPayload(_Payload):
 class ClockPayload(_Payload):
     state: Literal["trusted", "untrusted"]
     reason: str | None
+    evidence: str | None = None
+    deletion_paused_since: str | None = None
 
 
 class TelemetryPayload(_Payload):
@@ -221,7 +225,10 @@ def build_telemetry(s: Snapshot) -> TelemetryPayload:
             else round(s.outbox_oldest_age_s, 1),
         ),
         clock=ClockPayload(
-            state="trusted" if s.clock.trusted else "untrusted", reason=s.clock.reason
+            state="trusted" if s.clock.trusted else "untrusted",
+            reason=s.clock.reason,
+            evidence=s.clock.evidence,
+            deletion_paused_since=iso(s.clock.paused_since) if s.clock.paused_since else None,
         ),
     )
 

@@ -97,3 +97,62 @@ async def _until(pred: Callable[[], object], within: float = 10.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("timed out")
+
+
+async def test_untrusted_clock_alarms_then_recovers_on_sync_evidence(tmp_path: Path) -> None:
+    """A +2 h step with adjtimex unavailable: untrusted, the alarm after the configured
+    time, then trusted again within a tick of timesyncd's flag file appearing."""
+    import os
+
+    from edge_agent.audit import AuditLog
+
+    flag = tmp_path / "synchronized"
+    text = f"""
+[device]
+id = "gw-clock"
+hw_profile = "generic-linux"
+[storage]
+root = "{tmp_path / "recordings"}"
+catalog = "{tmp_path / "catalog.db"}"
+free_space_floor = "1MiB"
+[clock]
+timesync_flag = "{flag}"
+chronyc = ""
+untrusted_alarm_after_seconds = 30
+[[locations]]
+id = "gate"
+kind = "premises"
+signage = true
+"""
+    cfg = parse_config(text, tmp_path)
+    catalog = await asyncio.to_thread(open_catalog_from_config, cfg)
+    clock = FakeClock(datetime.now(UTC), boottime=100.0, synced=None)
+    agent = Agent(cfg, catalog, clock=clock, status_interval=0.5)
+
+    def outbox(kind: str) -> int:
+        return int(catalog.query("SELECT COUNT(*) FROM outbox WHERE type = ?", (kind,))[0][0])
+
+    try:
+        await agent.recover()
+        agent.build()
+        run = asyncio.create_task(agent.run())
+        await _until(lambda: agent.intake.clock_trusted and agent.janitor.heartbeat is not None)
+        clock.jump_wall(2 * 3600)  # NTP steps the clock; no sync evidence yet
+        await _until(lambda: not agent.intake.clock_trusted, within=5.0)
+        clock.advance(20)
+        await asyncio.sleep(1.5)
+        assert not agent.intake.clock_trusted and outbox("alarm.clock_untrusted") == 0
+        clock.advance(15)  # 35 s untrusted by CLOCK_BOOTTIME: past the 30 s setting
+        await _until(lambda: outbox("alarm.clock_untrusted") == 1, within=5.0)
+        flag.touch()
+        os.utime(flag, (clock.wall.timestamp(),) * 2)
+        t0 = time.monotonic()
+        await _until(lambda: agent.intake.clock_trusted, within=5.0)
+        assert time.monotonic() - t0 < 3.5  # a monitor tick (1 s) plus one janitor pass
+        actions = [e["action"] for e in AuditLog(catalog).export()]
+        assert "clock.step_accepted" in actions
+        assert outbox("alarm.cleared") == 1
+        agent.request_stop()
+        assert await asyncio.wait_for(run, 15) == 0
+    finally:
+        catalog.close()

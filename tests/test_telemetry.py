@@ -75,7 +75,12 @@ def test_payload_fields() -> None:
     assert doc["retention"]["next_deadline"] == "2026-11-02T12:00:00Z"
     assert doc["retention"]["longer_than_notice"] == ["rnd_premises"]
     assert doc["outbox"] == {"depth": 4, "oldest_age_seconds": 1.5}
-    assert doc["clock"] == {"state": "trusted", "reason": None}
+    assert doc["clock"] == {
+        "state": "trusted",
+        "reason": None,
+        "evidence": None,
+        "deletion_paused_since": None,
+    }
     TelemetryPayload.model_validate(doc)
 
 
