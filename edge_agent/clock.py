@@ -296,7 +296,8 @@ def kernel_clock_synced() -> bool | None:
 class SystemClock:
     """The real clocks. The boot id is read once: it cannot change while we run."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, kernel_flag: bool = True) -> None:
+        self._kernel_flag = kernel_flag
         # Without /proc a fresh id per process makes every start look like a reboot,
         # which applies the stricter after-reboot check rather than none.
         self._boot_id = read_boot_id() or f"unknown-{uuid.uuid4()}"
@@ -312,7 +313,7 @@ class SystemClock:
         return self._boot_id
 
     def synced(self) -> bool | None:
-        return kernel_clock_synced()
+        return kernel_clock_synced() if self._kernel_flag else None
 
 
 class FakeClock:

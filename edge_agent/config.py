@@ -378,6 +378,9 @@ class ClockSettings(_Section):
     # Evidence of good time that works under ProtectClock=yes (docs/design/time.md).
     timesync_flag: ConfigPath | None = Path("/run/systemd/timesync/synchronized")
     chronyc: str = "chronyc"  # "" turns chrony off
+    # Read the kernel's NTP flag (adjtimex); false where it speaks for another host
+    # (containers) or to test as under ProtectClock=yes, which hides it.
+    kernel_flag: StrictBool = True
     # A signed command's issued_at within this of the wall clock confirms it.
     command_tolerance_seconds: Annotated[float, Field(gt=0, le=600)] = 120.0
     # Deletion paused this long raises alarm.clock_untrusted (then daily).

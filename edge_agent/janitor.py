@@ -201,7 +201,8 @@ class Janitor:
         from edge_agent.clock import SystemClock
         from edge_agent.clockguard import ClockGuardSettings
 
-        guard = ClockGuard(catalog, clock or SystemClock(), ClockGuardSettings.from_config(cfg))
+        clock = clock or SystemClock(kernel_flag=cfg.clock.kernel_flag)
+        guard = ClockGuard(catalog, clock, ClockGuardSettings.from_config(cfg))
         return cls(
             catalog,
             cfg.storage.root,

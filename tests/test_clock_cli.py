@@ -1,0 +1,96 @@
+"""``edge-agent clock show|accept`` through the real command line.
+
+The test machine's clock cannot be stepped, so the step is made the other way
+round: the guard's stored reference is moved two hours back, which is what the
+catalog holds after the wall clock jumped two hours forward within this boot.
+adjtimex is off (``kernel_flag = false``, as under ProtectClock=yes).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from edge_agent.catalog import Catalog
+from edge_agent.clock import SystemClock
+from edge_agent.clockguard import REFERENCE_KEY
+from edge_agent.model import Purpose, RecState, iso, utcnow
+from tests.test_janitor import NOW, adopt, env
+from tests.test_retention_cli import run
+
+
+def _site(tmp_path: Path) -> tuple[Path, str]:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f"""
+[device]
+id = "gw-test"
+hw_profile = "generic-linux"
+[storage]
+root = "{tmp_path / "rec"}"
+catalog = "{tmp_path / "catalog.db"}"
+free_space_floor = "1MiB"
+[clock]
+kernel_flag = false
+chronyc = ""
+timesync_flag = "{tmp_path / "no-timesyncd"}"
+[[locations]]
+id = "gate"
+kind = "premises"
+signage = true
+""",
+        encoding="utf-8",
+    )
+    cat, settings = env(tmp_path)
+    rid = adopt(cat, settings, "old", start=NOW - timedelta(days=4), purpose=Purpose.SECURITY).id
+    # The last trusted sample, as if taken before the wall clock was set 2 h forward.
+    clk = SystemClock(kernel_flag=False)
+    ref = {
+        "wall": iso(utcnow() - timedelta(hours=2)),
+        "boottime_s": clk.boottime(),
+        "boot_id": clk.boot_id(),
+        "synced": None,
+    }
+    cat.set_meta(REFERENCE_KEY, json.dumps(ref))
+    cat.close()
+    return cfg, rid
+
+
+def test_clock_accept_resumes_deletion_and_is_audited(tmp_path: Path) -> None:
+    cfg, rid = _site(tmp_path)
+    c = ("--config", str(cfg))
+    r = run("clock", "show", *c, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["clock"] == "untrusted" and "jumped" in doc["reason"]
+
+    r = run("retention", "sweep", *c, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["deleted_retention"] == 0  # due, but the clock is in doubt
+
+    r = run("clock", "accept", *c, "--reason", "")
+    assert r.returncode == 2 and "--reason" in r.stderr
+    r = run("clock", "accept", *c, "--reason", "checked against the GPS clock", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["clock"] == "trusted"
+
+    time.sleep(0.1)
+    r = run("retention", "sweep", *c, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["deleted_ids"] == [rid]
+    cat = Catalog.open(tmp_path / "catalog.db", device_id="gw-test", storage_root=tmp_path / "rec")
+    try:
+        assert cat.get_recording(rid).state is RecState.DELETED  # type: ignore[union-attr]
+    finally:
+        cat.close()
+    r = run("audit", "export", *c)
+    entries = [json.loads(line) for line in r.stdout.splitlines()]
+    step = [e for e in entries if e["action"] == "clock.step_accepted"]
+    assert len(step) == 1
+    assert step[0]["actor"].startswith("user:")
+    assert step[0]["data"]["reason"] == "checked against the GPS clock"
+    assert abs(step[0]["data"]["step_s"] - 7200) < 60
+    r = run("audit", "verify", *c)
+    assert r.returncode == 0, r.stdout + r.stderr
