@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge_agent.model import TimeSource, iso
 
@@ -23,6 +24,7 @@ __all__ = [
     "choose_start",
     "implausible_reason",
     "parse_segment_name",
+    "zone",
 ]
 
 DEFAULT_FLOOR = datetime(2020, 1, 1, tzinfo=UTC)
@@ -109,18 +111,42 @@ def _offset(text: str | None) -> timezone:
     return timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
 
 
-def parse_segment_name(name: str) -> datetime | None:
+def zone(name: str) -> tzinfo:
+    """An IANA time zone (``Europe/Paris``); ``ValueError`` with the fix if unknown."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"unknown time zone {name!r} (use an IANA name such as Europe/Paris or UTC)"
+        ) from exc
+
+
+def _local_to_utc(naive: datetime, tz: tzinfo) -> datetime:
+    """A wall-clock reading in ``tz`` as UTC, the earlier instant when it is ambiguous.
+
+    When clocks go back an hour repeats (two instants); when they go forward an
+    hour is skipped (a DVR may still write it). Both readings are tried and the
+    earlier wins: an earlier start gives an earlier deadline, so footage is never
+    kept longer than the notice allows.
+    """
+    a = naive.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    b = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    return min(a, b)
+
+
+def parse_segment_name(name: str, local_zone: tzinfo | None = None) -> datetime | None:
     """The start time encoded in a recorder's file name, or None.
 
     Understands the common NVR forms (basic or extended ISO 8601, ``-`` or
     ``_`` between date and time, ``-``/``:``/``.`` between time fields). A time
-    without an offset is taken as UTC, which is what recorders configured per
-    the install guide write. The first valid date-time in the name wins.
+    with an offset is taken as written. Without one it is read in
+    ``local_zone`` (the site's zone: most DVRs name files in local time),
+    or as UTC when none is configured. The first valid date-time wins.
     """
     for m in _SEGMENT_RE.finditer(name):
         frac = (m["frac"] or "").ljust(6, "0")
         try:
-            dt = datetime(
+            naive = datetime(
                 int(m["y"]),
                 int(m["mo"]),
                 int(m["d"]),
@@ -128,12 +154,12 @@ def parse_segment_name(name: str) -> datetime | None:
                 int(m["mi"]),
                 int(m["s"]),
                 int(frac),
-                tzinfo=_offset(m["tz"]),  # an offset of 24 h or more raises too
             )
-        except ValueError:
-            continue
-        try:
-            return dt.astimezone(UTC)
-        except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+            if m["tz"] or local_zone is None:
+                # an offset of 24 h or more raises ValueError too
+                return naive.replace(tzinfo=_offset(m["tz"])).astimezone(UTC)
+            return _local_to_utc(naive, local_zone)
+        except (ValueError, OverflowError):
+            # not a date, or year 1 / 9999 pushed out of range by its offset
             continue
     return None

@@ -167,3 +167,47 @@ def test_parse_ts_only_raises_value_error(text: str) -> None:
 
     with contextlib.suppress(ValueError):
         parse_ts(text)
+
+
+# -- local time in file names (name_timezone) ---------------------------------------
+
+
+def _paris():  # type: ignore[no-untyped-def]
+    from edge_agent.timesource import zone
+
+    return zone("Europe/Paris")
+
+
+@pytest.mark.parametrize(
+    ("name", "utc"),
+    [
+        # summer (CEST, +02:00) and winter (CET, +01:00)
+        ("cam1_20260715_101500.mp4", datetime(2026, 7, 15, 8, 15, tzinfo=UTC)),
+        ("cam1_20261128_101500.mp4", datetime(2026, 11, 28, 9, 15, tzinfo=UTC)),
+        # 25 Oct 2026: 02:00-03:00 happens twice; the earlier instant (CEST) wins
+        ("cam1_20261025_023000.mp4", datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),
+        # 29 Mar 2026: 02:00-03:00 does not exist; the earlier reading wins
+        ("cam1_20260329_023000.mp4", datetime(2026, 3, 29, 0, 30, tzinfo=UTC)),
+        # an explicit offset is taken as written, whatever the zone
+        ("cam1_20261128T101500Z.mp4", datetime(2026, 11, 28, 10, 15, tzinfo=UTC)),
+    ],
+)
+def test_names_in_local_time(name: str, utc: datetime) -> None:
+    assert parse_segment_name(name, _paris()) == utc
+
+
+def test_unknown_zone_names_the_fix() -> None:
+    from edge_agent.timesource import zone
+
+    with pytest.raises(ValueError, match="IANA"):
+        zone("Europe/Atlantis")
+
+
+@given(st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2035, 12, 31)))
+def test_local_reading_is_never_later_than_either_interpretation(naive: datetime) -> None:
+    naive = naive.replace(microsecond=0)
+    name = f"cam_{naive:%Y%m%d_%H%M%S}.mp4"
+    got = parse_segment_name(name, _paris())
+    assert got is not None
+    for fold in (0, 1):
+        assert got <= naive.replace(tzinfo=_paris(), fold=fold).astimezone(UTC)
