@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 import pytest
 from hypothesis import given
@@ -172,7 +172,7 @@ def test_parse_ts_only_raises_value_error(text: str) -> None:
 # -- local time in file names (name_timezone) ---------------------------------------
 
 
-def _paris():  # type: ignore[no-untyped-def]
+def _paris() -> tzinfo:
     from edge_agent.timesource import zone
 
     return zone("Europe/Paris")
