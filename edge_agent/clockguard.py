@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 REFERENCE_KEY = "clock_reference"
 STATE_KEY = "clock_state"
+# What the reference rests on since the last accepted step ("timesyncd synchronised
+# at T", "confirmed on site by alice"): shown while no source vouches right now.
+BASIS_KEY = "clock_basis"
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class ClockGuard:
         self.last: clockmod.ClockVerdict | None = None
         self._was_trusted: bool | None = None
         self._paused_since: datetime | None = None
+        self._basis: str | None = None
 
     def _previous(self) -> clockmod.ClockSample | None:
         text = self.catalog.get_meta(REFERENCE_KEY)
@@ -213,12 +217,21 @@ class ClockGuard:
             log.warning("clock: %s", verdict.note)
         self._was_trusted = verdict.trusted
         self._paused_since = None if verdict.trusted else _parse_or_none(state.get("since"))
+        self._basis = self.catalog.get_meta(BASIS_KEY)
         self.last = verdict
         return verdict
 
     def paused_since_cached(self) -> datetime | None:
         """:meth:`paused_since` as of the last check, without touching the catalog."""
         return self._paused_since
+
+    def describe_evidence(
+        self, verdict: clockmod.ClockVerdict, *, cached: bool = True
+    ) -> str | None:
+        """What vouches for the clock now, else what the last accepted step rested on."""
+        if verdict.evidence is not None:
+            return verdict.evidence.describe()
+        return self._basis if cached else self.catalog.get_meta(BASIS_KEY)
 
     def _judge(
         self,
@@ -314,6 +327,8 @@ class ClockGuard:
         AuditLog(self.catalog).append(
             "clock.step_accepted", actor=actor, subject=None, data=data, ts=current.wall
         )
+        basis = f"{data['evidence'] or 'accepted'}; step of {data['step_s']:+.0f} s accepted at "
+        self.catalog.set_meta(BASIS_KEY, basis + iso(current.wall))
         Outbox(self.catalog).enqueue("clock.step_accepted", data, ts=current.wall)
 
     def accept(

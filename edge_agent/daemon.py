@@ -439,7 +439,7 @@ class Agent:
         return ClockState(
             v.trusted,
             v.reason,
-            v.evidence.describe() if v.evidence else None,
+            guard.describe_evidence(v),
             guard.paused_since_cached(),
         )
 

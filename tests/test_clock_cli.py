@@ -69,12 +69,20 @@ def test_clock_accept_resumes_deletion_and_is_audited(tmp_path: Path) -> None:
     r = run("retention", "sweep", *c, "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["deleted_retention"] == 0  # due, but the clock is in doubt
+    r = run("status", *c, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["telemetry"]["clock"]["state"] == "untrusted"
+    assert doc["telemetry"]["clock"]["deletion_paused_since"] is not None
+    assert any("clock untrusted" in reason for reason in doc["reasons"])
 
     r = run("clock", "accept", *c, "--reason", "")
     assert r.returncode == 2 and "--reason" in r.stderr
     r = run("clock", "accept", *c, "--reason", "checked against the GPS clock", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["clock"] == "trusted"
+    r = run("status", *c)
+    assert "clock      trusted" in r.stdout and "evidence: confirmed on site by" in r.stdout
 
     time.sleep(0.1)
     r = run("retention", "sweep", *c, "--json")

@@ -43,7 +43,7 @@ def _doc(verdict: Any, guard: Any) -> dict[str, Any]:
         "clock": "trusted" if verdict.trusted else "untrusted",
         "reason": verdict.reason,
         "note": verdict.note,
-        "evidence": verdict.evidence.describe() if verdict.evidence else None,
+        "evidence": guard.describe_evidence(verdict, cached=False),
         "deletion_paused_since": iso(since) if since else None,
         "wall": iso(guard.clock.now()),
     }

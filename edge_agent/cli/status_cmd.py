@@ -19,13 +19,25 @@ from edge_agent.model import utcnow
 
 def status_document(config_path: Any) -> dict[str, Any]:
     from edge_agent.daemon import make_gatherer
+    from edge_agent.janitor import Janitor
     from edge_agent.status import SESSION_KEY
-    from edge_agent.telemetry import availability, build_telemetry
+    from edge_agent.telemetry import ClockState, availability, build_telemetry
 
     cfg = load_cli_config(config_path)
     cat = open_cli_catalog(cfg)
     try:
-        snap = make_gatherer(cfg, cat).gather(utcnow())
+        gatherer = make_gatherer(cfg, cat)
+        # The clock as the janitor would judge it now, not an assumed "trusted".
+        guard = Janitor.from_config(cfg, cat).guard
+        v = guard.check(persist=False)
+        clock = ClockState(
+            v.trusted,
+            v.reason,
+            guard.describe_evidence(v, cached=False),
+            guard.paused_since(),
+        )
+        gatherer.clock = lambda: clock
+        snap = gatherer.gather(utcnow())
         session = int(cat.get_meta(SESSION_KEY) or 0)
     finally:
         cat.close()
@@ -51,8 +63,13 @@ def _status(args: argparse.Namespace) -> int:
     for reason in doc["reasons"]:
         w(f"  reason   {reason}\n")
     w(f"device     {t['device']} (edge-agent {t['version']})\n")
-    w(f"clock      {t['clock']['state']}")
-    w(f" ({t['clock']['reason']})\n" if t["clock"]["reason"] else "\n")
+    c = t["clock"]
+    w(f"clock      {c['state']}")
+    w(f" ({c['reason']})\n" if c["reason"] else "\n")
+    if c["evidence"]:
+        w(f"           evidence: {c['evidence']}\n")
+    if c["deletion_paused_since"]:
+        w(f"           deletion paused since {c['deletion_paused_since']}\n")
     w(f"cpu        {h['cpu_percent']}%  memory {h['memory_percent']}%  load {h['load_1m']}\n")
     if h["temperature_c"] is not None:
         w(f"temp       {h['temperature_c']} °C\n")
