@@ -1,4 +1,4 @@
-"""The clock guard (SPEC §2): no deletion while the wall clock cannot be trusted.
+"""The clock guard (docs/design/time.md): no deletion while the wall clock cannot be trusted.
 
 :func:`evaluate_clock` is pure: it compares a :class:`ClockSample` with the
 last trusted one (persisted by the caller, so the check also spans agent

@@ -1,4 +1,4 @@
-"""The crash-safe deletion protocol (SPEC §6), shared by the janitor and erasure.
+"""The crash-safe deletion protocol (docs/design/deletion.md), shared by the janitor and erasure.
 
 1. One transaction marks every chosen row ``deleting`` (re-checking holds and
    state inside it, so a hold placed after the plan was made still wins).

@@ -1,4 +1,4 @@
-"""Placing, extending and releasing holds (SPEC §2): each audited, each an event.
+"""Placing, extending and releasing holds (docs/retention-policy.md): each audited, each an event.
 
 The hold row, its audit entry and its outbox event are written in one
 transaction. Which recordings a hold protects is decided by

@@ -35,7 +35,7 @@ class RecState(StrEnum):
 
 
 class TimeSource(StrEnum):
-    """Where a recording's start time came from (SPEC §2, in order of preference)."""
+    """Where a recording's start time came from (docs/design/time.md, in order of preference)."""
 
     RECORDER = "recorder"  # segment name or stream timestamp
     CREATION_TIME = "creation_time"  # container metadata

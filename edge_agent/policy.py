@@ -1,4 +1,4 @@
-"""The privacy notice as pure functions (SPEC §2).
+"""The privacy notice as pure functions (docs/retention-policy.md).
 
 Deadlines, the audio rule, hold coverage and data-subject request matching.
 Nothing here touches a file, a socket, the catalog or the real clock: every
@@ -244,7 +244,7 @@ class EraseDecision:
     ``matched``: every recording the request names, sorted by start then id.
     ``to_touch``: what to erase or restrict now (empty when ``blocked``).
     ``held``: matched recordings that an active hold protects, with those hold ids.
-    ``blocked``: an erase met a hold, so nothing at all is erased (SPEC: it stops
+    ``blocked``: an erase met a hold, so nothing at all is erased (docs/retention-policy.md: it stops
     and says so until the hold is released). A restrict is never blocked:
     restriction deletes nothing, keeps the footage for the hold's purpose, and
     delaying it would leave the data subject's footage exportable meanwhile, so

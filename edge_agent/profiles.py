@@ -1,4 +1,4 @@
-"""Hardware profiles: what a kind of device can take (SPEC §3, §7).
+"""Hardware profiles: what a kind of device can take (docs/operator-guide.md).
 
 One TOML file per device kind in ``hw_profiles/`` (shipped inside the package as
 ``edge_agent/hw_profiles``). A profile gives the defaults that depend on the

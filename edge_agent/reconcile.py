@@ -1,6 +1,6 @@
 """Disk against catalog: reconcile, and rebuild a lost catalog from the files' tags.
 
-Neither ever deletes footage because the catalog does not know it (SPEC §6):
+Neither ever deletes footage because the catalog does not know it (docs/design/deletion.md):
 
 - a file without a row is re-adopted from its embedded tags and id
   (``media.decode_tags``); an untagged media file is only reported;

@@ -1,4 +1,4 @@
-"""The retention plan: which recordings one janitor pass deletes, and why (SPEC §2).
+"""The retention plan: which recordings one janitor pass deletes, and why (docs/retention-policy.md).
 
 Pure like :mod:`edge_agent.policy`: the janitor gathers recordings, holds, the
 clock verdict and free space, calls :func:`plan`, and carries the plan out with

@@ -234,7 +234,7 @@ def build_telemetry(s: Snapshot) -> TelemetryPayload:
 
 
 def availability(s: Snapshot) -> tuple[Literal["online", "degraded"], list[str]]:
-    """``online``, or ``degraded`` with one reason per problem (SPEC §5)."""
+    """``online``, or ``degraded`` with one reason per problem (docs/mqtt.md)."""
     reasons: list[str] = []
     for src in s.sources:
         if src.failing:

@@ -1,4 +1,4 @@
-"""Where a recording's start time comes from (SPEC §2), as pure functions.
+"""Where a recording's start time comes from (docs/design/time.md), as pure functions.
 
 Cameras that lose their clock restart in 1970 or 2000, and files copied around
 get fresh mtimes, so each candidate is checked for plausibility and the first
