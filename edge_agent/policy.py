@@ -244,8 +244,8 @@ class EraseDecision:
     ``matched``: every recording the request names, sorted by start then id.
     ``to_touch``: what to erase or restrict now (empty when ``blocked``).
     ``held``: matched recordings that an active hold protects, with those hold ids.
-    ``blocked``: an erase met a hold, so nothing at all is erased (docs/retention-policy.md: it stops
-    and says so until the hold is released). A restrict is never blocked:
+    ``blocked``: an erase met a hold, so nothing at all is erased (it stops and says
+    so until the hold is released). A restrict is never blocked:
     restriction deletes nothing, keeps the footage for the hold's purpose, and
     delaying it would leave the data subject's footage exportable meanwhile, so
     it marks held recordings too and still reports ``held``.

@@ -1,4 +1,6 @@
-"""The retention plan: which recordings one janitor pass deletes, and why (docs/retention-policy.md).
+"""The retention plan: which recordings one janitor pass deletes, and why.
+
+The rules are in docs/retention-policy.md.
 
 Pure like :mod:`edge_agent.policy`: the janitor gathers recordings, holds, the
 clock verdict and free space, calls :func:`plan`, and carries the plan out with
