@@ -411,6 +411,10 @@ class Agent:
             locations=frozenset(loc.id for loc in cfg.locations),
             status=self.status_doc,
             reload=reload_command,
+            max_payload=cfg.commands.max_payload,
+            queue_depth=cfg.commands.queue_depth,
+            workers=cfg.commands.workers,
+            reply_prefix=cfg.commands.reply_prefix_for(root),
         )
         self.add(telemetry, STAGE_MAINT)
         self.add(self.publisher, STAGE_REPORT)
@@ -625,6 +629,7 @@ class Agent:
             self.dispatcher.trusted = load_trusted_keys(cfg.commands.trusted_keys)
         if self.dispatcher is not None:
             self.dispatcher.locations = frozenset(loc.id for loc in cfg.locations)
+            self.dispatcher.reply_prefix = cfg.commands.reply_prefix_for(self.dispatcher.root)
         if plan.sources_added or plan.sources_removed or plan.sources_changed:
             for sid in plan.sources_removed:
                 slot = self._tap_slots.pop(sid, None)
