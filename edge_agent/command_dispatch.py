@@ -5,7 +5,9 @@ once and only its size and hash are kept; the rest wait in one of two bounded
 lanes, the first for messages that name a trusted key (so a signed command
 is not stuck behind a flood of junk). A full lane means the message is
 acknowledged and counted, never left unacknowledged: the broker's in-flight
-window must not fill up. A fixed number of workers then, per message:
+window must not fill up. The signed lane has one worker of its own, so
+signed commands are decided and run in the order they arrived; a fixed
+number of workers share the other lane. Per message:
 
 1. validate against the trusted keys, the device id, the clock and the replay
    memory (the ``commands`` table); whatever goes wrong is a rejection;
@@ -151,7 +153,7 @@ class CommandDispatcher:
         self._summaries: list[RejectionSummary] = []
         # Signed-looking messages first; each lane bounded by queue_depth.
         self._lanes: tuple[deque[_Queued], deque[_Queued]] = (deque(), deque())
-        self._ready = asyncio.Semaphore(0)
+        self._ready = (asyncio.Semaphore(0), asyncio.Semaphore(0))
         self._exec_lock = asyncio.Lock()
         self._busy = 0
         self._idle = asyncio.Event()
@@ -164,8 +166,9 @@ class CommandDispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work the queue; publish stored results and rejection summaries when due."""
-        workers = [
-            asyncio.create_task(self._worker(), name=f"command-worker-{i}")
+        workers = [asyncio.create_task(self._worker(0), name="command-worker-signed")]
+        workers += [
+            asyncio.create_task(self._worker(1), name=f"command-worker-{i}")
             for i in range(self.workers)
         ]
         try:
@@ -241,13 +244,18 @@ class CommandDispatcher:
         while self._summaries:
             summary = self._summaries.pop(0)
             now = self._now()
-            await asyncio.to_thread(
-                self.audit.append,
-                "command.rejected_summary",
-                actor="mqtt",
-                data=summary.as_dict(),
-                ts=now,
-            )
+            try:
+                await asyncio.to_thread(
+                    self.audit.append,
+                    "command.rejected_summary",
+                    actor="mqtt",
+                    data=summary.as_dict(),
+                    ts=now,
+                )
+            except Exception:
+                # A full catalog disk must not stop the commands component: the
+                # summary is in the log line below and the storage alarm says why.
+                log.exception("command.rejected_summary not written to the audit log")
             log.warning(
                 "commands: %d more rejected without a record of their own in %.0f s: %s",
                 sum(summary.counts.values()),
@@ -260,10 +268,9 @@ class CommandDispatcher:
     def _on_message(self, msg: InMessage) -> None:
         size = len(msg.payload)
         too_large = size > self.max_payload
-        if too_large:
-            lane = self._lanes[1]
-        else:
-            lane = self._lanes[0] if self._signed_looking(msg.payload) else self._lanes[1]
+        # 0: names a trusted key (ordered, own worker); 1: everything else.
+        which = 0 if not too_large and self._signed_looking(msg.payload) else 1
+        lane = self._lanes[which]
         if too_large or len(lane) >= self.queue_depth:
             # Acknowledged at once: a full lane must never hold the broker's window.
             msg.ack()
@@ -289,7 +296,7 @@ class CommandDispatcher:
             stub = dataclasses.replace(msg, payload=b"")
             item = _Queued(stub, size, verdict, _digest(msg.payload))
         lane.append(item)
-        self._ready.release()
+        self._ready[which].release()
 
     def _signed_looking(self, payload: bytes) -> bool:
         # Cheap and only a priority: the worker still checks the signature.
@@ -304,11 +311,10 @@ class CommandDispatcher:
     def queued(self) -> int:
         return len(self._lanes[0]) + len(self._lanes[1])
 
-    async def _worker(self) -> None:
+    async def _worker(self, which: int) -> None:
         while True:
-            await self._ready.acquire()
-            signed, rest = self._lanes
-            item = signed.popleft() if signed else rest.popleft()
+            await self._ready[which].acquire()
+            item = self._lanes[which].popleft()
             self._busy += 1
             self._idle.clear()
             try:
@@ -332,9 +338,14 @@ class CommandDispatcher:
             return await self._handle(msg)
         except Exception:
             # E.g. the catalog's disk is full: the verdict cannot be recorded. Still
-            # acknowledged, so one message cannot hold the broker's window.
-            log.exception("command message could not be handled; acknowledged")
+            # acknowledged, so one message cannot hold the broker's window; logged
+            # within the rejection rate, so a flood cannot fill the journal either.
             msg.ack()
+            admitted, closed = self._admit(str(Reason.INTERNAL), len(msg.payload))
+            self._keep(closed)
+            if not admitted:
+                return None
+            log.exception("command message could not be handled; acknowledged")
             failed = CommandResult(
                 id="unknown", state="rejected", reason=str(Reason.INTERNAL), ts=iso(self._now())
             )
