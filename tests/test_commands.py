@@ -357,3 +357,18 @@ def test_rejection_limiter_writes_a_burst_then_one_summary_per_window() -> None:
     }
     assert lim.due(300.0) is None  # nothing was only counted in the new window
     assert label("cmd/\x1b[31m" + "x" * 100) == "cmd???31m" + "x" * 23 + "~"
+
+
+def test_command_limits_in_the_config() -> None:
+    from pydantic import ValidationError
+
+    from edge_agent.config import Commands
+
+    c = Commands()
+    assert (c.max_payload, c.queue_depth, c.workers) == (MAX_PAYLOAD_BYTES, 64, 2)
+    assert c.reply_prefix_for("edge/gw-1") == "edge/gw-1/reply/"
+    c = Commands(max_payload="32KiB", reply_prefix="dash/replies/")  # type: ignore[arg-type]
+    assert c.max_payload == 32 * 1024 and c.reply_prefix_for("edge/gw-1") == "dash/replies/"
+    for bad in ({"reply_prefix": "dash/#/"}, {"reply_prefix": "dash"}, {"max_payload": "2MiB"}):
+        with pytest.raises(ValidationError):
+            Commands(**bad)  # type: ignore[arg-type]
