@@ -518,7 +518,9 @@ class Agent:
 
         self.recordings, self.outbox_depth, short = await asyncio.to_thread(read)
         last = self.janitor.last
-        if short and not (last and last.disk_pressure):
+        # A disk the catalog holds under the floor is the janitor's storage_budget alarm,
+        # not footage pressure: it checks again every pressure_sleep without a poke.
+        if short and not (last and (last.disk_pressure or last.storage_budget)):
             # The janitor sleeps until its next deadline (up to a minute); cameras
             # fill a disk faster than that, so pressure wakes it now.
             log.warning("free space below the floor: waking the janitor")

@@ -518,7 +518,7 @@ class Janitor:
         cap = self.max_sleep
         if res is None:
             return cap
-        if res.disk_pressure or res.storage_full_held:
+        if res.disk_pressure or res.storage_full_held or res.storage_budget:
             cap = min(cap, self.pressure_sleep)
         if not res.clock_trusted or res.next_wake is None:
             return cap
