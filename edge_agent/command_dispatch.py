@@ -1,28 +1,45 @@
 """Receive commands on ``cmd/+``, decide (pure :mod:`edge_agent.commands`), act, answer.
 
-Order for every message, one at a time:
+Receipt (event loop, no IO): a payload over the size limit is acknowledged at
+once and only its size and hash are kept; the rest wait in one of two bounded
+lanes, the first for messages that name a trusted key (so a signed command
+is not stuck behind a flood of junk). A full lane means the message is
+acknowledged and counted, never left unacknowledged: the broker's in-flight
+window must not fill up. The signed lane has one worker of its own, so
+signed commands are decided and run in the order they arrived; a fixed
+number of workers share the other lane. Per message:
 
 1. validate against the trusted keys, the device id, the clock and the replay
-   memory (the ``commands`` table);
-2. in one transaction: remember an accepted id until it expires, and audit
-   ``command.accepted`` or ``command.rejected`` with the reason;
+   memory (the ``commands`` table); whatever goes wrong is a rejection;
+2. in one transaction: remember an authenticated accepted id until it expires,
+   and audit ``command.accepted`` or ``command.rejected``;
 3. only then acknowledge the PUBLISH to the broker (manual ack), so a crash
    before step 2 gets the command delivered again on the persistent session;
 4. publish ``accepted``/``rejected`` on ``cmd-result/{cmd_id}`` (and on the
-   MQTT 5 response topic with the correlation data, when given), best effort;
-5. run it, store the result (``done`` or ``failed``) with the id, and publish
-   it until the broker acknowledges it (:mod:`edge_agent.command_results`):
-   the final answer survives an outage or a restart.
+   MQTT 5 response topic with the correlation data, when it is under the
+   reply prefix), best effort;
+5. run it (one command at a time), store the result (``done`` or ``failed``)
+   and publish it until the broker acknowledges it
+   (:mod:`edge_agent.command_results`): the final answer survives an outage
+   or a restart.
 
 Only authenticated commands enter the replay memory: an unsigned or forged
-message must not be able to burn the id of a real one.
+message must not be able to burn the id of a real one. Unauthenticated
+traffic (rejections and unsigned ``status``/``reload``) is rate limited: the
+first few per window get a fixed-size audit record and an answer, the rest
+are counted into one ``command.rejected_summary`` entry per window.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import hashlib
 import logging
+import threading
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,8 +51,19 @@ from paho.mqtt.properties import Properties
 
 from edge_agent.audit import AuditLog
 from edge_agent.catalog import Catalog, to_epoch
+from edge_agent.command_limits import (
+    DEFAULT_QUEUE,
+    DEFAULT_WORKERS,
+    MAX_PAYLOAD_BYTES,
+    RejectionLimiter,
+    RejectionSummary,
+    check_reply_topic,
+    default_reply_prefix,
+    label,
+)
 from edge_agent.command_results import ResultStore, result_payload
 from edge_agent.commands import (
+    COMMAND_NAMES,
     CommandResult,
     EraseArgs,
     HoldArgs,
@@ -52,12 +80,24 @@ from edge_agent.mqtt import InMessage, MqttLink, NotConnected
 log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
+UNSIGNED_ACCEPTED = "accepted_unsigned"  # the limiter's name for unsigned status/reload
 
 
 @dataclass(frozen=True)
 class Decision:
     verdict: Verdict
     redelivered: CommandResult | None = None  # a broker re-delivery of a known command
+    silent: bool = False  # over the rate: counted for the summary, no record, no answer
+    summary: RejectionSummary | None = None  # a closed window to write
+
+
+@dataclass(frozen=True)
+class _Queued:
+    msg: InMessage
+    size: int
+    # Set at receipt for a payload that was not kept (too large): its verdict and hash.
+    verdict: Verdict | None = None
+    digest: str | None = None
 
 
 def _digest(payload: bytes) -> str:
@@ -86,6 +126,12 @@ class CommandDispatcher:
         locations: frozenset[str] | None = None,
         status: StatusProvider | None = None,
         reload: StatusProvider | None = None,
+        max_payload: int = MAX_PAYLOAD_BYTES,
+        queue_depth: int = DEFAULT_QUEUE,
+        workers: int = DEFAULT_WORKERS,
+        reply_prefix: str | None = None,
+        limiter: RejectionLimiter | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.catalog = catalog
         self.link = link
@@ -97,8 +143,21 @@ class CommandDispatcher:
         self.locations = locations
         self._status = status
         self._reload = reload
-        self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[CommandResult]] = set()
+        self.max_payload = max_payload
+        self.queue_depth = queue_depth
+        self.workers = workers
+        self.reply_prefix = reply_prefix or default_reply_prefix(topic_root)
+        self._monotonic = monotonic
+        self._limiter = limiter or RejectionLimiter()
+        self._limit_lock = threading.Lock()  # receipt (loop) and workers (threads) share it
+        self._summaries: list[RejectionSummary] = []
+        # Signed-looking messages first; each lane bounded by queue_depth.
+        self._lanes: tuple[deque[_Queued], deque[_Queued]] = (deque(), deque())
+        self._ready = (asyncio.Semaphore(0), asyncio.Semaphore(0))
+        self._exec_lock = asyncio.Lock()
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.audit = AuditLog(catalog)
         self.results = ResultStore(catalog)
         self._wake = asyncio.Event()
@@ -106,20 +165,43 @@ class CommandDispatcher:
         link.on_connect(self._on_connect)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish stored results whenever there are new ones or the link comes back."""
-        while not stop.is_set():
-            self._wake.clear()
-            await self._flush()
-            waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
-            try:
+        """Work the queue; publish stored results and rejection summaries when due."""
+        workers = [asyncio.create_task(self._worker(0), name="command-worker-signed")]
+        workers += [
+            asyncio.create_task(self._worker(1), name=f"command-worker-{i}")
+            for i in range(self.workers)
+        ]
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                await self._flush()
+                await self._write_summaries()
                 # The timeout retries a publish the broker did not acknowledge in time.
-                await asyncio.wait(waits, timeout=30.0, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for t in waits:
-                    t.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5.0)
-        await self._flush()
+                timeout = 30.0
+                with self._limit_lock:
+                    due = self._limiter.next_due(self._monotonic())
+                if due is not None:
+                    timeout = min(timeout, due + 0.05)
+                waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
+                try:
+                    await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for t in waits:
+                        t.cancel()
+        finally:
+            # Finish the messages being handled; queued ones were never acknowledged,
+            # so the broker delivers them again on the persistent session.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), 5.0)
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            with self._limit_lock:
+                last = self._limiter.due(self._monotonic(), force=True)
+            if last is not None:
+                self._summaries.append(last)
+            await self._write_summaries()
+            await self._flush()
 
     async def _on_connect(self, _link: MqttLink) -> None:
         self._wake.set()
@@ -128,74 +210,223 @@ class CommandDispatcher:
         if not self.link.connected:
             return
         for p in await asyncio.to_thread(self.results.pending):
+            # A stored reply topic is checked again: rows written before the check
+            # existed may hold one that paho refuses (a wildcard) or that is not ours.
+            reply = p.response_topic
+            if reply is not None and check_reply_topic(reply, self.reply_prefix) is not None:
+                log.warning("result of command %s: stored response topic refused", p.cmd_id)
+                reply = None
             try:
                 ok = await self.link.publish_wait(
                     f"{self.root}/cmd-result/{p.cmd_id}", p.payload, qos=1
                 )
-                if ok and p.response_topic:
+                if ok and reply:
                     ok = await self.link.publish_wait(
-                        p.response_topic,
-                        p.payload,
-                        qos=1,
-                        properties=_response_props(p.correlation),
+                        reply, p.payload, qos=1, properties=_response_props(p.correlation)
                     )
             except NotConnected:
                 return  # the next connection's hook wakes us
+            except (ValueError, TypeError) as exc:
+                # Never deliverable: retrying it on every start would be a crash loop.
+                log.error("result of command %s cannot be published (%s); dropped",
+                          label(p.cmd_id, 128), type(exc).__name__)  # fmt: skip
+                ok = True
             if not ok:
                 log.warning("result of command %s not acknowledged; will retry", p.cmd_id)
                 return
             await asyncio.to_thread(self.results.mark_acked, p.cmd_id)
 
+    async def _write_summaries(self) -> None:
+        with self._limit_lock:
+            due = self._limiter.due(self._monotonic())
+        if due is not None:
+            self._summaries.append(due)
+        while self._summaries:
+            summary = self._summaries.pop(0)
+            now = self._now()
+            try:
+                await asyncio.to_thread(
+                    self.audit.append,
+                    "command.rejected_summary",
+                    actor="mqtt",
+                    data=summary.as_dict(),
+                    ts=now,
+                )
+            except Exception:
+                # A full catalog disk must not stop the commands component: the
+                # summary is in the log line below and the storage alarm says why.
+                log.exception("command.rejected_summary not written to the audit log")
+            log.warning(
+                "commands: %d more rejected without a record of their own in %.0f s: %s",
+                sum(summary.counts.values()),
+                summary.seconds,
+                ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())),
+            )
+
+    # -- receipt: bounded, no IO ----------------------------------------------------
+
     def _on_message(self, msg: InMessage) -> None:
-        task = asyncio.get_running_loop().create_task(self.handle(msg), name="command")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        size = len(msg.payload)
+        too_large = size > self.max_payload
+        # 0: names a trusted key (ordered, own worker); 1: everything else.
+        which = 0 if not too_large and self._signed_looking(msg.payload) else 1
+        lane = self._lanes[which]
+        if too_large or len(lane) >= self.queue_depth:
+            # Acknowledged at once: a full lane must never hold the broker's window.
+            msg.ack()
+        if len(lane) >= self.queue_depth:
+            reason = Reason.TOO_LARGE if too_large else Reason.BUSY
+            with self._limit_lock:
+                closed = self._limiter.count(self._monotonic(), str(reason), size)
+            self._keep(closed)
+            return
+        item = _Queued(msg, size)
+        if too_large:
+            # Not kept: only its size and hash, and a record within the rate.
+            with self._limit_lock:
+                admitted, closed = self._limiter.admit(
+                    self._monotonic(), str(Reason.TOO_LARGE), size
+                )
+            self._keep(closed)
+            if not admitted:
+                return
+            verdict = Verdict(
+                None, Reason.TOO_LARGE, f"payload of {size} bytes (at most {self.max_payload})"
+            )
+            stub = dataclasses.replace(msg, payload=b"")
+            item = _Queued(stub, size, verdict, _digest(msg.payload))
+        lane.append(item)
+        self._ready[which].release()
+
+    def _signed_looking(self, payload: bytes) -> bool:
+        # Cheap and only a priority: the worker still checks the signature.
+        return any(kid.encode("ascii", "replace") in payload for kid in self.trusted)
+
+    def _keep(self, summary: RejectionSummary | None) -> None:
+        if summary is not None:
+            self._summaries.append(summary)
+            self._wake.set()
+
+    @property
+    def queued(self) -> int:
+        return len(self._lanes[0]) + len(self._lanes[1])
+
+    async def _worker(self, which: int) -> None:
+        while True:
+            await self._ready[which].acquire()
+            item = self._lanes[which].popleft()
+            self._busy += 1
+            self._idle.clear()
+            try:
+                if item.verdict is not None:
+                    await self._reject_unkept(item)
+                else:
+                    await self.handle(item.msg)
+            except Exception:
+                log.exception("command worker failed on a message; acknowledged")
+                item.msg.ack()
+            finally:
+                self._busy -= 1
+                if not self._busy:
+                    self._idle.set()
 
     # -- the steps ---------------------------------------------------------------
 
-    async def handle(self, msg: InMessage) -> CommandResult:
-        async with self._lock:
-            name = msg.topic.rsplit("/", 1)[-1]
-            now = self._now()
-            decision = await asyncio.to_thread(self._decide_and_record, msg, name, now)
+    async def handle(self, msg: InMessage) -> CommandResult | None:
+        """Decide, record, acknowledge, answer and run one message; never raises."""
+        try:
+            return await self._handle(msg)
+        except Exception:
+            # E.g. the catalog's disk is full: the verdict cannot be recorded. Still
+            # acknowledged, so one message cannot hold the broker's window; logged
+            # within the rejection rate, so a flood cannot fill the journal either.
             msg.ack()
-            verdict = decision.verdict
-            cmd_id = verdict.cmd_id or "unknown"
-            if decision.redelivered is not None:
-                self._answer(msg, cmd_id, decision.redelivered)
-                return decision.redelivered
-            first = CommandResult(
-                id=cmd_id,
-                name=verdict.envelope.name if verdict.envelope else None,
-                state="accepted" if verdict.accepted else "rejected",
-                reason=None if verdict.accepted else str(verdict.reason),
-                detail=verdict.detail,
-                ts=iso(now),
+            admitted, closed = self._admit(str(Reason.INTERNAL), len(msg.payload))
+            self._keep(closed)
+            if not admitted:
+                return None
+            log.exception("command message could not be handled; acknowledged")
+            failed = CommandResult(
+                id="unknown", state="rejected", reason=str(Reason.INTERNAL), ts=iso(self._now())
             )
-            self._answer(msg, cmd_id, first)
-            if not verdict.accepted:
-                log.warning("command %s rejected: %s (%s)", cmd_id, verdict.reason, verdict.detail)
-                return first
+            self._answer("unknown", failed, None, None)
+            return failed
+
+    async def _handle(self, msg: InMessage) -> CommandResult | None:
+        name = msg.topic.rsplit("/", 1)[-1]
+        now = self._now()
+        reply_problem = check_reply_topic(msg.response_topic, self.reply_prefix)
+        decision = await asyncio.to_thread(self._decide_and_record, msg, name, now, reply_problem)
+        msg.ack()
+        self._keep(decision.summary)
+        verdict = decision.verdict
+        cmd_id = verdict.cmd_id or "unknown"
+        reply_to = msg.response_topic if reply_problem is None else None
+        corr = msg.correlation_data
+        if decision.redelivered is not None:
+            self._answer(cmd_id, decision.redelivered, reply_to, corr)
+            return decision.redelivered
+        if decision.silent:
+            return None
+        detail = verdict.detail
+        if verdict.accepted and reply_problem is not None:
+            detail = f"response topic refused ({reply_problem}); answers only on cmd-result"
+        first = CommandResult(
+            id=cmd_id,
+            name=verdict.envelope.name if verdict.envelope else None,
+            state="accepted" if verdict.accepted else "rejected",
+            reason=None if verdict.accepted else str(verdict.reason),
+            detail=detail,
+            ts=iso(now),
+        )
+        self._answer(cmd_id, first, reply_to, corr)
+        if not verdict.accepted:
+            log.warning("command rejected: %s (%s)", verdict.reason, verdict.detail)
+            return first
+        async with self._exec_lock:
             result = await self._execute(verdict)
+        if verdict.key is not None:
             await asyncio.to_thread(self.results.store, result)
             self._wake.set()
-            return result
+        else:
+            # Not in the replay memory, so nothing to store against: best effort.
+            self._answer(cmd_id, result, reply_to, corr)
+        return result
 
-    def _decide_and_record(self, msg: InMessage, name: str, now: datetime) -> Decision:
+    async def _reject_unkept(self, item: _Queued) -> None:
+        verdict = item.verdict
+        assert verdict is not None and item.digest is not None
+        msg = item.msg
+        now = self._now()
+        reply_problem = check_reply_topic(msg.response_topic, self.reply_prefix)
+        name = msg.topic.rsplit("/", 1)[-1]
+        data = _rejection_record(verdict, name, item.size, item.digest, reply_problem)
+        await asyncio.to_thread(
+            self.audit.append, "command.rejected", actor="mqtt", subject=None, data=data, ts=now
+        )
+        log.warning("command rejected: %s (%s)", verdict.reason, verdict.detail)
+        answer = CommandResult(
+            id="unknown", state="rejected", reason=str(verdict.reason), detail=verdict.detail,
+            ts=iso(now),
+        )  # fmt: skip
+        reply_to = msg.response_topic if reply_problem is None else None
+        self._answer("unknown", answer, reply_to, msg.correlation_data)
+
+    def _admit(self, reason: str, size: int) -> tuple[bool, RejectionSummary | None]:
+        with self._limit_lock:
+            return self._limiter.admit(self._monotonic(), reason, size)
+
+    def _decide_and_record(
+        self, msg: InMessage, name: str, now: datetime, reply_problem: str | None
+    ) -> Decision:
         cat = self.catalog
         digest = _digest(msg.payload)
+        size = len(msg.payload)
+
+        def seen(cmd_id: str) -> bool:
+            return bool(cat.query("SELECT 1 FROM commands WHERE id = ?", (cmd_id,)))
+
         with cat.transaction():
-            # Expired ids are forgotten an hour on; an unacknowledged result is kept
-            # for a week in case the dashboard is away that long.
-            cat.execute(
-                "DELETE FROM commands WHERE expires_at < ? AND (result_acked = 1 OR "
-                "result IS NULL OR expires_at < ?)",
-                (to_epoch(now) - 3600, to_epoch(now) - 7 * 86400),
-            )
-
-            def seen(cmd_id: str) -> bool:
-                return bool(cat.query("SELECT 1 FROM commands WHERE id = ?", (cmd_id,)))
-
             verdict = validate(
                 msg.payload,
                 topic_name=name,
@@ -203,20 +434,28 @@ class CommandDispatcher:
                 trusted=self.trusted,
                 now=now,
                 seen=seen,
+                max_payload=self.max_payload,
             )
             env = verdict.envelope
             if verdict.reason is Reason.REPLAYED and env is not None and msg.dup:
                 stored = self._stored_result(env.id, digest)
                 if stored is not None:
                     return Decision(verdict, redelivered=stored)
-            data: dict[str, Any] = {
-                "topic": msg.topic,
-                "payload_sha256": digest,
-                "name": env.name if env else name,
-                "key_id": env.key_id if env else None,
-                "key": verdict.key.name if verdict.key else None,
-            }
-            if verdict.accepted and env is not None:
+            summary = None
+            if verdict.key is None:
+                # Unauthenticated: anyone on the broker can send it, as fast as they like.
+                reason = UNSIGNED_ACCEPTED if verdict.accepted else str(verdict.reason)
+                admitted, summary = self._admit(reason, size)
+                if not admitted:
+                    return Decision(verdict, silent=True, summary=summary)
+            if verdict.accepted and env is not None and verdict.key is not None:
+                # Expired ids are forgotten an hour on; an unacknowledged result is kept
+                # for a week in case the dashboard is away that long.
+                cat.execute(
+                    "DELETE FROM commands WHERE expires_at < ? AND (result_acked = 1 OR "
+                    "result IS NULL OR expires_at < ?)",
+                    (to_epoch(now) - 3600, to_epoch(now) - 7 * 86400),
+                )
                 cat.execute(
                     "INSERT INTO commands (id, name, key_id, digest, received_at, expires_at, "
                     "state, response_topic, correlation) "
@@ -228,11 +467,21 @@ class CommandDispatcher:
                         digest,
                         to_epoch(now),
                         to_epoch(expiry_of(env)),
-                        msg.response_topic,
-                        msg.correlation_data,
+                        msg.response_topic if reply_problem is None else None,
+                        msg.correlation_data if reply_problem is None else None,
                     ),
                 )
-                data.update(args=env.args, issued_at=env.issued_at, expires_at=env.expires_at)
+                data: dict[str, Any] = {
+                    "topic": label(name),
+                    "payload_sha256": digest,
+                    "name": env.name,
+                    "key_id": env.key_id,
+                    "key": verdict.key.name,
+                    "args": env.args,
+                    "issued_at": env.issued_at,
+                    "expires_at": env.expires_at,
+                    "reply_topic": reply_problem,
+                }
                 self.audit.append(
                     "command.accepted",
                     actor=self._actor(verdict),
@@ -240,16 +489,20 @@ class CommandDispatcher:
                     data=data,
                     ts=now,
                 )
+            elif verdict.accepted and env is not None:
+                # Unsigned status/reload: a fixed-size record, and no id remembered.
+                data = _rejection_record(verdict, name, size, digest, reply_problem)
+                del data["reason"]
+                self.audit.append("command.accepted", actor="mqtt", data=data, ts=now)
             else:
-                data.update(reason=str(verdict.reason), detail=verdict.detail)
                 self.audit.append(
                     "command.rejected",
-                    actor="mqtt",
-                    subject=env.id if env else None,
-                    data=data,
+                    actor=self._actor(verdict),
+                    subject=env.id if env is not None and verdict.key is not None else None,
+                    data=_rejection_record(verdict, name, size, digest, reply_problem),
                     ts=now,
                 )
-        return Decision(verdict)
+        return Decision(verdict, summary=summary)
 
     def _stored_result(self, cmd_id: str, digest: str) -> CommandResult | None:
         rows = self.catalog.query("SELECT digest, result FROM commands WHERE id = ?", (cmd_id,))
@@ -350,17 +603,47 @@ class CommandDispatcher:
 
     # -- answering ------------------------------------------------------------------
 
-    def _answer(self, msg: InMessage, cmd_id: str, result: CommandResult) -> None:
+    def _answer(
+        self,
+        cmd_id: str,
+        result: CommandResult,
+        reply_to: str | None,
+        correlation: bytes | None,
+    ) -> None:
         payload = result_payload(result)
         try:
             self.link.publish(f"{self.root}/cmd-result/{cmd_id}", payload, qos=1)
-            if msg.response_topic:
-                props = _response_props(msg.correlation_data)
-                self.link.publish(msg.response_topic, payload, qos=1, properties=props)
+            if reply_to:
+                props = _response_props(correlation)
+                self.link.publish(reply_to, payload, qos=1, properties=props)
         except NotConnected:
             log.warning(
                 "%s answer to command %s not published: not connected", result.state, cmd_id
             )
+        except (ValueError, TypeError) as exc:
+            log.warning("%s answer to command %s not published (%s)", result.state, cmd_id,
+                        type(exc).__name__)  # fmt: skip
+
+
+def _rejection_record(
+    verdict: Verdict, name: str, size: int, digest: str, reply_problem: str | None
+) -> dict[str, Any]:
+    """The fixed-size audit data of an unauthenticated or rejected message.
+
+    Nothing the sender wrote is kept but bounded, checked values: the command
+    name only if it is a known one, the key only if it is trusted, the topic's
+    last level escaped and cut to a few characters; no ``detail``, no args.
+    """
+    env = verdict.envelope
+    return {
+        "reason": str(verdict.reason),
+        "size": size,
+        "payload_sha256": digest,
+        "topic": label(name),
+        "name": env.name if env is not None and env.name in COMMAND_NAMES else None,
+        "key": verdict.key.name if verdict.key is not None else None,
+        "reply_topic": reply_problem,
+    }
 
 
 def _response_props(correlation: bytes | None) -> Properties:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge_agent.command_limits import MAX_DEPTH, MAX_PAYLOAD_BYTES, label, too_deep
 from edge_agent.model import HoldKind, iso, parse_ts
 
 if TYPE_CHECKING:
@@ -62,6 +63,26 @@ class Reason(StrEnum):
     TTL_TOO_LONG = "ttl_too_long"
     REPLAYED = "replayed"
     BAD_ARGS = "bad_args"
+    TOO_LARGE = "too_large"
+    # Set by the dispatcher, not by validate(): unauthenticated traffic over its rate,
+    # a queue that was full, or an internal error while recording the verdict.
+    RATE_LIMITED = "rate_limited"
+    BUSY = "busy"
+    INTERNAL = "internal_error"
+
+
+# Field bounds (docs/mqtt.md, "Limits"): every string in an envelope has one.
+MAX_ID = 128
+MAX_NAME = 32
+MAX_DEVICE = 64
+MAX_KEY_ID = 64
+MAX_SIG = 128  # base64 of a 64-byte Ed25519 signature is 88
+MAX_TS = 64
+MAX_REASON = 500
+MAX_REF = 128
+MAX_LOCATION = 64
+MAX_RECORDING_IDS = 256
+MAX_DETAIL = 200
 
 
 def canonical_json(doc: Any) -> bytes:
@@ -139,11 +160,13 @@ def _utc_text(value: str) -> str:
     try:
         parse_ts(value)
     except ValueError:
-        raise ValueError(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-02T10:00:00Z)") from None
+        # The text itself is not repeated: it came from the network.
+        raise ValueError("not an ISO 8601 time (e.g. 2026-11-02T10:00:00Z)") from None
     return value
 
 
-UtcText = Annotated[str, AfterValidator(_utc_text)]
+UtcText = Annotated[str, Field(max_length=MAX_TS), AfterValidator(_utc_text)]
+RecordingId = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
 
 
 class _Model(BaseModel):
@@ -154,14 +177,14 @@ class CommandEnvelope(_Model):
     """A command as it travels on ``cmd/{name}``."""
 
     v: Literal[1] = 1
-    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
-    device: str = Field(min_length=1)
-    name: str = Field(min_length=1)
+    id: str = Field(min_length=1, max_length=MAX_ID, pattern=r"^[A-Za-z0-9._:-]+$")
+    device: str = Field(min_length=1, max_length=MAX_DEVICE)
+    name: str = Field(min_length=1, max_length=MAX_NAME)
     args: dict[str, Any] = Field(default_factory=dict)
     issued_at: UtcText
     expires_at: UtcText
-    key_id: str | None = None
-    sig: str | None = None
+    key_id: str | None = Field(default=None, max_length=MAX_KEY_ID)
+    sig: str | None = Field(default=None, max_length=MAX_SIG)
 
     def signed_bytes(self) -> bytes:
         return canonical_json(self.model_dump(mode="json", exclude={"sig"}))
@@ -169,9 +192,9 @@ class CommandEnvelope(_Model):
 
 class HoldArgs(_Model):
     kind: HoldKind
-    reason: str = Field(min_length=1)
-    recording_ids: tuple[str, ...] = ()
-    location: str | None = None
+    reason: str = Field(min_length=1, max_length=MAX_REASON)
+    recording_ids: tuple[RecordingId, ...] = Field(default=(), max_length=MAX_RECORDING_IDS)
+    location: str | None = Field(default=None, min_length=1, max_length=MAX_LOCATION)
     start: UtcText | None = None
     end: UtcText | None = None
     until: UtcText | None = None
@@ -189,13 +212,13 @@ class HoldArgs(_Model):
 
 
 class ReleaseArgs(_Model):
-    hold_id: str = Field(min_length=1)
-    reason: str = Field(min_length=1)
+    hold_id: str = Field(min_length=1, max_length=MAX_ID)
+    reason: str = Field(min_length=1, max_length=MAX_REASON)
 
 
 class EraseArgs(_Model):
-    ref: str = Field(min_length=1)
-    location: str = Field(min_length=1)
+    ref: str = Field(min_length=1, max_length=MAX_REF)
+    location: str = Field(min_length=1, max_length=MAX_LOCATION)
     start: UtcText
     end: UtcText
     dry_run: bool = False
@@ -264,7 +287,11 @@ def sign(
 
 @dataclass(frozen=True)
 class Verdict:
-    """``accepted`` with parsed ``args``, or a ``reason`` and a human ``detail``."""
+    """``accepted`` with parsed ``args``, or a ``reason`` and a human ``detail``.
+
+    ``key`` is the trusted key whose signature verified (None for unsigned
+    ``status``/``reload`` and for anything rejected before the signature).
+    """
 
     envelope: CommandEnvelope | None
     reason: Reason | None = None
@@ -281,24 +308,38 @@ class Verdict:
         return self.envelope.id if self.envelope else None
 
 
-def parse_envelope(payload: bytes) -> CommandEnvelope | str:
-    """The envelope, or why it cannot be read."""
+def parse_envelope(
+    payload: bytes, *, max_payload: int = MAX_PAYLOAD_BYTES
+) -> CommandEnvelope | tuple[Reason, str]:
+    """The envelope, or why it cannot be read: sizes and depth first, then JSON."""
+    if len(payload) > max_payload:
+        return Reason.TOO_LARGE, f"payload of {len(payload)} bytes (at most {max_payload})"
+    if too_deep(payload):
+        return Reason.MALFORMED, f"JSON nested deeper than {MAX_DEPTH} levels"
     try:
         doc = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        return f"payload is not UTF-8 JSON ({exc})"
+    except UnicodeDecodeError:
+        return Reason.MALFORMED, "payload is not UTF-8"
+    except (ValueError, RecursionError):
+        # json's own message quotes no input, but keep only its kind anyway.
+        return Reason.MALFORMED, "payload is not JSON"
     if not isinstance(doc, dict):
-        return "payload is not a JSON object"
+        return Reason.MALFORMED, "payload is not a JSON object"
     try:
         return CommandEnvelope.model_validate(doc)
     except ValidationError as exc:
-        return _first_error(exc)
+        return Reason.MALFORMED, _first_error(exc)
 
 
 def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "(envelope)"
-    return f"{where}: {err['msg']}"
+    # A location may hold a key the sender made up: shown bounded and escaped.
+    err = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+    where = ".".join(label(str(p), 24) for p in err["loc"][:4]) or "(envelope)"
+    return _bounded(f"{where}: {err['msg']}")
+
+
+def _bounded(detail: str) -> str:
+    return detail if len(detail) <= MAX_DETAIL else detail[: MAX_DETAIL - 1] + "~"
 
 
 def validate(
@@ -310,23 +351,44 @@ def validate(
     now: datetime,
     seen: Callable[[str], bool],
     skew: timedelta = DEFAULT_SKEW,
+    max_payload: int = MAX_PAYLOAD_BYTES,
 ) -> Verdict:
-    """Decide whether a received command may run.
+    """Decide whether a received command may run; never raises.
 
     ``trusted`` maps key id to key; ``seen(cmd_id)`` says whether the id was
     already received (the replay memory). The signature is checked before
-    anything else in the envelope is believed.
+    anything else in the envelope is believed. A verdict's ``detail`` is at
+    most ``MAX_DETAIL`` characters and repeats sender text only bounded and
+    escaped; ``key`` is set whenever the signature verified.
     """
-    parsed = parse_envelope(payload)
-    if isinstance(parsed, str):
-        return Verdict(None, Reason.MALFORMED, parsed)
+    try:
+        return _validate(payload, topic_name, device_id, trusted, now, seen, skew, max_payload)
+    except Exception as exc:  # any surprise is a rejection, never an escape
+        return Verdict(None, Reason.INTERNAL, f"command not checked ({type(exc).__name__})")
+
+
+def _validate(
+    payload: bytes,
+    topic_name: str | None,
+    device_id: str,
+    trusted: Mapping[str, TrustedKey],
+    now: datetime,
+    seen: Callable[[str], bool],
+    skew: timedelta,
+    max_payload: int,
+) -> Verdict:
+    parsed = parse_envelope(payload, max_payload=max_payload)
+    if isinstance(parsed, tuple):
+        return Verdict(None, *parsed)
     env = parsed
     if env.name not in COMMAND_NAMES or (topic_name is not None and topic_name != env.name):
         return Verdict(
             env,
             Reason.UNKNOWN_COMMAND,
-            f"command {env.name!r} on topic cmd/{topic_name} "
-            f"(known: {', '.join(COMMAND_NAMES)}; name and topic must agree)",
+            _bounded(
+                f"command {label(env.name)!r} on topic cmd/{label(topic_name)} "
+                f"(known: {', '.join(COMMAND_NAMES)}; name and topic must agree)"
+            ),
         )
     key: TrustedKey | None = None
     if env.sig is None or env.key_id is None:
@@ -335,7 +397,7 @@ def validate(
     else:
         key = trusted.get(env.key_id)
         if key is None:
-            return Verdict(env, Reason.UNKNOWN_KEY, f"key {env.key_id!r} is not trusted")
+            return Verdict(env, Reason.UNKNOWN_KEY, f"key {label(env.key_id)!r} is not trusted")
         from cryptography.exceptions import InvalidSignature
 
         try:
@@ -344,16 +406,23 @@ def validate(
         except (InvalidSignature, binascii.Error, ValueError):
             return Verdict(env, Reason.BAD_SIGNATURE, f"signature does not verify with {key.name}")
     if env.device != device_id:
-        return Verdict(env, Reason.WRONG_DEVICE, f"addressed to {env.device!r}, not {device_id!r}")
+        return Verdict(
+            env,
+            Reason.WRONG_DEVICE,
+            f"addressed to {label(env.device, MAX_DEVICE)!r}, not {device_id!r}",
+            key=key,
+        )
     issued, expires = parse_ts(env.issued_at), parse_ts(env.expires_at)
     if expires - issued > MAX_TTL:
-        return Verdict(env, Reason.TTL_TOO_LONG, f"valid for more than {MAX_TTL}")
+        return Verdict(env, Reason.TTL_TOO_LONG, f"valid for more than {MAX_TTL}", key=key)
     if now >= expires:
-        return Verdict(env, Reason.EXPIRED, f"expired at {env.expires_at} (now {iso(now)})")
+        return Verdict(env, Reason.EXPIRED, f"expired at {iso(expires)} (now {iso(now)})", key=key)
     if now + skew < issued:
-        return Verdict(env, Reason.NOT_YET_VALID, f"issued at {env.issued_at} (now {iso(now)})")
+        return Verdict(
+            env, Reason.NOT_YET_VALID, f"issued at {iso(issued)} (now {iso(now)})", key=key
+        )
     if seen(env.id):
-        return Verdict(env, Reason.REPLAYED, f"command id {env.id!r} was already received")
+        return Verdict(env, Reason.REPLAYED, f"command id {env.id!r} was already received", key=key)
     try:
         args = ARG_MODELS[env.name].model_validate(env.args)
     except ValidationError as exc:

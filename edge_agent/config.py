@@ -421,8 +421,28 @@ class Mqtt(_Section):
         return urlsplit(self.url).port or (8883 if self.tls else 1883)
 
 
+def _check_reply_prefix(value: str) -> str:
+    if "+" in value or "#" in value or "\x00" in value or not value.endswith("/"):
+        raise ValueError(
+            f"{value!r} is not a reply prefix (a topic ending in '/', no '+', '#' or NUL; "
+            "e.g. 'edge/gw-1/reply/')"
+        )
+    return value
+
+
 class Commands(_Section):
     trusted_keys: tuple[ConfigPath, ...] = ()
+    # Limits on the command path (docs/mqtt.md, "Limits").
+    max_payload: Annotated[SizeField, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
+    queue_depth: Annotated[int, Field(ge=1, le=4096, strict=True)] = 64
+    workers: Annotated[int, Field(ge=1, le=8, strict=True)] = 2
+    # MQTT 5 response topics must start with this; default {topic_prefix}/{device}/reply/.
+    reply_prefix: Annotated[str, AfterValidator(_check_reply_prefix)] | None = Field(
+        default=None, min_length=2, max_length=200
+    )
+
+    def reply_prefix_for(self, topic_root: str) -> str:
+        return self.reply_prefix or f"{topic_root}/reply/"
 
 
 class LiveView(_Section):

@@ -412,6 +412,10 @@ class Agent:
             locations=frozenset(loc.id for loc in cfg.locations),
             status=self.status_doc,
             reload=reload_command,
+            max_payload=cfg.commands.max_payload,
+            queue_depth=cfg.commands.queue_depth,
+            workers=cfg.commands.workers,
+            reply_prefix=cfg.commands.reply_prefix_for(root),
         )
         self.add(telemetry, STAGE_MAINT)
         self.add(self.publisher, STAGE_REPORT)
@@ -523,7 +527,9 @@ class Agent:
 
         self.recordings, self.outbox_depth, short = await asyncio.to_thread(read)
         last = self.janitor.last
-        if short and not (last and last.disk_pressure):
+        # A disk the catalog holds under the floor is the janitor's storage_budget alarm,
+        # not footage pressure: it checks again every pressure_sleep without a poke.
+        if short and not (last and (last.disk_pressure or last.storage_budget)):
             # The janitor sleeps until its next deadline (up to a minute); cameras
             # fill a disk faster than that, so pressure wakes it now.
             log.warning("free space below the floor: waking the janitor")
@@ -642,6 +648,7 @@ class Agent:
             self.dispatcher.trusted = load_trusted_keys(cfg.commands.trusted_keys)
         if self.dispatcher is not None:
             self.dispatcher.locations = frozenset(loc.id for loc in cfg.locations)
+            self.dispatcher.reply_prefix = cfg.commands.reply_prefix_for(self.dispatcher.root)
         if plan.sources_added or plan.sources_removed or plan.sources_changed:
             for sid in plan.sources_removed:
                 slot = self._tap_slots.pop(sid, None)

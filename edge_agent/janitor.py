@@ -43,6 +43,7 @@ from edge_agent.deletion import (
 from edge_agent.model import Period, Recording, RetentionPeriods, iso, parse_ts
 from edge_agent.outbox_store import Outbox
 from edge_agent.policy import active_holds
+from edge_agent.pressure import storage_budget
 from edge_agent.retention_plan import DeletionReason, plan
 
 __all__ = ["Janitor", "JanitorStatus", "SweepResult"]
@@ -75,6 +76,9 @@ class SweepResult:
     disk_pressure: bool = False
     storage_full_held: bool = False
     quarantine_purged: list[str] = field(default_factory=list)
+    catalog_bytes: int | None = None  # on the storage filesystem; never charged to footage
+    storage_budget: bool = False  # the catalog, not footage, fills a disk (an alarm)
+    storage_budget_why: str | None = None
 
     @property
     def deleted(self) -> list[str]:
@@ -103,6 +107,8 @@ class SweepResult:
             "disk_pressure": self.disk_pressure,
             "storage_full_held": self.storage_full_held,
             "quarantine_purged": self.quarantine_purged,
+            "catalog_bytes": self.catalog_bytes,
+            "storage_budget": self.storage_budget,
         }
 
 
@@ -148,6 +154,28 @@ def disk_free(root: Path) -> Callable[[], tuple[int, int]]:
     return read
 
 
+def catalog_space(catalog_path: Path, root: Path) -> Callable[[], tuple[int, int | None]]:
+    """(bytes of the catalog's files on the storage filesystem, free bytes of the
+    catalog's filesystem when it is another one)."""
+
+    def read() -> tuple[int, int | None]:
+        try:
+            same = catalog_path.parent.stat().st_dev == root.stat().st_dev
+        except OSError:
+            return 0, None
+        if not same:
+            return 0, shutil.disk_usage(catalog_path.parent).free
+        total = 0
+        for suffix in ("", "-wal", "-shm", ".audit-head"):
+            try:
+                total += catalog_path.with_name(catalog_path.name + suffix).stat().st_blocks * 512
+            except OSError:
+                continue
+        return total, None
+
+    return read
+
+
 class Janitor:
     def __init__(
         self,
@@ -158,6 +186,7 @@ class Janitor:
         guard: ClockGuard,
         free_space: Callable[[], tuple[int, int]] | None = None,
         floor_bytes: Callable[[int], int] = lambda total: 0,
+        catalog_space: Callable[[], tuple[int, int | None]] | None = None,
         on_alarm: AlarmCallback | None = None,
         quarantine_dir: Path | None = None,
         quarantine_period: Period | None = None,
@@ -173,6 +202,7 @@ class Janitor:
         self.guard = guard
         self.free_space = free_space or disk_free(self.storage_root)
         self.floor_bytes = floor_bytes
+        self.catalog_space = catalog_space or (lambda: (0, None))
         self.on_alarm = on_alarm
         self.quarantine_dir = quarantine_dir
         # Quarantined files are footage of unknown purpose: the shortest period applies.
@@ -209,6 +239,7 @@ class Janitor:
             periods=cfg.retention_periods(),
             guard=guard,
             floor_bytes=cfg.free_space_floor_bytes,
+            catalog_space=catalog_space(catalog.path, cfg.storage.root),
             on_alarm=on_alarm,
             quarantine_dir=cfg.quarantine_dir,
         )
@@ -342,7 +373,14 @@ class Janitor:
     def _pressure(self, res: SweepResult, holds: list[Any], now: datetime) -> None:
         free, total = self.free_space()
         floor = self.floor_bytes(total)
-        res.free_bytes, res.floor_bytes = free, floor
+        cat_bytes, cat_fs_free = self.catalog_space()
+        budget = storage_budget(
+            free=free, floor=floor, catalog_bytes=cat_bytes, catalog_fs_free=cat_fs_free
+        )
+        res.free_bytes, res.floor_bytes, res.catalog_bytes = free, floor, cat_bytes
+        res.storage_budget, res.storage_budget_why = budget.alarm, budget.why
+        # From here on "free" is as footage sees it: the catalog's bytes are not its to pay.
+        free = budget.footage_free
         if free >= floor:
             return
         res.disk_pressure = True
@@ -365,10 +403,12 @@ class Janitor:
             res.skipped += out.skipped
             res.failed += out.failed
             free, total = self.free_space()
+            res.free_bytes = free
+            free += cat_bytes
             floor = self.floor_bytes(total)
             # Still short means every unheld row of the page was chosen.
             offset += len(page) - len(out.deleted)
-        res.free_bytes, res.floor_bytes = free, floor
+        res.floor_bytes = floor
 
     def _alarms(self, res: SweepResult, now: datetime) -> None:
         was_full = self.last.storage_full_held if self.last else False
@@ -403,6 +443,15 @@ class Janitor:
             )
         elif was_full and not res.storage_full_held:
             self._alarm("alarm.cleared", {**base, "alarm": "storage_full_held"}, now)
+        was_budget = self.last.storage_budget if self.last else False
+        if res.storage_budget and not was_budget:
+            self._alarm(
+                "alarm.storage_budget",
+                {**base, "catalog_bytes": res.catalog_bytes, "detail": res.storage_budget_why},
+                now,
+            )
+        elif was_budget and not res.storage_budget:
+            self._alarm("alarm.cleared", {**base, "alarm": "storage_budget"}, now)
 
     def _alarm(self, name: str, data: dict[str, Any], now: datetime) -> None:
         log.warning("%s: %s", name, data)
@@ -470,7 +519,7 @@ class Janitor:
         cap = self.max_sleep
         if res is None:
             return cap
-        if res.disk_pressure or res.storage_full_held:
+        if res.disk_pressure or res.storage_full_held or res.storage_budget:
             cap = min(cap, self.pressure_sleep)
         if not res.clock_trusted or res.next_wake is None:
             return cap

@@ -145,6 +145,10 @@ Handler = Callable[[InMessage], None]
 ConnectHook = Callable[["MqttLink"], Awaitable[None]]
 
 
+def _short(topic: str) -> str:
+    return topic if len(topic) <= 120 else topic[:120] + "..."
+
+
 def topic_matches(filter_: str, topic: str) -> bool:
     return bool(paho.topic_matches_sub(filter_, topic))
 
@@ -439,11 +443,14 @@ class MqttLink:
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None
         mid, qos = msg.mid, msg.qos
+        acked = False
 
         def ack() -> None:
-            # A message received on a connection that is gone cannot be acked;
-            # the broker re-delivers it on the persistent session.
-            if client is self._client and qos > 0:
+            # Once only. A message received on a connection that is gone cannot be
+            # acked; the broker re-delivers it on the persistent session.
+            nonlocal acked
+            if not acked and client is self._client and qos > 0:
+                acked = True
                 client.ack(mid, qos)
 
         message = InMessage(
@@ -456,7 +463,10 @@ class MqttLink:
                 try:
                     handler(message)
                 except Exception:
-                    log.exception("MQTT handler for %s failed", msg.topic)
+                    # Unacked, it would hold a slot of the broker's in-flight window
+                    # for good (and come back after every restart).
+                    log.exception("MQTT handler for a message on %s failed", _short(msg.topic))
+                    ack()
         if not handled:
             ack()
 

@@ -1,6 +1,15 @@
 """Pausing recorders when the disk is full of held footage (pure policy).
 
-When the janitor reports ``storage_full_held`` nothing more can be deleted:
+Two pure decisions about a full disk.
+
+:func:`storage_budget`: the catalog (with its audit log and outbox) shares
+the storage disk with the footage, but its growth is never a reason to
+delete footage before its deadline. Disk pressure counts the catalog's own
+bytes as free, so only what footage (and foreign files) take can make the
+janitor delete early; a catalog that takes a large share of the floor is an
+alarm (``alarm.storage_budget``) for the operator instead.
+
+:class:`PressureValve`: when the janitor reports ``storage_full_held`` nothing more can be deleted:
 every remaining recording is under a hold. Recording on would fail at the
 worst moment, so sources stop, lowest priority first
 (:func:`~edge_agent.retention_plan.sources_to_stop`): one at once, then one
@@ -16,9 +25,45 @@ from dataclasses import dataclass, field
 
 from edge_agent.retention_plan import sources_to_stop
 
-__all__ = ["PAUSE_REASON", "PressureValve"]
+__all__ = ["PAUSE_REASON", "PressureValve", "StorageBudget", "storage_budget"]
 
 PAUSE_REASON = "storage full of held footage"
+# The catalog holding this share of the floor (1/4) while the disk is under it is an alarm.
+CATALOG_SHARE_DIVISOR = 4
+# A catalog on its own filesystem: less free than this there is an alarm (SQLite needs
+# room for its WAL and checkpoints).
+CATALOG_MIN_FREE = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StorageBudget:
+    footage_free: int  # free bytes as disk pressure counts them
+    alarm: bool  # the catalog, not footage, is filling a disk
+    why: str | None = None
+
+
+def storage_budget(
+    *, free: int, floor: int, catalog_bytes: int, catalog_fs_free: int | None = None
+) -> StorageBudget:
+    """How disk pressure sees the storage disk, and whether the catalog is an alarm.
+
+    ``catalog_bytes``: the catalog's files (database, WAL, audit head) when they
+    are on the storage filesystem, else 0; ``catalog_fs_free``: the free space
+    of the catalog's own filesystem when it is another one.
+    """
+    catalog_bytes = max(catalog_bytes, 0)
+    footage_free = free + catalog_bytes
+    if free < floor and catalog_bytes * CATALOG_SHARE_DIVISOR >= floor:
+        why = (
+            f"the catalog ({catalog_bytes} B: audit log, outbox) holds the storage disk "
+            f"below its floor ({free} B free, floor {floor} B); footage is not deleted "
+            "early for it"
+        )
+        return StorageBudget(footage_free, True, why)
+    if catalog_fs_free is not None and catalog_fs_free < CATALOG_MIN_FREE:
+        why = f"the catalog's filesystem has {catalog_fs_free} B free"
+        return StorageBudget(footage_free, True, why)
+    return StorageBudget(footage_free, False)
 
 
 @dataclass

@@ -25,12 +25,13 @@ from edge_agent.audit import AuditLog
 from edge_agent.catalog import Catalog
 from edge_agent.command_dispatch import CommandDispatcher
 from edge_agent.command_results import INTERRUPTED, ResultStore
-from edge_agent.commands import TrustedKey, sign
+from edge_agent.commands import CommandResult, TrustedKey, sign
 from edge_agent.config import Config, load_config
-from edge_agent.model import utcnow
+from edge_agent.model import iso, utcnow
 from edge_agent.mqtt import InMessage, MqttLink, MqttSettings
 
 ROOT = "edge/gw-1"
+REPLY = f"{ROOT}/reply/dashboard"
 
 
 @pytest.fixture()
@@ -84,7 +85,7 @@ def _hold_message(
         qos=1,
         mid=1,
         dup=False,
-        response_topic="dashboard/replies",
+        response_topic=REPLY,
         correlation_data=b"corr-42",
         _ack=lambda: None,
     )
@@ -97,7 +98,7 @@ async def test_a_result_made_during_an_outage_arrives_when_the_broker_returns(
     broker.start()
     # A dashboard with a persistent session: what is published while it reconnects
     # is queued for it by the broker, so the test does not race the agent.
-    topics = [f"{ROOT}/cmd-result/#", "dashboard/replies"]
+    topics = [f"{ROOT}/cmd-result/#", REPLY]
     sub = Subscriber(broker, topics, client_id="dash", persistent=True)
     disp = _dispatcher(env["cfg"], cat, env["key"])
     stop = asyncio.Event()
@@ -116,7 +117,7 @@ async def test_a_result_made_during_an_outage_arrives_when_the_broker_returns(
         assert result.state == "done", result
         assert len(cat.list_holds()) == 1
         [pending] = ResultStore(cat).pending()
-        assert (pending.cmd_id, pending.response_topic) == (result.id, "dashboard/replies")
+        assert (pending.cmd_id, pending.response_topic) == (result.id, REPLY)
         assert pending.correlation == b"corr-42"
 
         broker.start()
@@ -128,7 +129,7 @@ async def test_a_result_made_during_an_outage_arrives_when_the_broker_returns(
         )
         assert done[-1]["result"] == result.result
         replies = await asyncio.to_thread(
-            sub.wait_for, "dashboard/replies", lambda g: any(r["id"] == result.id for r in g), 10
+            sub.wait_for, REPLY, lambda g: any(r["id"] == result.id for r in g), 10
         )
         assert replies[-1]["state"] == "done"
         for _ in range(100):
@@ -149,7 +150,7 @@ def test_a_command_cut_short_by_a_stop_is_failed_audited_and_not_run_again(
     disp = _dispatcher(env["cfg"], cat, env["key"])
     msg = _hold_message(env["key"])
     # Steps 1-2 happened (accepted, audited, acked to the broker); the agent then died.
-    decision = disp._decide_and_record(msg, "hold", utcnow())
+    decision = disp._decide_and_record(msg, "hold", utcnow(), None)
     cmd_id = decision.verdict.cmd_id
     assert decision.verdict.accepted and cmd_id
 
@@ -186,3 +187,98 @@ def test_migration_marks_results_sent_before_it_as_acked(tmp_path: Path) -> None
     apply_migrations(db, MIGRATIONS)
     rows = dict(conn.execute("SELECT id, result_acked FROM commands").fetchall())
     assert rows == {"old": 1, "open": 0}
+
+
+@pytest.mark.parametrize("reply", ["foo/#", "edge/gw-1/events", "a/+/b", "x\x00y"])
+async def test_a_stored_result_with_a_bad_response_topic_cannot_crash_the_component(
+    env: dict[str, Any], reply: str
+) -> None:
+    """Issue 12, item 3: a result stored by an older agent with a wildcard reply topic.
+
+    Re-publishing it on every start made paho raise and the component crash-loop.
+    Now the answer goes to cmd-result only and is marked sent.
+    """
+    broker, cat = env["broker"], env["cat"]
+    now = utcnow()
+    cat.execute(
+        "INSERT INTO commands (id, name, key_id, digest, received_at, expires_at, state, "
+        "response_topic, correlation) VALUES ('old-1', 'status', NULL, 'd', ?, ?, 'accepted', "
+        "?, NULL)",
+        (int(now.timestamp()), int(now.timestamp()) + 600, reply),
+    )
+    ResultStore(cat).store(
+        CommandResult(id="old-1", name="status", state="done", result={}, ts=iso(now))
+    )
+    broker.start()
+    sub = Subscriber(broker, [f"{ROOT}/cmd-result/#", "#"], client_id="dash-2")
+    disp = _dispatcher(env["cfg"], cat, env["key"])
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(disp.link.run(stop)), asyncio.create_task(disp.run(stop))]
+    try:
+        got = await asyncio.to_thread(
+            sub.wait_for, f"{ROOT}/cmd-result/old-1", lambda g: len(g) >= 1, 15
+        )
+        assert got[0]["state"] == "done"
+        for _ in range(100):
+            if not ResultStore(cat).pending():
+                break
+            await asyncio.sleep(0.05)
+        assert ResultStore(cat).pending() == []
+        assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
+        if "#" not in reply and "+" not in reply and "\x00" not in reply:
+            assert not sub.payloads(reply), "nothing goes to a topic outside the reply prefix"
+    finally:
+        sub.close()
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 15)
+
+
+def _raw(payload: bytes, acks: list[int], *, name: str = "erase", mid: int = 1) -> InMessage:
+    return InMessage(
+        topic=f"{ROOT}/cmd/{name}",
+        payload=payload,
+        qos=1,
+        mid=mid,
+        dup=False,
+        response_topic=None,
+        correlation_data=None,
+        _ack=lambda: acks.append(mid),
+    )
+
+
+async def test_a_poison_message_is_acked_audited_and_answered_once(env: dict[str, Any]) -> None:
+    """Issue 12, item 2: deep nesting raised RecursionError out of the handler."""
+    cat = env["cat"]
+    disp = _dispatcher(env["cfg"], cat, env["key"])
+    acks: list[int] = []
+    result = await disp.handle(_raw(b"[" * 10_000, acks))
+    assert result is not None and (result.state, result.reason) == ("rejected", "malformed")
+    assert acks == [1]
+    [entry] = [e for e in AuditLog(cat).export() if e["action"] == "command.rejected"]
+    assert entry["subject"] is None
+    assert entry["data"]["size"] == 10_000 and entry["data"]["reason"] == "malformed"
+
+
+def test_receipt_is_bounded_and_signed_looking_messages_go_first(env: dict[str, Any]) -> None:
+    """Issue 12, item 2: one task per message became two bounded lanes.
+
+    Nothing runs the workers here, so every message past the lane's depth must be
+    acknowledged at once (never held against the broker's in-flight window).
+    """
+    cat, key = env["cat"], env["key"]
+    disp = _dispatcher(env["cfg"], cat, key)
+    acks: list[int] = []
+    for i in range(500):
+        disp._on_message(_raw(b'{"junk": %d}' % i, acks, mid=i))
+    assert disp.queued == disp.queue_depth
+    assert len(acks) == 500 - disp.queue_depth  # the overflow, acked and counted
+    big = [_raw(b"x" * 100_000, acks, mid=1000 + i) for i in range(50)]
+    for m in big:
+        disp._on_message(m)
+    assert len(acks) == 500 - disp.queue_depth + 50  # too large: acked at receipt
+    signed = _hold_message(key)
+    disp._on_message(signed)
+    assert disp._lanes[0] and disp._lanes[0][0].msg is signed  # its own lane, first
+    summary = disp._limiter.due(1e12, force=True)
+    assert summary is not None
+    assert summary.counts == {"busy": 500 - disp.queue_depth, "too_large": 50}

@@ -230,3 +230,69 @@ async def test_run_wakes_at_the_deadline_and_on_poke(tmp_path: Path) -> None:
     stop.set()
     await asyncio.wait_for(task, 5)
     cat.close()
+
+
+# -- issue 12: the catalog shares the storage budget but never costs footage ----------
+
+
+def test_storage_budget_charges_the_catalog_to_nobody_but_the_operator() -> None:
+    from edge_agent.pressure import CATALOG_MIN_FREE, storage_budget
+
+    mib = 1 << 20
+    # Footage filled the disk: pressure as before, no alarm (a small catalog).
+    b = storage_budget(free=2 * mib, floor=8 * mib, catalog_bytes=mib // 2)
+    assert (b.footage_free, b.alarm) == (2 * mib + mib // 2, False)
+    # A flood grew the catalog: it is counted as free, so no footage goes, and it is an alarm.
+    b = storage_budget(free=2 * mib, floor=8 * mib, catalog_bytes=40 * mib)
+    assert b.footage_free >= 8 * mib and b.alarm and b.why and "catalog" in b.why
+    # Above the floor a big catalog is no alarm; on its own filesystem only its free space counts.
+    assert not storage_budget(free=9 * mib, floor=8 * mib, catalog_bytes=40 * mib).alarm
+    b = storage_budget(free=1, floor=8 * mib, catalog_bytes=0, catalog_fs_free=CATALOG_MIN_FREE - 1)
+    assert b.alarm and b.footage_free == 1
+
+
+def test_a_growing_catalog_never_makes_the_janitor_delete_footage_early(tmp_path: Path) -> None:
+    """Issue 12, item 1: audit rows filled the disk and pressure deleted footage early."""
+    cat, settings = env(tmp_path)
+    recs = [
+        adopt(cat, settings, f"r{i}", start=NOW - timedelta(hours=i + 1), purpose=Purpose.SECURITY)
+        for i in range(3)
+    ]
+    size = sum(r.size for r in recs)
+    total, floor = 64 << 20, 8 << 20
+    catalog_bytes, foreign = [0], [0]
+    alarms: list[tuple[str, dict[str, object]]] = []
+    guard = ClockGuard(cat, FakeClock(NOW, synced=True), ClockGuardSettings(release_date=RELEASE))
+
+    def free() -> tuple[int, int]:
+        live = sum(r.size for r in cat.list_recordings() if r.state is RecState.ACTIVE)
+        # 1000 B above the floor with all three recordings and nothing else on the disk.
+        used = (total - floor - size - 1000) + live + catalog_bytes[0] + foreign[0]
+        return total - used, total
+
+    jan = Janitor(
+        cat,
+        settings.storage_root,
+        periods=NOTICE_PERIODS,
+        guard=guard,
+        free_space=free,
+        floor_bytes=lambda _t: floor,
+        catalog_space=lambda: (catalog_bytes[0], None),
+        on_alarm=lambda name, data: alarms.append((name, data)),
+        fsync=False,
+    )
+    assert not jan.sweep_once(NOW).disk_pressure  # 1000 B above the floor
+    catalog_bytes[0] = 5 << 20  # the audit log grew by 5 MiB
+    res = jan.sweep_once(NOW)
+    assert res.free_bytes is not None and res.free_bytes < floor
+    assert res.deleted == [] and not res.storage_full_held and not res.disk_pressure
+    assert all((settings.storage_root / r.path).exists() for r in recs)
+    assert [n for n, _ in alarms] == ["alarm.storage_budget"]
+    assert alarms[0][1]["catalog_bytes"] == 5 << 20
+    catalog_bytes[0] = 0
+    jan.sweep_once(NOW)
+    assert alarms[-1] == ("alarm.cleared", {**alarms[-1][1], "alarm": "storage_budget"})
+    # Anything else growing past the floor is still disk pressure, as documented.
+    foreign[0] = 2000
+    res = jan.sweep_once(NOW)
+    assert res.deleted_pressure == [recs[-1].id]  # nearest its deadline: the oldest

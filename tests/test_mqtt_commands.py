@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -141,13 +142,23 @@ def test_every_rejection_reason_is_answered_and_audited(setup: dict[str, Any]) -
     )
     try:
         audit = list(AuditLog(cat).export())
-        rejected = {
-            e["subject"]: e["data"]["reason"] for e in audit if e["action"] == "command.rejected"
-        }
+        entries = [e for e in audit if e["action"] == "command.rejected"]
+        # The id is kept only when a trusted signature vouches for it; the rest are
+        # known by the hash of their payload, with no text of theirs in the record.
+        unauthenticated = ("r-unsigned", "r-bad-sig", "r-unknown-key")
+        rejected = {e["subject"]: e["data"]["reason"] for e in entries if e["subject"]}
         assert rejected == {
-            **{cmd_id: reason for cmd_id, (reason, _) in cases.items()},
+            **{c: reason for c, (reason, _) in cases.items() if c not in unauthenticated},
             "r-replay": "replayed",
         }
+        by_hash = {e["data"]["payload_sha256"]: e["data"]["reason"] for e in entries}
+        for c in unauthenticated:
+            reason, payload = cases[c]
+            assert by_hash[hashlib.sha256(payload.encode()).hexdigest()] == reason
+        for e in entries:
+            assert set(e["data"]) == {
+                "reason", "size", "payload_sha256", "topic", "name", "key", "reply_topic"
+            }  # fmt: skip
         # Only the accepted copy placed a hold: rejected commands changed nothing.
         holds = cat.list_holds()
         assert len(holds) == 1 and holds[0].placed_by == "key:central"
@@ -180,13 +191,13 @@ def test_signed_erase_end_to_end_with_response_topic(
     payload = capsys.readouterr().out.strip()
     cmd_id = json.loads(payload)["id"]
     props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic = "reply/backend"
+    props.ResponseTopic = f"{ROOT}/reply/backend"
     props.CorrelationData = b"corr-42"
     replies: list[paho.MQTTMessage] = []
     backend = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     backend.on_message = lambda _c, _u, m: replies.append(m)
     backend.connect("127.0.0.1", broker.port)
-    backend.subscribe("reply/backend", 1)
+    backend.subscribe(f"{ROOT}/reply/backend", 1)
     backend.loop_start()
     try:
         time.sleep(0.2)
@@ -219,3 +230,73 @@ def test_signed_erase_end_to_end_with_response_topic(
         f"{ROOT}/events",
         lambda g: any(e["type"] == "recording.deleted" and e.get("id") for e in g),
     )
+
+
+def test_an_unsigned_status_cannot_burn_the_id_of_a_signed_command(setup: dict[str, Any]) -> None:
+    """Issue 12, item 11a: only authenticated commands enter the replay memory."""
+    key, sub, broker = setup["key"], setup["sub"], setup["broker"]
+    unsigned = json.loads(_signed(key, "status", {}, cmd_id="predictable-1"))
+    del unsigned["sig"], unsigned["key_id"]
+    _publish(broker, "status", json.dumps(unsigned))
+    assert _results(sub, "predictable-1", ("done",))[-1]["state"] == "done"
+    _publish(broker, "status", _signed(key, "status", {}, cmd_id="predictable-1"))
+    got = sub.wait_for(
+        f"{ROOT}/cmd-result/predictable-1",
+        lambda g: [r["state"] for r in g].count("done") >= 2 or "rejected" in str(g),
+    )
+    assert [r["state"] for r in got] == ["accepted", "done", "accepted", "done"], got
+
+
+def test_a_response_topic_outside_the_reply_prefix_is_refused(setup: dict[str, Any]) -> None:
+    """Issue 12, item 3: replies cannot be steered onto the device's own topics."""
+    key, sub, broker = setup["key"], setup["sub"], setup["broker"]
+    for i, topic in enumerate([f"{ROOT}/events", "foo/#", f"{ROOT}/reply/" + "x" * 300]):
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = topic
+        props.CorrelationData = b"c"
+        _publish(broker, "status", _signed(key, "status", {}, cmd_id=f"steer-{i}"), props)
+        got = _results(sub, f"steer-{i}", ("done",))
+        assert [r["state"] for r in got] == ["accepted", "done"]
+        assert got[0]["detail"].startswith("response topic refused"), got[0]
+    assert not [
+        e for e in sub.payloads(f"{ROOT}/events") if str(e.get("id", "")).startswith("steer")
+    ]
+    assert not [e for e in sub.payloads(f"{ROOT}/events") if e.get("state") in ("accepted", "done")]
+
+
+def test_poison_messages_never_block_the_signed_channel(setup: dict[str, Any]) -> None:
+    """Issue 12, item 2: 40 messages that once escaped validation (deep nesting, huge,
+    not UTF-8), more than the broker's in-flight window; a signed command still
+    gets its answer, and the audit gains a bounded number of entries."""
+    key, sub, broker = setup["key"], setup["sub"], setup["broker"]
+    cfg = setup["cfg"]
+    cat = Catalog.open(cfg.storage.catalog, device_id="gw-1", storage_root=cfg.storage.root)
+    try:
+        before = AuditLog(cat).head()[0]
+    finally:
+        cat.close()
+    deep = [b"[" * 10_000, b'{"a":' * 3000, b'[{"a":' * 2000]
+    poison = [*deep, b"\xff" * 100, *deep, b"x" * 200_000]
+    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    try:
+        for i in range(40):
+            c.publish(f"{ROOT}/cmd/erase", poison[i % len(poison)], qos=1)
+        c.publish(f"{ROOT}/cmd/x", b"[" * 10_000, qos=1).wait_for_publish(10)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    _publish(broker, "status", _signed(key, "status", {}, cmd_id="after-poison"))
+    assert _results(sub, "after-poison", ("done",))[-1]["state"] == "done"
+    cat = Catalog.open(cfg.storage.catalog, device_id="gw-1", storage_root=cfg.storage.root)
+    try:
+        new = [e for e in AuditLog(cat).export() if e["seq"] > before]
+    finally:
+        cat.close()
+    rejected = [e for e in new if e["action"] == "command.rejected"]
+    # At most the window's burst gets a record each; the rest are counted for a summary.
+    assert 1 <= len(rejected) <= 20, len(rejected)
+    assert {e["data"]["reason"] for e in rejected} <= {"malformed", "too_large"}
+    assert all(len(json.dumps(e["data"])) < 400 for e in rejected)
+    assert setup["agent"].poll() is None
