@@ -28,6 +28,7 @@ __all__ = [
     "FakeClock",
     "SyncEvidence",
     "SystemClock",
+    "command_evidence",
     "confirming_evidence",
     "evaluate_clock",
     "kernel_clock_synced",
@@ -103,6 +104,28 @@ def confirming_evidence(
             continue  # before this boot began
         return ev
     return None
+
+
+def command_evidence(
+    issued_at: datetime,
+    current: ClockSample,
+    reference: ClockSample | None,
+    *,
+    tolerance: timedelta,
+    what: str,
+) -> SyncEvidence | None:
+    """A signed command's ``issued_at`` as evidence, or None when it cannot vouch.
+
+    The centre signs ``issued_at`` on an NTP-disciplined clock: a command that
+    arrives within ``tolerance`` of it shows the two clocks agree. It must not
+    be older than the last trusted sample either, so an old signed command
+    replayed to a clock set back to its time cannot confirm that clock.
+    """
+    if abs((current.wall - issued_at).total_seconds()) > tolerance.total_seconds():
+        return None
+    if reference is not None and issued_at < reference.wall - tolerance:
+        return None
+    return SyncEvidence("command", issued_at, what)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -66,6 +67,7 @@ class ClockGuardSettings:
     sources: TimeSyncSources = field(default_factory=TimeSyncSources)
     alarm_after: timedelta = timedelta(hours=6)
     alarm_repeat: timedelta = timedelta(days=1)
+    command_tolerance: timedelta = timedelta(seconds=120)
 
     @classmethod
     def from_config(cls, cfg: Any) -> ClockGuardSettings:
@@ -81,6 +83,7 @@ class ClockGuardSettings:
                 chronyc=c.chronyc or None,
             ),
             alarm_after=timedelta(seconds=c.untrusted_alarm_after_seconds),
+            command_tolerance=timedelta(seconds=c.command_tolerance_seconds),
         )
 
 
@@ -146,6 +149,10 @@ class ClockGuard:
         self._was_trusted: bool | None = None
         self._paused_since: datetime | None = None
         self._basis: str | None = None
+        # issued_at of signed commands received since the last check (event loop in,
+        # janitor thread out); a few are enough, the newest matter.
+        self._offered: list[tuple[datetime, str]] = []
+        self._offered_lock = threading.Lock()
 
     def _previous(self) -> clockmod.ClockSample | None:
         text = self.catalog.get_meta(REFERENCE_KEY)
@@ -171,10 +178,11 @@ class ClockGuard:
         previous = self._previous()
         newest = self.catalog.newest_trusted_start()
         sources = self.settings.sources
-        verdict = self._judge(sample, previous, newest, sources.gather(slow=False))
+        cheap = self._command_evidence(sample, previous) + sources.gather(slow=False)
+        verdict = self._judge(sample, previous, newest, cheap)
         if not verdict.trusted and sources.chronyc:
             # chronyc is a process: asked only when the cheap sources did not settle it.
-            verdict = self._judge(sample, previous, newest, sources.gather(slow=True))
+            verdict = self._judge(sample, previous, newest, cheap + sources.gather(slow=True))
         if not persist:
             return verdict
         old = self._state()
@@ -220,6 +228,43 @@ class ClockGuard:
         self._basis = self.catalog.get_meta(BASIS_KEY)
         self.last = verdict
         return verdict
+
+    def offer_command_time(self, issued_at: datetime, what: str) -> None:
+        """A valid signed command's ``issued_at``: evidence at the next check."""
+        with self._offered_lock:
+            self._offered = [*self._offered[-7:], (issued_at, what)]
+
+    def _command_evidence(
+        self, sample: clockmod.ClockSample, previous: clockmod.ClockSample | None
+    ) -> list[clockmod.SyncEvidence]:
+        with self._offered_lock:
+            offered, self._offered = self._offered, []
+        found = []
+        for issued_at, what in reversed(offered):
+            ev = clockmod.command_evidence(
+                issued_at, sample, previous, tolerance=self.settings.command_tolerance, what=what
+            )
+            if ev is not None:
+                found.append(ev)
+        return found
+
+    def confirm_by_command(
+        self, issued_at: datetime, *, actor: str, reason: str, what: str
+    ) -> clockmod.ClockVerdict:
+        """A signed ``clock-confirm``: accepted only if its ``issued_at`` agrees with the clock."""
+        sample = clockmod.take_sample(self.clock)
+        tol = self.settings.command_tolerance
+        ev = clockmod.command_evidence(
+            issued_at, sample, self._previous(), tolerance=tol, what=what
+        )
+        if ev is None:
+            off = (sample.wall - issued_at).total_seconds()
+            raise ClockAcceptError(
+                f"issued_at {iso(issued_at)} is {off:+.0f} s from the device clock "
+                f"{iso(sample.wall)} (tolerance {tol.total_seconds():.0f} s), or older than "
+                "the last trusted check: not confirmed"
+            )
+        return self.accept(actor=actor, reason=reason, evidence=ev)
 
     def paused_since_cached(self) -> datetime | None:
         """:meth:`paused_since` as of the last check, without touching the catalog."""

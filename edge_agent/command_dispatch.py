@@ -64,6 +64,7 @@ from edge_agent.command_limits import (
 from edge_agent.command_results import ResultStore, result_payload
 from edge_agent.commands import (
     COMMAND_NAMES,
+    ClockConfirmArgs,
     CommandResult,
     EraseArgs,
     HoldArgs,
@@ -80,6 +81,21 @@ from edge_agent.mqtt import InMessage, MqttLink, NotConnected
 log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ClockHooks:
+    """The clock guard as commands reach it (docs/design/time.md).
+
+    ``offer(issued_at, what)``: every authenticated command's signed time, as
+    evidence for the next check. ``confirm(issued_at, actor, reason, what)``:
+    a ``clock-confirm`` command, run in a worker thread, returning its result.
+    """
+
+    offer: Callable[[datetime, str], None]
+    confirm: Callable[[datetime, str, str, str], dict[str, Any]]
+
+
 UNSIGNED_ACCEPTED = "accepted_unsigned"  # the limiter's name for unsigned status/reload
 
 
@@ -126,6 +142,7 @@ class CommandDispatcher:
         locations: frozenset[str] | None = None,
         status: StatusProvider | None = None,
         reload: StatusProvider | None = None,
+        clock: ClockHooks | None = None,
         max_payload: int = MAX_PAYLOAD_BYTES,
         queue_depth: int = DEFAULT_QUEUE,
         workers: int = DEFAULT_WORKERS,
@@ -143,6 +160,7 @@ class CommandDispatcher:
         self.locations = locations
         self._status = status
         self._reload = reload
+        self._clock = clock
         self.max_payload = max_payload
         self.queue_depth = queue_depth
         self.workers = workers
@@ -548,6 +566,17 @@ class CommandDispatcher:
     async def _run(self, name: str, verdict: Verdict, now: datetime) -> dict[str, Any]:
         args = verdict.args
         actor = self._actor(verdict)
+        env = verdict.envelope
+        if self._clock is not None and verdict.key is not None and env is not None:
+            what = f"signed command {env.id} ({env.name}) from key {verdict.key.name}"
+            issued = parse_ts(env.issued_at)
+            if isinstance(args, ClockConfirmArgs):
+                return await asyncio.to_thread(
+                    self._clock.confirm, issued, actor, args.reason, what
+                )
+            self._clock.offer(issued, what)
+        if isinstance(args, ClockConfirmArgs):
+            raise ValueError("this agent has no clock guard to confirm")
         if name == "status":
             return await self._status() if self._status else {}
         if name == "reload":

@@ -43,9 +43,9 @@ if TYPE_CHECKING:
 # trusted keys never loads it (about 6 MiB of resident memory).
 
 ENVELOPE_VERSION = 1
-COMMAND_NAMES = ("hold", "release", "erase", "restrict", "status", "reload")
+COMMAND_NAMES = ("hold", "release", "erase", "restrict", "clock-confirm", "status", "reload")
 # Destructive: change or remove footage, or what protects it (SPEC §5).
-SIGNED_COMMANDS = frozenset({"hold", "release", "erase", "restrict"})
+SIGNED_COMMANDS = frozenset({"hold", "release", "erase", "restrict", "clock-confirm"})
 DEFAULT_SKEW = timedelta(seconds=60)
 # Replay memory lasts until expiry, so the longest validity bounds its size.
 MAX_TTL = timedelta(days=1)
@@ -230,6 +230,12 @@ class EraseArgs(_Model):
         return self
 
 
+class ClockConfirmArgs(_Model):
+    """The fleet operator confirms the device's wall clock (docs/design/time.md)."""
+
+    reason: str = Field(min_length=1, max_length=MAX_REASON)
+
+
 class NoArgs(_Model):
     pass
 
@@ -239,6 +245,7 @@ ARG_MODELS: dict[str, type[_Model]] = {
     "release": ReleaseArgs,
     "erase": EraseArgs,
     "restrict": EraseArgs,
+    "clock-confirm": ClockConfirmArgs,
     "status": NoArgs,
     "reload": NoArgs,
 }

@@ -49,7 +49,7 @@ from edge_agent import __version__, memtune, sdnotify
 from edge_agent.adopter import FolderAdopter, WatchSpec
 from edge_agent.catalog import Catalog, open_catalog_from_config
 from edge_agent.clock import Clock, wall_step
-from edge_agent.command_dispatch import CommandDispatcher
+from edge_agent.command_dispatch import ClockHooks, CommandDispatcher
 from edge_agent.command_results import ResultStore
 from edge_agent.commands import TrustedKey, load_public_key
 from edge_agent.config import Config, ConfigError, Watch, load_config
@@ -416,11 +416,40 @@ class Agent:
             queue_depth=cfg.commands.queue_depth,
             workers=cfg.commands.workers,
             reply_prefix=cfg.commands.reply_prefix_for(root),
+            clock=ClockHooks(offer=self._offer_clock_evidence, confirm=self._confirm_clock),
         )
         self.add(telemetry, STAGE_MAINT)
         self.add(self.publisher, STAGE_REPORT)
         self.add(self.dispatcher, STAGE_REPORT)
         self.add(LinkComponent(link, status), STAGE_LINK)
+
+    # -- the clock guard as commands reach it -------------------------------------------
+
+    def _offer_clock_evidence(self, issued_at: datetime, what: str) -> None:
+        self.janitor.guard.offer_command_time(issued_at, what)
+        if self.janitor.guard.last is not None and not self.janitor.guard.last.trusted:
+            self.janitor.poke()
+
+    def _confirm_clock(
+        self, issued_at: datetime, actor: str, reason: str, what: str
+    ) -> dict[str, Any]:
+        # A worker thread: the guard writes the catalog.
+        from edge_agent.clockguard import ClockAcceptError
+
+        guard = self.janitor.guard
+        try:
+            v = guard.confirm_by_command(issued_at, actor=actor, reason=reason, what=what)
+        except ClockAcceptError as exc:
+            raise ValueError(str(exc)) from None
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.janitor.poke)
+        return {
+            "clock": "trusted" if v.trusted else "untrusted",
+            "reason": v.reason,
+            "evidence": guard.describe_evidence(v, cached=False),
+        }
 
     # -- providers for telemetry, status and systemd ------------------------------------
 

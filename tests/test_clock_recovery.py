@@ -189,3 +189,19 @@ def test_chrony_tracking_is_parsed() -> None:
     assert parse_chrony_tracking(lost) is None
     assert parse_chrony_tracking("garbage") is None
     assert parse_chrony_tracking("0,0,x,y,0,0,0,0,0,0,0,0,0,Normal") is None
+
+
+def test_a_signed_commands_time_is_evidence_a_far_one_is_not(tmp_path: Path) -> None:
+    j, clock, _flag, rid = _setup(tmp_path)
+    assert j.sweep_once().clock_trusted
+    clock.advance(60)
+    clock.jump_wall(7200)
+    assert not j.sweep_once().clock_trusted
+    j.guard.offer_command_time(clock.wall - timedelta(minutes=30), "signed command far")
+    assert not j.sweep_once().clock_trusted
+    j.guard.offer_command_time(clock.wall - timedelta(seconds=5), "signed command c1")
+    res = j.sweep_once()
+    assert res.clock_trusted and rid in res.deleted_retention
+    step = [e for e in AuditLog(j.catalog).export() if e["action"] == "clock.step_accepted"]
+    assert step[-1]["data"]["source"] == "command"
+    assert "c1" in step[-1]["data"]["evidence"]
