@@ -56,13 +56,7 @@ from edge_agent.model import (
 )
 from edge_agent.outbox_store import Outbox
 from edge_agent.policy import adopted_audio_decision, deadline
-from edge_agent.timesource import (
-    StartChoice,
-    choose_start,
-    parse_segment_name,
-    recording_end,
-    time_from_epoch,
-)
+from edge_agent.timesource import StartChoice, choose_start, recording_end, start_candidates
 
 log = logging.getLogger(__name__)
 
@@ -346,12 +340,9 @@ class Intake:
         st: os.stat_result,
         now: datetime,
     ) -> StartChoice:
-        recorder = origin.recorder_start or parse_segment_name(os.fsdecode(path.name))
-        candidates = [
-            (TimeSource.RECORDER, recorder),
-            (TimeSource.CREATION_TIME, creation_time),
-            (TimeSource.MTIME, time_from_epoch(st.st_mtime)),
-        ]
+        candidates = start_candidates(
+            os.fsdecode(path.name), origin.recorder_start, creation_time, st.st_mtime
+        )
         return choose_start(
             candidates, now, floor=self.settings.start_floor, max_future=self.settings.max_future
         )

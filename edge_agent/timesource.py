@@ -26,6 +26,7 @@ __all__ = [
     "implausible_reason",
     "parse_segment_name",
     "recording_end",
+    "start_candidates",
     "time_from_epoch",
 ]
 
@@ -173,3 +174,19 @@ def recording_end(start: datetime, seconds: float) -> datetime:
         return start + timedelta(seconds=seconds)
     except OverflowError as exc:
         raise ValueError(f"{iso(start)} + {seconds} s is out of range") from exc
+
+
+def start_candidates(
+    name: str, recorder: datetime | None, creation_time: datetime | None, mtime: float
+) -> list[tuple[TimeSource, datetime | None]]:
+    """What :func:`choose_start` weighs for a file, in order of preference.
+
+    The recorder's own start if known, else a time in the file name; then the
+    container's ``creation_time``; then the mtime. Anything unrepresentable
+    is simply absent, so the next candidate is used.
+    """
+    return [
+        (TimeSource.RECORDER, recorder or parse_segment_name(name)),
+        (TimeSource.CREATION_TIME, creation_time),
+        (TimeSource.MTIME, time_from_epoch(mtime)),
+    ]

@@ -336,3 +336,16 @@ def test_folders_and_files_get_their_modes_whatever_the_umask(env, umask: int) -
     assert len(dirs) == 5 and len(files) == 3
     assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in dirs} == {"0o750"}
     assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {"0o640"}
+
+
+def test_outside_times_become_absent_or_a_clean_value_error() -> None:
+    from edge_agent.timesource import recording_end, start_candidates, time_from_epoch
+
+    for bad in (1e20, -1e20, float("nan"), float("inf"), 253402300800.0):
+        assert time_from_epoch(bad) is None
+    cands = start_candidates("cam_00010101T000000+0100.mp4", None, None, 1e20)
+    assert [value for _, value in cands] == [None, None, None]
+    for seconds in (float("nan"), -1.0, 1e12, float("inf")):
+        with pytest.raises(ValueError):
+            recording_end(NOW, seconds)
+    assert recording_end(NOW, 4.0) == NOW.replace(second=4)
