@@ -139,6 +139,7 @@ class FolderAdopter:
             del self._seen[gone]
         for gone in [p for p in self._trouble if p not in present]:
             del self._trouble[gone]
+        self._refused = {r for r in self._refused if r[0] in present}
         for path in paths:
             ident = await asyncio.to_thread(self._ready, path, force)
             if ident is None:

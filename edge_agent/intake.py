@@ -42,7 +42,7 @@ from edge_agent.audit import AuditLog
 from edge_agent.catalog import Catalog
 from edge_agent.erasure import Standing, apply_standing, finish_standing
 from edge_agent.fsutil import fsync_dir, fsync_file
-from edge_agent.intake_source import Source, display_name, open_source
+from edge_agent.intake_source import TRANSIENT_ERRNOS, Source, display_name, open_source
 from edge_agent.model import (
     POLICY_VERSION,
     Purpose,
@@ -222,7 +222,10 @@ class Intake:
         """
         shown = display_name(path)
         refusal = self.check_path(path, within=within)
-        opened = open_source(path, within=within, expect=expect) if refusal is None else refusal
+        try:
+            opened = open_source(path, within=within, expect=expect) if refusal is None else refusal
+        except OSError as exc:  # out of descriptors or memory: retry later
+            raise IntakeIOError(f"cannot open {shown}: {exc.strerror or exc}") from exc
         if isinstance(opened, str):
             # Moving a symlink or a path outside our folders is itself unsafe: refuse in place.
             self._audit_only("recording.refused", shown, opened, now)
@@ -232,8 +235,14 @@ class Intake:
             probe = media.probe(opened.proc, max_streams=self.settings.max_streams)
             scan = media.scan_packets(opened.proc)
         except OSError as exc:
+            if _transient(exc):
+                opened.close()
+                raise IntakeIOError(f"cannot read {shown}: {exc.strerror or exc}") from exc
             return self._quarantine_open(opened, f"unreadable: {exc.strerror or exc}", now)
         except media.MediaError as exc:
+            if _transient(exc.__cause__):
+                opened.close()
+                raise IntakeIOError(f"cannot read {shown}: {exc.message}") from exc
             return self._quarantine_open(opened, f"{exc.reason}: {exc.message}", now)
         return Examined(opened, origin, sha, probe, scan)
 
@@ -591,6 +600,11 @@ class Intake:
         with self.catalog.transaction():
             self.audit.append(action, actor=self.actor, subject=None, data=data, ts=now)
             self.outbox.enqueue(action, data, ts=now)
+
+
+def _transient(exc: BaseException | None) -> bool:
+    """Our side ran short (descriptors, memory): the file is not to blame."""
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
 
 
 class IntakeIOError(Exception):

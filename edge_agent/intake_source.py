@@ -26,6 +26,7 @@ from pathlib import Path
 __all__ = [
     "DISPLAY_MAX",
     "OPEN_FLAGS",
+    "TRANSIENT_ERRNOS",
     "Source",
     "SourceChanged",
     "display_name",
@@ -35,6 +36,9 @@ __all__ = [
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 DISPLAY_MAX = 200  # characters of a name kept in audit, events and logs
 _CHUNK = 1 << 20
+# Our side is short of something (descriptors, memory): not the file's fault, so
+# these are raised for a later retry instead of refusing or quarantining it.
+TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EINTR})
 
 
 class SourceChanged(Exception):
@@ -116,6 +120,7 @@ def open_source(
     ``within``: the watched folder ``path`` must be a direct entry of; the name
     is then opened relative to that folder. ``expect``: the (device, inode) the
     caller watched becoming stable; another one raises :class:`SourceChanged`.
+    OSError with an errno in :data:`TRANSIENT_ERRNOS` is raised as it is.
     """
     if ".." in path.parts:
         return "path_escape: path contains '..'"
@@ -133,6 +138,8 @@ def open_source(
     except FileNotFoundError:
         return "missing: file disappeared before adoption"
     except OSError as exc:
+        if exc.errno in TRANSIENT_ERRNOS:
+            raise
         if exc.errno == errno.ELOOP:
             return "symlink: symlinks are refused (they may point outside the storage root)"
         return f"unreadable: {exc.strerror or exc}"

@@ -349,3 +349,30 @@ def test_outside_times_become_absent_or_a_clean_value_error() -> None:
         with pytest.raises(ValueError):
             recording_end(NOW, seconds)
     assert recording_end(NOW, 4.0) == NOW.replace(second=4)
+
+
+@pytest.mark.parametrize("free", [0, 1])
+def test_running_out_of_descriptors_is_a_retry_not_a_verdict(env, free: int) -> None:
+    import resource
+
+    from edge_agent.intake import IntakeIOError
+
+    intake, _cat, drop, _root, tmp = env
+    src = make_video(drop / "cam.mkv", container="mkv", seconds=1)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 512), hard))
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        for _ in range(free):
+            os.close(held.pop())
+        with pytest.raises(IntakeIOError):
+            intake.adopt(src, GATE, NOW)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert src.exists() and not (tmp / "quarantine").exists()
+    assert intake.adopt(src, GATE, NOW).outcome is Outcome.ADOPTED
