@@ -215,7 +215,7 @@ class FolderAdopter:
             except Exception:
                 log.exception("cannot quarantine %s", shown)
                 return None
-        return self._done(path, result)
+        return await self._done(path, result)
 
     async def _complete(self, found: Examined) -> IntakeResult:
         try:
@@ -236,7 +236,7 @@ class FolderAdopter:
         self._trouble[path] = trouble
         return trouble
 
-    def _done(self, path: Path, result: IntakeResult) -> IntakeResult:
+    async def _done(self, path: Path, result: IntakeResult) -> IntakeResult:
         self._seen.pop(path, None)
         self._trouble.pop(path, None)
         if result.outcome is Outcome.ADOPTED:
@@ -248,7 +248,7 @@ class FolderAdopter:
         else:
             self.stats.refused += 1
             with contextlib.suppress(OSError):
-                st = path.lstat()
+                st = await asyncio.to_thread(path.lstat)
                 self._refused.add((path, st.st_ino, st.st_mtime_ns))
         if self._on_result is not None:
             self._on_result(result)

@@ -244,6 +244,9 @@ class Intake:
                 opened.close()
                 raise IntakeIOError(f"cannot read {shown}: {exc.message}") from exc
             return self._quarantine_open(opened, f"{exc.reason}: {exc.message}", now)
+        except BaseException:
+            opened.close()
+            raise
         return Examined(opened, origin, sha, probe, scan)
 
     def complete(self, ex: Examined, now: datetime) -> IntakeResult:
