@@ -364,9 +364,8 @@ class Intake:
         folder = (
             self.settings.storage_root / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}" / tags.location
         )
-        safe_stem = "".join(
-            c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in stem
-        )[:80]
+        # Undecodable bytes arrive as lone surrogates, which are not alphanumeric.
+        safe_stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80]
         name = f"{day:%Y%m%dT%H%M%SZ}_{safe_stem}_{rec_id[:8]}.{container}"
         self._make_dirs(folder)
         return folder / name
