@@ -4,6 +4,14 @@ One :class:`FolderAdopter` per ``[[watch]]`` entry. It scans at start (files
 dropped while the agent was down), then reacts to inotify events and polls as
 a fallback. Adoption itself runs in a worker thread through
 :class:`edge_agent.intake.Intake`; the event loop only keeps the bookkeeping.
+
+Reading a file (open, hash, probe, packet scan) runs outside the lock all
+watched folders share; only the duplicate check, remux and catalogue step
+takes it, so a slow or hostile file in one folder never stalls the others.
+A file whose adoption fails unexpectedly is retried after ``retry_seconds``
+(doubling, at most :data:`MAX_RETRY_SECONDS`) and quarantined with the reason
+after ``max_tries`` attempts; a storage failure (disk full) is retried with the
+same back-off but never counts against the file.
 """
 
 from __future__ import annotations
@@ -16,12 +24,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
-from edge_agent.intake import Intake, IntakeIOError, IntakeResult, Origin, Outcome
+from edge_agent.intake import Examined, Intake, IntakeIOError, IntakeResult, Origin, Outcome
+from edge_agent.intake_source import SourceChanged, display_name
 from edge_agent.stability import Observation, is_stable, observe, open_for_writing
 from edge_agent.watch import Inotify, open_inotify, scan_folder
 
 log = logging.getLogger(__name__)
+
+MAX_TRIES = 3  # unexpected failures before a file is quarantined
+RETRY_SECONDS = 30.0  # first wait after a failure; doubles per failure
+MAX_RETRY_SECONDS = 600.0
+_REASON_MAX = 300
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -31,6 +48,19 @@ class WatchSpec:
     stable_seconds: float = 5.0
     poll_seconds: float = 2.0
     use_inotify: bool = True
+    max_tries: int = MAX_TRIES
+    retry_seconds: float = RETRY_SECONDS
+
+
+@dataclass(frozen=True)
+class _Trouble:
+    """Failed attempts at one file as it was (a changed file starts afresh)."""
+
+    ident: tuple[int, int, int, int]  # device, inode, size, mtime_ns
+    tries: int  # unexpected failures (storage failures do not count)
+    failures: int  # every failure: sets the back-off
+    retry_at: float  # monotonic
+    last: str
 
 
 @dataclass
@@ -64,6 +94,7 @@ class FolderAdopter:
         self._seen: dict[Path, Observation] = {}
         # Files refused in place (symlinks, ...) keyed by identity, so they are not retried forever.
         self._refused: set[tuple[Path, int, int]] = set()
+        self._trouble: dict[Path, _Trouble] = {}
         self._lock = lock or asyncio.Lock()
         self._wake = asyncio.Event()
         self.stats = AdopterStats()
@@ -106,46 +137,108 @@ class FolderAdopter:
         present = set(paths)
         for gone in [p for p in self._seen if p not in present]:
             del self._seen[gone]
+        for gone in [p for p in self._trouble if p not in present]:
+            del self._trouble[gone]
+        self._refused = {r for r in self._refused if r[0] in present}
         for path in paths:
-            ready = await asyncio.to_thread(self._ready, path, force)
-            if not ready:
+            ident = await asyncio.to_thread(self._ready, path, force)
+            if ident is None:
                 continue
-            result = await self._adopt(path)
+            result = await self._adopt(path, ident)
             if result is not None:
                 results.append(result)
         return results
 
-    def _ready(self, path: Path, force: bool) -> bool:
+    def _ready(self, path: Path, force: bool) -> tuple[int, int, int, int] | None:
+        """The identity of ``path`` if it is complete and due for an attempt, else None."""
         try:
             st = path.lstat()
         except OSError:
             self._seen.pop(path, None)
-            return False
+            return None
         if (path, st.st_ino, st.st_mtime_ns) in self._refused:
-            return False
-        obs = observe(self._seen.get(path), st.st_size, st.st_mtime_ns, self._mono())
+            return None
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        trouble = self._trouble.get(path)
+        if trouble is not None:
+            if trouble.ident != ident:
+                del self._trouble[path]
+            elif self._mono() < trouble.retry_at:
+                return None
+        obs = observe(
+            self._seen.get(path), st.st_size, st.st_mtime_ns, self._mono(), ident=ident[:2]
+        )
         self._seen[path] = obs
         if not force and not is_stable(obs, self._mono(), self.spec.stable_seconds):
-            return False
-        return not open_for_writing(path)
+            return None
+        return None if open_for_writing(path) else ident
 
-    async def _adopt(self, path: Path) -> IntakeResult | None:
-        async with self._lock:
+    async def _adopt(self, path: Path, ident: tuple[int, int, int, int]) -> IntakeResult | None:
+        shown = display_name(path)
+        try:
+            found = await _in_thread(
+                self.intake.examine,
+                path,
+                self.spec.origin,
+                self._now(),
+                within=self.spec.folder,
+                expect=ident[:2],
+            )
+            if isinstance(found, Examined):
+                result = await self._complete(found)
+            else:
+                result = found
+        except SourceChanged as exc:
+            # Swapped after it was watched: watch the new file become stable first.
+            log.warning("%s", exc)
+            self._seen.pop(path, None)
+            return None
+        except IntakeIOError as exc:
+            self.stats.errors += 1
+            self.stats.last_error = display_name(str(exc))
+            self._postpone(path, ident, self.stats.last_error, counts=False)
+            log.error("adoption of %s postponed: %s", shown, self.stats.last_error)
+            return None
+        except Exception as exc:  # one bad file must never stop the folder
+            self.stats.errors += 1
+            why = f"{type(exc).__name__}: {display_name(str(exc))}"[:_REASON_MAX]
+            self.stats.last_error = why
+            log.error("adoption of %s failed: %s", shown, why, exc_info=True)
+            trouble = self._postpone(path, ident, why, counts=True)
+            if trouble.tries < self.spec.max_tries:
+                return None
+            reason = f"adoption_failed: {trouble.tries} tries, last: {why}"
             try:
-                result = await asyncio.to_thread(
-                    self.intake.adopt, path, self.spec.origin, self._now(), within=self.spec.folder
+                result = await _in_thread(
+                    self.intake.quarantine, path, reason, self._now(), ident=ident[:2]
                 )
-            except IntakeIOError as exc:
-                self.stats.errors += 1
-                self.stats.last_error = str(exc)
-                log.error("adoption of %s postponed: %s", path, exc)
+            except Exception:
+                log.exception("cannot quarantine %s", shown)
                 return None
-            except Exception as exc:  # one bad file must never stop the folder
-                self.stats.errors += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("adoption of %s failed unexpectedly", path)
-                return None
+        return await self._done(path, result)
+
+    async def _complete(self, found: Examined) -> IntakeResult:
+        try:
+            async with self._lock:
+                return await _in_thread(self.intake.complete, found, self._now())
+        finally:
+            found.close()  # complete() closes it too; this covers a cancelled wait
+
+    def _postpone(
+        self, path: Path, ident: tuple[int, int, int, int], why: str, *, counts: bool
+    ) -> _Trouble:
+        old = self._trouble.get(path)
+        same = old is not None and old.ident == ident
+        tries = (old.tries if old is not None and same else 0) + int(counts)
+        failures = (old.failures if old is not None and same else 0) + 1
+        wait = min(MAX_RETRY_SECONDS, self.spec.retry_seconds * 2 ** min(failures - 1, 16))
+        trouble = _Trouble(ident, tries, failures, self._mono() + wait, why)
+        self._trouble[path] = trouble
+        return trouble
+
+    async def _done(self, path: Path, result: IntakeResult) -> IntakeResult:
         self._seen.pop(path, None)
+        self._trouble.pop(path, None)
         if result.outcome is Outcome.ADOPTED:
             self.stats.adopted += 1
         elif result.outcome is Outcome.QUARANTINED:
@@ -160,3 +253,18 @@ class FolderAdopter:
         if self._on_result is not None:
             self._on_result(result)
         return result
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn`` in a worker thread that a cancellation waits for.
+
+    A worker thread cannot be stopped; returning before it ends would let it
+    write to a catalog that is being closed.
+    """
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await task
+        raise

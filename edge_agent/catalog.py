@@ -768,6 +768,46 @@ class Catalog:
             )
         return out
 
+    def standing_requests(
+        self, location: str, start: datetime, end: datetime
+    ) -> list[EraseRequest]:
+        """Requests (not dry runs) for ``location`` whose window meets [start, end].
+
+        A request stays in force for its window: a recording catalogued after it
+        ran is erased or restricted as it arrives. One entry per (ref, mode).
+        """
+        rows = self.query(
+            "SELECT ref, mode, location, window_start, window_end FROM requests "
+            "WHERE dry_run = 0 AND location = ? AND window_start <= ? AND window_end >= ? "
+            "ORDER BY id",
+            (location, to_epoch(end), to_epoch(start)),
+        )
+        out: dict[tuple[str, str], EraseRequest] = {}
+        for row in rows:
+            out.setdefault(
+                (row[0], row[1]),
+                EraseRequest(
+                    ref=row[0],
+                    location=row[2],
+                    start=from_epoch(row[3]),
+                    end=from_epoch(row[4]),
+                    mode=RequestMode(row[1]),
+                ),
+            )
+        return list(out.values())
+
+    def mark_truncated(self, id: str) -> None:
+        """Flag a recording whose packets end before its header said."""
+        cur = self.execute(
+            "UPDATE recordings SET truncated = 1, updated_at = ? WHERE id = ?", (time.time(), id)
+        )
+        if cur.rowcount == 0:
+            raise UnknownRecord(f"no recording with id {id!r} in {self.path}")
+
+    def is_truncated(self, id: str) -> bool:
+        rows = self.query("SELECT truncated FROM recordings WHERE id = ?", (id,))
+        return bool(rows and rows[0][0])
+
     # -- meta --------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:

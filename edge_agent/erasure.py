@@ -6,23 +6,43 @@ deletion protocol (:mod:`edge_agent.deletion`). An erase that meets a hold
 touches nothing and its receipt names the holds. Every run, dry or real,
 blocked or done, leaves a stored receipt (``catalog.add_request``), an audit
 entry and an ``erase.done`` / ``restrict.done`` event.
+
+A request stays in force for its window (:func:`apply_standing`): a recording
+catalogued later (a segment closing, an adopted file, crash recovery, reconcile)
+that overlaps it is erased or restricted in the transaction that catalogues it,
+audited against the same request reference, so it is never seen ``active``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from edge_agent.audit import AuditLog
 from edge_agent.catalog import Catalog
-from edge_agent.deletion import Doomed, delete_recordings
-from edge_agent.model import EraseRequest, Recording, RecState, RequestMode, iso
+from edge_agent.deletion import (
+    DeletionOutcome,
+    Doomed,
+    delete_recordings,
+    mark_deleting,
+    record_deleted,
+    unlink_marked,
+)
+from edge_agent.model import EraseRequest, Hold, Recording, RecState, RequestMode, iso
 from edge_agent.outbox_store import Outbox
-from edge_agent.policy import evaluate_erase
+from edge_agent.policy import erase_matches, evaluate_erase, holds_covering
 
-__all__ = ["Receipt", "execute_request"]
+__all__ = [
+    "Receipt",
+    "Standing",
+    "StandingVerdict",
+    "apply_standing",
+    "execute_request",
+    "finish_standing",
+    "standing_verdict",
+]
 
 _MATCH_STATES = (RecState.ACTIVE, RecState.RESTRICTED, RecState.MISSING)
 
@@ -132,7 +152,9 @@ def execute_request(
     if dry_run:
         return _store(catalog, req, Receipt(**base, touched=touched), now)
     if req.mode is RequestMode.RESTRICT:
-        return _restrict(catalog, req, decision.to_touch, base, actor, now)
+        receipt = _restrict(catalog, req, decision.to_touch, base, actor, now)
+        _late_arrivals(catalog, storage_root, req, decision.matched, actor, now, fsync)
+        return receipt
     detail = (
         f"data-subject request {req.ref}: erase {req.location} {iso(req.start)}..{iso(req.end)}"
     )
@@ -157,7 +179,28 @@ def execute_request(
             else None
         ),
     )
-    return _store(catalog, req, receipt, now)
+    receipt = _store(catalog, req, receipt, now)
+    _late_arrivals(catalog, storage_root, req, decision.matched, actor, now, fsync)
+    return receipt
+
+
+def _late_arrivals(
+    catalog: Catalog,
+    storage_root: Path,
+    req: EraseRequest,
+    matched: tuple[Recording, ...],
+    actor: str,
+    now: datetime,
+    fsync: bool,
+) -> None:
+    """Recordings catalogued while the request ran: the stored request now covers them."""
+    seen = {r.id for r in matched}
+    for rec in catalog.overlapping(req.location, req.start, req.end, states=(RecState.ACTIVE,)):
+        if rec.id in seen:
+            continue
+        with catalog.transaction():
+            standing = apply_standing(catalog, rec, actor=actor, now=now)
+        finish_standing(catalog, storage_root, standing, actor=actor, now=now, fsync=fsync)
 
 
 def _restrict(
@@ -208,3 +251,120 @@ def _store(catalog: Catalog, req: EraseRequest, receipt: Receipt, now: datetime)
         if not receipt.dry_run:
             Outbox(catalog).enqueue(action, {"request_ref": req.ref, **summary}, ts=now)
     return receipt
+
+
+# -- standing requests ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StandingVerdict:
+    """What the requests in force mean for one newly catalogued recording."""
+
+    action: str  # "erase" | "restrict" | "none"
+    ref: str | None = None
+    held: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (erase ref, hold ids) a hold stopped
+
+
+def standing_verdict(
+    rec: Recording, requests: list[EraseRequest], holds: list[Hold], now: datetime
+) -> StandingVerdict:
+    """Pure: erase beats restrict; a hold stops an erase (as for a request run now)."""
+    erases = [r for r in requests if r.mode is RequestMode.ERASE and erase_matches(r, rec)]
+    restricts = [r for r in requests if r.mode is RequestMode.RESTRICT and erase_matches(r, rec)]
+    held_by = holds_covering(rec, holds, now) if erases else ()
+    if erases and not held_by:
+        return StandingVerdict("erase", erases[0].ref)
+    held = tuple((r.ref, held_by) for r in erases)
+    if restricts and rec.state is RecState.ACTIVE:
+        return StandingVerdict("restrict", restricts[0].ref, held)
+    return StandingVerdict("none", None, held)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A recording after the requests in force were applied; ``doomed`` awaits its unlink."""
+
+    rec: Recording
+    verdict: StandingVerdict
+    doomed: tuple[Doomed, ...] = ()
+
+
+def apply_standing(catalog: Catalog, rec: Recording, *, actor: str, now: datetime) -> Standing:
+    """Apply the requests in force to ``rec``, inside the transaction that catalogued it.
+
+    Restricting is done here; an erase marks the row ``deleting`` here and
+    :func:`finish_standing` unlinks after the commit (a crash in between is
+    finished by ``deletion.finish_interrupted`` at start-up). Every writer of
+    new recordings calls this: intake (segments, adopted files, crash
+    recovery), reconcile re-adoption, and any future derivative of a recording.
+    """
+    requests = catalog.standing_requests(rec.location, rec.start, rec.end)
+    if not requests:
+        return Standing(rec, StandingVerdict("none"))
+    verdict = standing_verdict(rec, requests, catalog.list_holds(), now)
+    audit, outbox = AuditLog(catalog), Outbox(catalog)
+    line = _rec_line(rec)
+    for ref, hold_ids in verdict.held:
+        audit.append(
+            "erase.held",
+            actor=actor,
+            subject=ref,
+            data={"recording_id": rec.id, "request_ref": ref, "holds": list(hold_ids)},
+            ts=now,
+        )
+    if verdict.action == "restrict" and verdict.ref is not None:
+        catalog.execute(
+            "UPDATE recordings SET state = 'restricted', state_reason = ?, updated_at = ? "
+            "WHERE id = ? AND state = 'active'",
+            (f"data-subject request {verdict.ref}", now.timestamp(), rec.id),
+        )
+        line |= {"state": str(RecState.RESTRICTED)}
+        audit.append(
+            "recording.restricted",
+            actor=actor,
+            subject=rec.id,
+            data={**line, "request_ref": verdict.ref, "standing": True},
+            ts=now,
+        )
+        event = {k: v for k, v in line.items() if k != "id"}
+        event.update(recording_id=rec.id, request_ref=verdict.ref)
+        outbox.enqueue("recording.restricted", event, ts=now)
+        return Standing(replace(rec, state=RecState.RESTRICTED), verdict)
+    if verdict.action == "erase" and verdict.ref is not None:
+        detail = f"data-subject request {verdict.ref}: erase on arrival"
+        marked = mark_deleting(
+            catalog,
+            [Doomed(rec, "erase", detail)],
+            now=now,
+            from_states=tuple(str(s) for s in _MATCH_STATES),
+            out=DeletionOutcome(),
+        )
+        audit.append(
+            "erase.applied",
+            actor=actor,
+            subject=verdict.ref,
+            data={**line, "recording_id": rec.id, "request_ref": verdict.ref, "standing": True},
+            ts=now,
+        )
+        if marked:
+            return Standing(replace(rec, state=RecState.DELETING), verdict, tuple(marked))
+    return Standing(rec, verdict)
+
+
+def finish_standing(
+    catalog: Catalog,
+    storage_root: Path,
+    standing: Standing,
+    *,
+    actor: str,
+    now: datetime,
+    fsync: bool = True,
+) -> Recording:
+    """After the commit: unlink what :func:`apply_standing` marked, close its row."""
+    if not standing.doomed:
+        return standing.rec
+    unlinked = unlink_marked(storage_root, standing.doomed, fsync=fsync)
+    out = record_deleted(catalog, storage_root, unlinked, actor=actor, now=now, fsync=fsync)
+    if standing.rec.id in out.deleted:
+        return replace(standing.rec, state=RecState.DELETED)
+    return standing.rec

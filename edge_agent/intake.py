@@ -9,17 +9,27 @@ folder, fsynced, then renamed; the catalog row, audit entry and event are
 written in one transaction after the rename; the source is removed last. A
 crash therefore leaves the original, the finished file, or both (reconcile
 re-adopts a finished file without a row from its embedded tags), never
-neither, and never a row pointing at a half-written file.
+neither, and never a row pointing at a half-written file. A failure that is
+not a crash (the catalog refuses the row, a full disk) removes the copy again
+in the same step: the source is still there to be retried, and storage never
+holds a file that no row, and so no deadline, governs.
+
+The source is opened once, by descriptor (:mod:`edge_agent.intake_source`):
+what is hashed, probed and remuxed is the inode that was checked. Names from
+the disk reach catalog, audit, events and logs only as
+:func:`~edge_agent.intake_source.display_name` text.
 
 Synchronous on purpose: callers run it in a worker thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import sqlite3
 import stat
 import uuid
 from dataclasses import dataclass, field
@@ -30,7 +40,9 @@ from pathlib import Path
 from edge_agent import media
 from edge_agent.audit import AuditLog
 from edge_agent.catalog import Catalog
+from edge_agent.erasure import Standing, apply_standing, finish_standing
 from edge_agent.fsutil import fsync_dir, fsync_file
+from edge_agent.intake_source import TRANSIENT_ERRNOS, Source, display_name, open_source
 from edge_agent.model import (
     POLICY_VERSION,
     Purpose,
@@ -44,7 +56,7 @@ from edge_agent.model import (
 )
 from edge_agent.outbox_store import Outbox
 from edge_agent.policy import adopted_audio_decision, deadline
-from edge_agent.timesource import StartChoice, choose_start, parse_segment_name
+from edge_agent.timesource import StartChoice, choose_start, recording_end, start_candidates
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +135,20 @@ class IntakeResult:
         return doc
 
 
+@dataclass
+class Examined:
+    """A source opened, hashed and read, not yet adopted (:meth:`Intake.complete`)."""
+
+    source: Source
+    origin: Origin
+    source_sha: str
+    probe: media.ProbeResult
+    scan: media.PacketScan
+
+    def close(self) -> None:
+        self.source.close()
+
+
 class Intake:
     """Carries out adoption decisions against one catalog and storage root."""
 
@@ -144,7 +170,7 @@ class Intake:
     # -- safety checks -------------------------------------------------------
 
     def check_path(self, path: Path, *, within: Path | None = None) -> str | None:
-        """Why this path must not be touched, or None when it is safe to adopt."""
+        """A cheap first look by name; :func:`open_source` decides on the descriptor."""
         if ".." in path.parts:
             return "path_escape: path contains '..'"
         try:
@@ -157,44 +183,89 @@ class Intake:
             return "symlink: symlinks are refused (they may point outside the storage root)"
         if not stat.S_ISREG(st.st_mode):
             return "not_regular: only regular files are adopted"
-        if within is not None:
-            try:
-                path.resolve().relative_to(within.resolve())
-            except ValueError:
-                return f"path_escape: {path} is outside {within}"
-        if not os.access(path, os.R_OK):
-            return "unreadable: permission denied"
         return None
 
     # -- adoption ------------------------------------------------------------
 
     def adopt(
-        self, path: Path, origin: Origin, now: datetime, *, within: Path | None = None
+        self,
+        path: Path,
+        origin: Origin,
+        now: datetime,
+        *,
+        within: Path | None = None,
+        expect: tuple[int, int] | None = None,
     ) -> IntakeResult:
         """Adopt one file: probe, audio rule, tag/strip, rename, catalog, audit, event."""
-        src = str(path)
-        refusal = self.check_path(path, within=within)
-        if refusal is not None:
-            # Moving a symlink or a path outside our folders is itself unsafe: refuse in place.
-            self._audit_only("recording.refused", src, refusal, now)
-            return IntakeResult(Outcome.REFUSED, src, refusal)
+        found = self.examine(path, origin, now, within=within, expect=expect)
+        if isinstance(found, IntakeResult):
+            return found
         try:
-            source_sha = media.sha256_file(path)
-        except OSError as exc:
-            reason = f"unreadable: {exc.strerror or exc}"
-            return self.quarantine(path, reason, now)
-        existing = self.catalog.find_by_source_sha256(source_sha)
-        if existing is not None:
-            return self._drop_duplicate(path, existing, now)
-        try:
-            probe = media.probe(path, max_streams=self.settings.max_streams)
-            video_packets = media.count_packets(path, "video")
-        except media.MediaError as exc:
-            return self.quarantine(path, f"{exc.reason}: {exc.message}", now)
+            return self.complete(found, now)
+        finally:
+            found.close()
 
-        st = path.stat()
-        start_choice = self._choose_start(path, origin, probe.creation_time, st.st_mtime, now)
-        duration = probe.duration or 0.0
+    def examine(
+        self,
+        path: Path,
+        origin: Origin,
+        now: datetime,
+        *,
+        within: Path | None = None,
+        expect: tuple[int, int] | None = None,
+    ) -> Examined | IntakeResult:
+        """Open once, hash, probe and scan the packets; only reads (and refusals).
+
+        The slow part of an adoption, so a watched folder runs it outside the
+        lock all folders share. Raises :class:`SourceChanged` when ``expect``
+        no longer matches. The caller closes the result.
+        """
+        shown = display_name(path)
+        refusal = self.check_path(path, within=within)
+        try:
+            opened = open_source(path, within=within, expect=expect) if refusal is None else refusal
+        except OSError as exc:  # out of descriptors or memory: retry later
+            raise IntakeIOError(f"cannot open {shown}: {exc.strerror or exc}") from exc
+        if isinstance(opened, str):
+            # Moving a symlink or a path outside our folders is itself unsafe: refuse in place.
+            self._audit_only("recording.refused", shown, opened, now)
+            return IntakeResult(Outcome.REFUSED, shown, opened)
+        try:
+            sha = opened.sha256()
+            probe = media.probe(opened.proc, max_streams=self.settings.max_streams)
+            scan = media.scan_packets(opened.proc)
+        except OSError as exc:
+            if _transient(exc):
+                opened.close()
+                raise IntakeIOError(f"cannot read {shown}: {exc.strerror or exc}") from exc
+            return self._quarantine_open(opened, f"unreadable: {exc.strerror or exc}", now)
+        except media.MediaError as exc:
+            if _transient(exc.__cause__):
+                opened.close()
+                raise IntakeIOError(f"cannot read {shown}: {exc.message}") from exc
+            return self._quarantine_open(opened, f"{exc.reason}: {exc.message}", now)
+        except BaseException:
+            opened.close()
+            raise
+        return Examined(opened, origin, sha, probe, scan)
+
+    def complete(self, ex: Examined, now: datetime) -> IntakeResult:
+        """Duplicate check, remux, verify, catalogue and remove the source (closes ``ex``)."""
+        with ex.source as src:
+            return self._complete(ex, src, now)
+
+    def _complete(self, ex: Examined, src: Source, now: datetime) -> IntakeResult:
+        origin, probe, scan = ex.origin, ex.probe, ex.scan
+        existing = self.catalog.find_by_source_sha256(ex.source_sha)
+        if existing is not None:
+            return self._drop_duplicate(src, existing, now)
+        start_choice = self._choose_start(src.path, origin, probe.creation_time, src.st, now)
+        truncated = scan.truncated(probe.duration)
+        try:
+            # The end is where the packets end, not what the header claims.
+            end = recording_end(start_choice.start, scan.seconds)
+        except ValueError as exc:
+            return self._quarantine_src(src, f"{media.Reason.ABSURD_METADATA}: {exc}", now)
         keep_audio = adopted_audio_decision(
             probe.has_audio and origin.wants_audio, origin.audio_room, origin.signage
         ).keep
@@ -206,46 +277,53 @@ class Intake:
             audio=keep_audio and probe.has_audio,
             anonymized=origin.anonymized,
             start=start_choice.start,
-            end=start_choice.start + timedelta(seconds=duration),
+            end=end,
             time_source=start_choice.source,
             device=self.settings.device_id,
             policy_version=POLICY_VERSION,
         )
         container = media.output_container_for(probe, drop_audio=not keep_audio)
-        final = self.final_path(tags, rec_id, path.stem, container)
+        final = self.final_path(tags, rec_id, src.path.stem, container)
         tmp = final.with_name(f"{PARTIAL_PREFIX}{final.name}")
-        file_tags = media.encode_tags(tags, recording_id=rec_id, source_sha256=source_sha)
+        file_tags = media.encode_tags(tags, recording_id=rec_id, source_sha256=ex.source_sha)
+        if truncated:
+            file_tags[media.TRUNCATED_TAG] = "true"
         mux_tags = dict(file_tags)
         if probe.creation_time is None:
             # TS and some camera files carry none; keep the chosen start inside the file.
             # Muxers reformat it, so it is not part of what verify compares.
             mux_tags["creation_time"] = iso(tags.start)
         try:
-            media.remux(path, tmp, tags=mux_tags, drop_audio=not keep_audio, container=container)
-            media.verify(probe, video_packets, tmp, expect_audio=tags.audio, tags=file_tags)
+            media.remux(
+                src.proc, tmp, tags=mux_tags, drop_audio=not keep_audio, container=container
+            )
+            media.verify(probe, scan.video_packets, tmp, expect_audio=tags.audio, tags=file_tags)
         except media.MediaError as exc:
             tmp.unlink(missing_ok=True)
             if exc.reason == "write_failed":
                 # Disk full or I/O error on our side: the file is fine, retry later.
                 raise IntakeIOError(f"cannot write {tmp}: {exc}") from exc
-            return self.quarantine(path, f"{exc.reason}: {exc.message}", now)
+            return self._quarantine_src(src, f"{exc.reason}: {exc.message}", now)
         except OSError as exc:
             # Disk full or similar: the original stays where it is and is retried later.
             tmp.unlink(missing_ok=True)
             raise IntakeIOError(f"cannot write {tmp}: {exc}") from exc
-        rec = self._install(
-            tmp,
-            final,
-            tags,
-            rec_id,
-            source_sha,
-            origin,
-            now,
-            extra={"audio_removed": probe.has_audio and not keep_audio, "from": src},
-        )
-        self._remove_source(path)
+        audio_removed = probe.has_audio and not keep_audio
+        extra: dict[str, object] = {"audio_removed": audio_removed, "from": src.shown}
+        if truncated:
+            extra["header_seconds"] = probe.duration
+        try:
+            rec = self._install(
+                tmp, final, tags, rec_id, ex.source_sha, origin, now,
+                extra=extra, discard_on_failure=True, truncated=truncated,
+            )  # fmt: skip
+        except (OSError, sqlite3.OperationalError) as exc:
+            # The copy is already gone again (_install); the source waits for a retry.
+            raise IntakeIOError(f"cannot catalogue {src.shown}: {exc}") from exc
+        self._remove_source(src)
+        notes = ("truncated",) if truncated else ()
         return IntakeResult(
-            Outcome.ADOPTED, src, recording=rec, audio_removed=probe.has_audio and not keep_audio
+            Outcome.ADOPTED, src.shown, recording=rec, audio_removed=audio_removed, notes=notes
         )
 
     def register_segment(
@@ -254,11 +332,15 @@ class Intake:
         """Catalogue a closed recorder segment that already carries its tags.
 
         The recorder wrote it under a temporary name in its final folder; the
-        file is not rewritten a second time.
+        file is not rewritten a second time. It is the only copy of that
+        footage, so a failure leaves it where it is (crash recovery files it).
         """
         sha = media.sha256_file(path)
         final = path.with_name(path.name.removeprefix(PARTIAL_PREFIX))
-        return self._install(path, final, tags, rec_id, sha, origin, now, extra={}, file_sha=sha)
+        return self._install(
+            path, final, tags, rec_id, sha, origin, now,
+            extra={}, file_sha=sha, discard_on_failure=False,
+        )  # fmt: skip
 
     # -- internals -----------------------------------------------------------
 
@@ -267,15 +349,12 @@ class Intake:
         path: Path,
         origin: Origin,
         creation_time: datetime | None,
-        mtime: float,
+        st: os.stat_result,
         now: datetime,
     ) -> StartChoice:
-        recorder = origin.recorder_start or parse_segment_name(path.name)
-        candidates = [
-            (TimeSource.RECORDER, recorder),
-            (TimeSource.CREATION_TIME, creation_time),
-            (TimeSource.MTIME, datetime.fromtimestamp(mtime, UTC)),
-        ]
+        candidates = start_candidates(
+            os.fsdecode(path.name), origin.recorder_start, creation_time, st.st_mtime
+        )
         return choose_start(
             candidates, now, floor=self.settings.start_floor, max_future=self.settings.max_future
         )
@@ -285,6 +364,7 @@ class Intake:
         folder = (
             self.settings.storage_root / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}" / tags.location
         )
+        # Undecodable bytes arrive as lone surrogates, which are not alphanumeric.
         safe_stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80]
         name = f"{day:%Y%m%dT%H%M%SZ}_{safe_stem}_{rec_id[:8]}.{container}"
         self._make_dirs(folder)
@@ -298,7 +378,12 @@ class Intake:
             missing.append(p)
             p = p.parent
         for d in reversed(missing):
-            d.mkdir(mode=DIR_MODE, exist_ok=True)
+            try:
+                d.mkdir(mode=DIR_MODE)
+            except FileExistsError:
+                continue  # made meanwhile by the recorder or another intake
+            # mkdir's mode passes through the umask (077 under a strict shell): set it.
+            os.chmod(d, DIR_MODE)
             if self.settings.reader_gid is not None:
                 os.chown(d, -1, self.settings.reader_gid)
             if self.settings.fsync:
@@ -315,8 +400,52 @@ class Intake:
         now: datetime,
         *,
         extra: dict[str, object],
+        discard_on_failure: bool,
         file_sha: str | None = None,
+        truncated: bool = False,
     ) -> Recording:
+        """Rename into place and catalogue in one step: if anything fails once the copy
+        exists (the catalog, encoding, a full disk), a copy of a source that still
+        exists is removed again, so storage never holds an uncatalogued orphan."""
+        placed = tmp
+        try:
+            rec, standing = self._place_and_catalogue(
+                tmp, final, tags, rec_id, source_sha, origin, now, extra, file_sha, truncated
+            )
+        except BaseException:
+            if discard_on_failure:
+                for candidate in (tmp, final):
+                    with contextlib.suppress(OSError):
+                        candidate.unlink()
+                        placed = candidate
+                if self.settings.fsync:
+                    with contextlib.suppress(OSError):
+                        fsync_dir(placed.parent)
+            raise
+        try:
+            rec = finish_standing(
+                self.catalog, self.settings.storage_root, standing,
+                actor=self.actor, now=now, fsync=self.settings.fsync,
+            )  # fmt: skip
+        except Exception:
+            # The row is `deleting`: finish_interrupted completes it at the next sweep.
+            log.exception("erasing %s on arrival is unfinished", rec.id)
+        log.info("adopted %s as %s (%s)", extra.get("from", final.name), rec.id, rec.path)
+        return rec
+
+    def _place_and_catalogue(
+        self,
+        tmp: Path,
+        final: Path,
+        tags: Tags,
+        rec_id: str,
+        source_sha: str,
+        origin: Origin,
+        now: datetime,
+        extra: dict[str, object],
+        file_sha: str | None,
+        truncated: bool,
+    ) -> tuple[Recording, Standing]:
         os.chmod(tmp, FILE_MODE)
         if self.settings.reader_gid is not None:
             os.chown(tmp, -1, self.settings.reader_gid)
@@ -341,7 +470,7 @@ class Intake:
             source_id=origin.source_id,
             source_sha256=source_sha,
         )
-        event = {
+        event: dict[str, object] = {
             "recording_id": rec.id,
             "path": rec.path,
             "location": tags.location,
@@ -354,8 +483,12 @@ class Intake:
             "deadline": iso(dl) if (dl and trusted) else None,
             "size": size,
         }
+        if truncated:
+            event["truncated"] = True
         with self.catalog.transaction():
             self.catalog.add_recording(rec)
+            if truncated:
+                self.catalog.mark_truncated(rec.id)
             self.audit.append(
                 "recording.added", actor=self.actor, subject=rec.id, data={**event, **extra}, ts=now
             )
@@ -370,52 +503,91 @@ class Intake:
                     },
                     ts=now,
                 )
-        log.info("adopted %s as %s (%s)", extra.get("from", final.name), rec.id, rec.path)
-        return rec
+            # Requests in force for this window apply before anyone can see the row.
+            standing = apply_standing(self.catalog, rec, actor=self.actor, now=now)
+        return standing.rec, standing
 
-    def _remove_source(self, path: Path) -> None:
+    def _remove_source(self, src: Source) -> None:
+        if not src.still_named():
+            log.warning("%s changed after adoption; not removed", src.shown)
+            return
         try:
-            path.unlink()
+            src.path.unlink()
         except FileNotFoundError:
             return
         if self.settings.fsync:
-            fsync_dir(path.parent)
+            fsync_dir(src.path.parent)
 
-    def _drop_duplicate(self, path: Path, existing: Recording, now: datetime) -> IntakeResult:
+    def _drop_duplicate(self, src: Source, existing: Recording, now: datetime) -> IntakeResult:
         reason = f"duplicate: same content as recording {existing.id}"
         with self.catalog.transaction():
             self.audit.append(
                 "recording.duplicate",
                 actor=self.actor,
                 subject=existing.id,
-                data={"source": str(path)},
+                data={"source": src.shown},
                 ts=now,
             )
         # Byte-identical to a catalogued recording: a kept copy would escape retention.
-        self._remove_source(path)
-        return IntakeResult(Outcome.DUPLICATE, str(path), reason, recording=existing)
+        self._remove_source(src)
+        return IntakeResult(Outcome.DUPLICATE, src.shown, reason, recording=existing)
 
-    def quarantine(self, path: Path, reason: str, now: datetime) -> IntakeResult:
+    def _quarantine_open(self, src: Source, reason: str, now: datetime) -> IntakeResult:
+        with src:
+            return self._quarantine_src(src, reason, now)
+
+    def _quarantine_src(self, src: Source, reason: str, now: datetime) -> IntakeResult:
+        return self.quarantine(src.path, reason, now, ident=src.ident)
+
+    def quarantine(
+        self,
+        path: Path,
+        reason: str,
+        now: datetime,
+        *,
+        ident: tuple[int, int] | None = None,
+    ) -> IntakeResult:
+        """Move ``path`` aside with a reason file; ``ident``: only if it is still that inode."""
+        shown = display_name(path)
+        if ident is not None:
+            try:
+                st = path.lstat()
+            except OSError:
+                st = None
+            if st is None or (st.st_dev, st.st_ino) != ident:
+                why = f"{reason}; not quarantined: the file was replaced or removed meanwhile"
+                self._audit_only("recording.quarantine_failed", shown, why, now)
+                return IntakeResult(Outcome.REFUSED, shown, why)
         qdir = self.settings.quarantine_dir
-        qdir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        if not qdir.is_dir():
+            qdir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            os.chmod(qdir, DIR_MODE)
         stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        safe = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in path.name)[:120]
+        safe = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in shown)[:120]
         dest = qdir / f"{stamp}_{safe}"
-        reason_doc = {"source": str(path), "reason": reason, "ts": iso(now)}
+        reason_doc = {"source": shown, "reason": reason, "ts": iso(now)}
         try:
-            shutil.move(str(path), dest)
+            shutil.move(path, dest)
         except OSError as exc:
             reason = f"{reason}; could not move to quarantine: {exc.strerror or exc}"
-            self._audit_only("recording.quarantine_failed", str(path), reason, now)
-            return IntakeResult(Outcome.REFUSED, str(path), reason)
-        with open(dest.with_name(dest.name + ".reason.json"), "w", encoding="utf-8") as fh:
+            self._audit_only("recording.quarantine_failed", shown, reason, now)
+            return IntakeResult(Outcome.REFUSED, shown, reason)
+        with contextlib.suppress(OSError):
+            os.chmod(dest, FILE_MODE, follow_symlinks=False)
+        fd = os.open(
+            dest.with_name(dest.name + ".reason.json"),
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+            FILE_MODE,
+        )
+        os.fchmod(fd, FILE_MODE)
+        with open(fd, "w", encoding="utf-8") as fh:
             json.dump(reason_doc, fh, indent=2)
             fh.write("\n")
         if self.settings.fsync:
             fsync_dir(qdir)
-        self._audit_only("recording.quarantined", str(path), reason, now, extra={"to": str(dest)})
-        log.warning("quarantined %s: %s", path, reason)
-        return IntakeResult(Outcome.QUARANTINED, str(path), reason, notes=(str(dest),))
+        self._audit_only("recording.quarantined", shown, reason, now, extra={"to": dest.name})
+        log.warning("quarantined %s: %s", shown, reason)
+        return IntakeResult(Outcome.QUARANTINED, shown, reason, notes=(str(dest),))
 
     def _audit_only(
         self,
@@ -430,6 +602,11 @@ class Intake:
         with self.catalog.transaction():
             self.audit.append(action, actor=self.actor, subject=None, data=data, ts=now)
             self.outbox.enqueue(action, data, ts=now)
+
+
+def _transient(exc: BaseException | None) -> bool:
+    """Our side ran short (descriptors, memory): the file is not to blame."""
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
 
 
 class IntakeIOError(Exception):

@@ -34,11 +34,13 @@ from edge_agent.media_probe import (
     MAX_TAGS,
     TAG_PREFIX,
     MediaError,
+    PacketScan,
     ProbeResult,
     Reason,
     StreamInfo,
     count_packets,
     probe,
+    scan_packets,
 )
 from edge_agent.media_remux import (
     RemuxResult,
@@ -56,7 +58,9 @@ __all__ = [
     "MAX_TAG_VALUE_BYTES",
     "SOURCE_SHA256_TAG",
     "TAG_PREFIX",
+    "TRUNCATED_TAG",
     "MediaError",
+    "PacketScan",
     "ProbeResult",
     "Reason",
     "RemuxResult",
@@ -70,12 +74,15 @@ __all__ = [
     "output_format",
     "probe",
     "remux",
+    "scan_packets",
     "sha256_file",
     "verify",
 ]
 
 ID_TAG = TAG_PREFIX + "id"
 SOURCE_SHA256_TAG = TAG_PREFIX + "source_sha256"
+# Set (to "true") on a file whose header promised more than its packets hold.
+TRUNCATED_TAG = TAG_PREFIX + "truncated"
 
 _FIELDS = (
     "location",

@@ -340,3 +340,60 @@ def count_packets(path: Path, stream_type: StreamType = "video") -> int:
                 continue
             count += 1
         return count
+
+
+@dataclass(frozen=True)
+class PacketScan:
+    """What the packets of a file say, as opposed to what its header claims."""
+
+    video_packets: int
+    seconds: float  # from the earliest packet to the end of the last (video and audio)
+    max_video_gap: float  # longest step between consecutive video packets, seconds
+
+    def truncated(self, header_seconds: float | None) -> bool:
+        """True when the header promises clearly more than the packets hold.
+
+        A cut-off Matroska file still opens with its intended length in the
+        header. The slack covers a last packet without a duration (one frame
+        interval, long on a time-lapse camera) and containers that round.
+        """
+        if header_seconds is None or header_seconds <= 0:
+            return False
+        slack = max(TRUNCATION_SLACK_SECONDS, 2 * self.max_video_gap, 0.02 * header_seconds)
+        return header_seconds - self.seconds > slack
+
+
+TRUNCATION_SLACK_SECONDS = 0.5
+
+
+def scan_packets(path: Path) -> PacketScan:
+    """Demux (never decode) the video and audio packets of ``path``: count and real span."""
+    path = Path(path)
+    with open_input(path) as container:
+        video = _selected(container, "video")
+        streams = [*video, *_selected(container, "audio")]
+        if not video:
+            return PacketScan(0, 0.0, 0.0)
+        video_ids = {s.index for s in video}
+        count = 0
+        first: float | None = None
+        last_end = 0.0
+        prev_video: float | None = None
+        gap = 0.0
+        for packet in container.demux(streams):
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if stamp is None or packet.time_base is None:
+                if packet.size:
+                    count += packet.stream.index in video_ids
+                continue
+            sec = float(stamp * packet.time_base)
+            end = sec + float((packet.duration or 0) * packet.time_base)
+            first = sec if first is None else min(first, sec)
+            last_end = max(last_end, end)
+            if packet.stream.index in video_ids:
+                count += 1
+                if prev_video is not None:
+                    gap = max(gap, abs(sec - prev_video))
+                prev_video = sec
+        span = 0.0 if first is None else max(0.0, last_end - first)
+        return PacketScan(count, span, gap)

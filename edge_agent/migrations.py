@@ -238,11 +238,25 @@ def _command_results(db: Database) -> None:
     )
 
 
+def _truncated_and_standing(db: Database) -> None:
+    # A file whose header promised more than its packets hold is catalogued with
+    # the measured end and this flag, not passed off as whole. Standing requests
+    # are looked up by location for every new recording.
+    db.executescript(
+        """
+        ALTER TABLE recordings ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX idx_requests_standing ON requests(location, window_start)
+            WHERE dry_run = 0;
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _initial),
     Migration(2, "purpose stats and duration bound", _purpose_stats),
     Migration(3, "command replay memory", _commands),
     Migration(4, "durable command results", _command_results),
+    Migration(5, "truncated flag, standing request lookup", _truncated_and_standing),
 ]
 
 

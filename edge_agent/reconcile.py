@@ -36,6 +36,7 @@ from edge_agent import media
 from edge_agent.audit import AuditLog, head_file_path
 from edge_agent.catalog import STORAGE_MARKER, Catalog, from_epoch
 from edge_agent.deletion import finish_interrupted
+from edge_agent.erasure import Standing, apply_standing, finish_standing
 from edge_agent.fsutil import fsync_dir
 from edge_agent.intake import PARTIAL_PREFIX, IntakeSettings
 from edge_agent.model import Hold, HoldKind, Recording, RecState, TimeSource, iso
@@ -64,6 +65,8 @@ class ReconcileReport:
     conflicts: list[dict[str, str]] = field(default_factory=list)
     partials_removed: list[str] = field(default_factory=list)
     finished_interrupted: int = 0
+    # Re-adopted rows a request in force erases: unlinked once their rows are committed.
+    standing: list[Standing] = field(default_factory=list)
 
     @property
     def changes(self) -> int:
@@ -256,6 +259,8 @@ def reconcile(
     if dry_run:
         return rep
     _apply(catalog, rep, new, gone, partials, now, actor, settings.fsync)
+    for standing in rep.standing:
+        finish_standing(catalog, storage_root, standing, actor=actor, now=now, fsync=settings.fsync)
     return rep
 
 
@@ -278,6 +283,8 @@ def _apply(
                 audit.append("recording.readopted", actor=actor, subject=rec.id, data=line, ts=now)
                 event = {k: v for k, v in line.items() if k != "id"}
                 outbox.enqueue("recording.added", {"recording_id": rec.id, **event}, ts=now)
+                # Erase/restrict requests in force for its window apply before it is seen.
+                rep.standing.append(apply_standing(catalog, rec, actor=actor, now=now))
     with catalog.transaction():
         for rid, rel in gone:
             catalog.set_state(rid, RecState.MISSING, reason="file not found by reconcile", at=now)

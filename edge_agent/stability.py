@@ -22,13 +22,26 @@ class Observation:
     size: int
     mtime_ns: int
     stable_since: float  # monotonic seconds when this (size, mtime) was first seen
+    ident: tuple[int, int] = (0, 0)  # (device, inode): another file under the name restarts
 
 
-def observe(previous: Observation | None, size: int, mtime_ns: int, now: float) -> Observation:
+def observe(
+    previous: Observation | None,
+    size: int,
+    mtime_ns: int,
+    now: float,
+    *,
+    ident: tuple[int, int] = (0, 0),
+) -> Observation:
     """Fold a new stat result into the running observation of one file."""
-    if previous is not None and previous.size == size and previous.mtime_ns == mtime_ns:
+    if (
+        previous is not None
+        and previous.size == size
+        and previous.mtime_ns == mtime_ns
+        and previous.ident == ident
+    ):
         return previous
-    return Observation(size=size, mtime_ns=mtime_ns, stable_since=now)
+    return Observation(size=size, mtime_ns=mtime_ns, stable_since=now, ident=ident)
 
 
 def is_stable(obs: Observation, now: float, stable_seconds: float) -> bool:

@@ -7,6 +7,7 @@ plausible one in order of preference wins; the catalog records which it was.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,16 +20,23 @@ from edge_agent.model import TimeSource, iso
 __all__ = [
     "DEFAULT_FLOOR",
     "DEFAULT_MAX_FUTURE",
+    "MAX_RECORDING_SECONDS",
     "Rejected",
     "StartChoice",
     "choose_start",
     "implausible_reason",
     "parse_segment_name",
+    "recording_end",
+    "start_candidates",
+    "time_from_epoch",
     "zone",
 ]
 
 DEFAULT_FLOOR = datetime(2020, 1, 1, tzinfo=UTC)
 DEFAULT_MAX_FUTURE = timedelta(minutes=5)
+# Longer than any camera file or NVR export; a header or packet time beyond it is
+# damage or a forgery, and would overflow the datetime arithmetic besides.
+MAX_RECORDING_SECONDS = 31 * 86400.0
 
 
 class Rejected(NamedTuple):
@@ -55,7 +63,10 @@ def implausible_reason(
     """Why ``value`` cannot be a recording start, or None if it is plausible."""
     if value is None:
         return "not available"
-    value = _aware(value)
+    try:
+        value = _aware(value)
+    except OverflowError:  # year 1 or 9999 with an offset: no instant at all
+        return "outside the representable range"
     if value < floor:
         return f"{iso(value)} is before the floor {iso(floor)}"
     if value > now + max_future:
@@ -163,3 +174,50 @@ def parse_segment_name(name: str, local_zone: tzinfo | None = None) -> datetime 
             # not a date, or year 1 / 9999 pushed out of range by its offset
             continue
     return None
+
+
+def time_from_epoch(seconds: float) -> datetime | None:
+    """An mtime (or any epoch seconds from outside) as aware UTC, or None if unrepresentable.
+
+    ``touch -d`` can set a file's mtime to year 10000 or NaN-like extremes, which
+    :meth:`datetime.fromtimestamp` answers with OverflowError, OSError or ValueError.
+    """
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def recording_end(start: datetime, seconds: float) -> datetime:
+    """``start`` plus a measured length; ValueError for a length no recording has."""
+    if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_RECORDING_SECONDS:
+        raise ValueError(
+            f"a length of {seconds!r} s is not a recording's (0 to {MAX_RECORDING_SECONDS:.0f} s)"
+        )
+    try:
+        return start + timedelta(seconds=seconds)
+    except OverflowError as exc:
+        raise ValueError(f"{iso(start)} + {seconds} s is out of range") from exc
+
+
+def start_candidates(
+    name: str,
+    recorder: datetime | None,
+    creation_time: datetime | None,
+    mtime: float,
+    local_zone: tzinfo | None = None,
+) -> list[tuple[TimeSource, datetime | None]]:
+    """What :func:`choose_start` weighs for a file, in order of preference.
+
+    The recorder's own start if known, else a time in the file name (read in
+    ``local_zone`` when it carries no offset); then the
+    container's ``creation_time``; then the mtime. Anything unrepresentable
+    is simply absent, so the next candidate is used.
+    """
+    return [
+        (TimeSource.RECORDER, recorder or parse_segment_name(name, local_zone)),
+        (TimeSource.CREATION_TIME, creation_time),
+        (TimeSource.MTIME, time_from_epoch(mtime)),
+    ]
