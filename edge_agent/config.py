@@ -47,7 +47,12 @@ from pydantic import (
     ValidationInfo,
 )
 
-from edge_agent.config_checks import cross_check, format_validation_error
+from edge_agent.config_checks import (
+    cross_check,
+    exposure_warnings,
+    format_validation_error,
+    secret_file_warnings,
+)
 from edge_agent.model import NOTICE_PERIODS, Period, Purpose, RetentionPeriods, Site
 from edge_agent.profiles import (
     FsyncMode,
@@ -555,6 +560,8 @@ class Config(_Section):
                 f"retention: {names} longer than the privacy notice (allowed by "
                 "allow_longer_than_notice; reported in telemetry)"
             )
+        out += exposure_warnings(self)
+        out += secret_file_warnings(self)
         return out
 
     def _known_locations(self) -> str:
