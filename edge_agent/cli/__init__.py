@@ -77,6 +77,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def prepare(command: str | None) -> None:
     """Process set-up that must come before the command's imports."""
     if command == "run":
+        import os
+
+        # Outside the unit (UMask=0027) an admin's umask must not make new
+        # folders or files readable by every user.
+        os.umask(os.umask(0o027) | 0o027)
         from edge_agent import lean, memtune
 
         memtune.tune()  # before the daemon's imports allocate and its threads start
