@@ -76,6 +76,7 @@ TOPIC_PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file", "testsrc")
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
 ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
+MAX_TOKEN_FILE_BYTES = 4096
 
 
 class ConfigError(Exception):
@@ -264,7 +265,9 @@ MqttUrl = Annotated[str, AfterValidator(_check_mqtt_url)]
 IceUrl = Annotated[str, AfterValidator(_check_ice_url)]
 Listen = Annotated[str, AfterValidator(_check_listen)]
 TopicPrefix = Annotated[str, AfterValidator(_check_topic_prefix)]
-Seconds = Annotated[float, Field(gt=0)]
+# At most a year: any larger (or inf) overflows timedelta where the value is used.
+YEAR_SECONDS = 366 * 86400
+Seconds = Annotated[float, Field(gt=0, le=YEAR_SECONDS)]
 
 
 class _Section(BaseModel):
@@ -377,7 +380,7 @@ class ClockSettings(_Section):
     max_jump_seconds: Seconds = 300.0
     release_date: UtcDatetime = RELEASE_DATE
     start_time_floor: UtcDatetime = START_TIME_FLOOR
-    max_future_seconds: Annotated[float, Field(ge=0)] = 300.0
+    max_future_seconds: Annotated[float, Field(ge=0, le=YEAR_SECONDS)] = 300.0
     # Isolated devices with a battery-backed RTC: trust an unsynchronised clock.
     trust_rtc: StrictBool = False
 
@@ -444,7 +447,22 @@ class LiveView(_Section):
             return self.token.get_secret_value()
         if self.token_file is None:
             raise ConfigError(["liveview: no token (set liveview.token or liveview.token_file)"])
-        return self.token_file.read_text(encoding="utf-8").strip()
+        # Bounded: a token_file pointing at a huge file must not be read whole.
+        with self.token_file.open("rb") as fh:
+            raw = fh.read(MAX_TOKEN_FILE_BYTES + 1)
+        if len(raw) > MAX_TOKEN_FILE_BYTES:
+            raise ConfigError(
+                [
+                    f"liveview.token_file: '{self.token_file}' is larger than "
+                    f"{MAX_TOKEN_FILE_BYTES} bytes, so it is not a token file (fix the path)"
+                ]
+            )
+        try:
+            return raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise ConfigError(
+                [f"liveview.token_file: '{self.token_file}' is not UTF-8 text (write the token)"]
+            ) from None
 
 
 @dataclass(frozen=True)

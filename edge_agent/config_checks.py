@@ -264,19 +264,24 @@ def _file_checks(cfg: Config) -> list[str]:
         for key, p in wanted
         if p is not None and not p.is_file()
     ]
-    token_file = cfg.liveview.token_file if cfg.liveview is not None else None
-    if token_file is not None and token_file.is_file():
+    lv = cfg.liveview
+    if lv is not None and lv.token_file is not None and lv.token_file.is_file():
+        from edge_agent.config import ConfigError
+
         try:
-            length = len(token_file.read_text(encoding="utf-8").strip())
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or type(exc).__name__
-            out.append(f"liveview.token_file: cannot read '{token_file}' ({reason})")
+            length = len(lv.read_token())
+        except ConfigError as exc:
+            out += exc.problems
+        except OSError as exc:
+            out.append(
+                f"liveview.token_file: cannot read '{lv.token_file}' ({exc.strerror or exc})"
+            )
         else:
             if length < MIN_TOKEN_LENGTH:
                 out.append(
-                    f"liveview.token_file: the token in '{token_file}' has {length} "
+                    f"liveview.token_file: the token in '{lv.token_file}' has {length} "
                     f"character(s) (use {MIN_TOKEN_LENGTH} or more: "
-                    f"openssl rand -base64 24 > {token_file})"
+                    f"openssl rand -base64 24 > {lv.token_file})"
                 )
     return out
 

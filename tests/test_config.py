@@ -518,3 +518,27 @@ def test_run_logs_the_config_warnings(tmp_path: Path, caplog: pytest.LogCaptureF
         _log_warnings(cfg)
     text = caplog.text
     assert "liveview.listen" in text and "chmod 640" in text
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("max_future_seconds", "1e300"), ("max_future_seconds", "inf"), ("max_jump_seconds", "1e308")],
+)
+def test_clock_seconds_that_overflow_are_config_errors(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    """Found by fuzz/fuzz_config.py: these loaded, then timedelta() raised OverflowError
+    when the daemon built its clock guard and intake settings."""
+    (line,) = problems(tmp_path, VALID + f"\n[clock]\n{key} = {value}\n")
+    assert line.startswith(f"clock.{key}: {float(value)!r} is out of range (must be <= 31622400")
+
+
+def test_a_huge_token_file_is_not_read_whole(tmp_path: Path) -> None:
+    big = tmp_path / "live.token"
+    big.write_bytes(b"a" * 1_000_000)
+    big.chmod(0o640)
+    text = VALID + '\n[liveview]\nlisten = "127.0.0.1:8088"\ntoken_file = "live.token"\n'
+    assert problems(tmp_path, text) == [
+        f"liveview.token_file: '{big}' is larger than 4096 bytes, so it is not a token file "
+        "(fix the path)"
+    ]
