@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 _CHUNK = 1 << 20
-# The agent's modes whatever the umask (docs/deploy.md): the owner writes, the
+# The agent's modes whatever the umask: the owner writes, the
 # group (storage.reader_group) reads, others nothing.
 FILE_MODE = 0o640
 DIR_MODE = 0o750

@@ -1,4 +1,4 @@
-"""Connection limits for the live view's HTTP server (docs/liveview.md, "Limits").
+"""Connection limits for the live view's HTTP server.
 
 The live view listens on the LAN; anyone who can reach the port can open TCP
 connections without a token. Every connection holds a file descriptor, and
