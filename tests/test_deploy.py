@@ -155,3 +155,16 @@ def test_agent_unit_sets_a_file_descriptor_limit() -> None:
     limit = int(values[0])
     # The reserve for 32 cameras plus the largest liveview.max_connections still fit.
     assert limit >= 4096 >= recording_fd_reserve(32) + 1024
+
+
+def test_run_raises_a_low_soft_fd_limit() -> None:
+    """Started by hand (soft limit 1024), the daemon gets the unit's 4096 if allowed."""
+    import sys
+
+    code = (
+        "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (256, 8192));"
+        "from edge_agent.cli import prepare; prepare('run');"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "4096"
