@@ -60,6 +60,7 @@ AUDIO_WAIT_SECONDS = 1.0
 CONNECT_SECONDS = 30.0  # a viewer that never connects gives its slot back
 MAX_OFFER_BYTES = 64 * 1024
 ACCEPT_BACKLOG = 16
+LISTEN_QUEUE = 128
 MIN_TOKEN_LENGTH = 16  # the same floor as the config check (config_checks.MIN_TOKEN_LENGTH)
 _SDP = "application/sdp"
 
@@ -168,6 +169,9 @@ class LiveView:
         # each one records.
         self.limits = limits or ServerLimits(
             max_connections=settings.max_connections,
+            # Half the slots: one host (or a NAT of installers' browsers, six
+            # connections each) cannot lock the others out.
+            max_per_address=max(8, settings.max_connections // 2),
             max_body_bytes=MAX_OFFER_BYTES,
             fd_reserve=recording_fd_reserve(len(sources)),
         )
@@ -244,13 +248,20 @@ class LiveView:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
-            # asyncio accepts up to `backlog` sockets per wake-up before the gate sees
-            # any of them: a short queue keeps that burst well inside the fd reserve.
-            sock.listen(ACCEPT_BACKLOG)
+            # asyncio accepts up to `backlog` sockets per wake-up (create_server's
+            # argument below) before the gate sees any of them: short bursts keep
+            # a flood well inside the descriptor reserve.
+            sock.listen(LISTEN_QUEUE)
             sock.setblocking(False)
             # Our own server in front of aiohttp's handler: the gate decides per
             # connection before aiohttp sees it (see liveview_gate).
-            server = await asyncio.get_running_loop().create_server(gate, sock=sock)
+            server = await asyncio.get_running_loop().create_server(
+                gate, sock=sock, backlog=ACCEPT_BACKLOG
+            )
+            # create_server also made ACCEPT_BACKLOG the kernel's queue; a longer
+            # one costs no descriptor (queued connections are not ours until
+            # accepted) and spares clients SYN retries while a flood is drained.
+            sock.listen(LISTEN_QUEUE)
         except BaseException:
             sock.close()
             await runner.cleanup()

@@ -10,8 +10,9 @@ the recorder needs descriptors for the segments it opens, so the server:
   is freed immediately);
 - refuses new connections while the process's free descriptors under
   ``RLIMIT_NOFILE`` are fewer than ``fd_reserve``: that reserve belongs to
-  recording, never to HTTP (less the listen backlog, which asyncio accepts in
-  one burst before the gate can close any of them);
+  recording, never to HTTP. Sockets are accepted before the gate sees them
+  and a refused one is closed on the next loop pass, so a flood can dip into
+  the reserve by about two accept bursts (``2 * ACCEPT_BACKLOG``, 32);
 - drops a connection that has not sent complete request headers within
   ``header_seconds`` (a silent or dribbling client);
 - closes idle keep-alive connections after ``keepalive_seconds`` and any
@@ -24,6 +25,7 @@ never one line per connection: a flood must not fill the disk with logs.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import resource
@@ -51,7 +53,7 @@ def recording_fd_reserve(n_sources: int) -> int:
 @dataclass(frozen=True)
 class ServerLimits:
     max_connections: int = 64
-    max_per_address: int = 16
+    max_per_address: int = 32
     header_seconds: float = 5.0  # from accept to complete request headers
     body_seconds: float = 10.0  # to read a request body (an SDP offer)
     keepalive_seconds: float = 15.0  # idle between requests on one connection
@@ -60,21 +62,38 @@ class ServerLimits:
     fd_reserve: int = BASE_FD_RESERVE
 
 
+class _Exhausted(Exception):
+    pass
+
+
+def _count_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # less the one listdir used
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            raise _Exhausted from None  # not even one descriptor left to look
+        return None
+
+
 def open_fd_count() -> int | None:
     """Descriptors this process has open, or None where /proc is missing."""
     try:
-        return len(os.listdir("/proc/self/fd")) - 1  # less the one listdir used
-    except OSError:
-        return None
+        return _count_fds()
+    except _Exhausted:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def fd_headroom() -> int | None:
     """Descriptors still free under the soft ``RLIMIT_NOFILE``, or None if unknown."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    used = open_fd_count()
-    if used is None or soft == resource.RLIM_INFINITY:
+    if soft == resource.RLIM_INFINITY:
         return None
-    return soft - used
+    try:
+        used = _count_fds()
+    except _Exhausted:
+        return 0
+    return None if used is None else soft - used
 
 
 class DropLog:

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from edge_agent.config import LiveView as LiveViewSettings
-from edge_agent.liveview import LiveView, SourceInfo
+from edge_agent.liveview import ACCEPT_BACKLOG, LiveView, SourceInfo
 from edge_agent.liveview_gate import DropLog, ServerLimits, open_fd_count
 from edge_agent.packethub import PacketHub
 
@@ -252,7 +252,7 @@ _CHILD = textwrap.dedent(
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (FDLIMIT, hard))
     from edge_agent.config import LiveView as S
-    from edge_agent.liveview import LiveView, SourceInfo
+    from edge_agent.liveview import ACCEPT_BACKLOG, LiveView, SourceInfo
     from edge_agent.liveview_gate import ServerLimits, open_fd_count, recording_fd_reserve
     from edge_agent.packethub import PacketHub
 
@@ -271,7 +271,7 @@ _CHILD = textwrap.dedent(
         # What the recorder does next: open segment files. None may fail.
         fds, error = [], None
         try:
-            for i in range(reserve - 32):
+            for i in range(reserve - 2 * ACCEPT_BACKLOG):
                 fds.append(os.open(os.devnull, os.O_WRONLY))
         except OSError as exc:
             error = str(exc)
@@ -322,7 +322,7 @@ def test_http_never_takes_the_recording_fd_reserve(tmp_path: Path) -> None:
             s.close()
         child.wait(timeout=20)
     assert report["error"] is None, report
-    assert report["opened"] == reserve - 32
+    assert report["opened"] == reserve - 2 * ACCEPT_BACKLOG
     # The stated bound: HTTP stops admitting while fewer than `reserve` are free.
     assert report["used"] <= limit - reserve + 1, report
     assert 0 < report["admitted"] < 400
