@@ -239,3 +239,11 @@ def test_a_python_the_agent_cannot_read_is_refused(site: Path) -> None:
         out.stderr
     )
     assert list((site / "state").iterdir()) == []
+
+
+def test_a_catalog_folder_the_agent_cannot_write_is_refused(site: Path) -> None:
+    os.chown(site / "state", 0, 0)
+    out = cli(site, "hold", "list")
+    assert out.returncode == 1
+    assert f"cannot write in {site / 'state'}" in out.stderr, out.stderr
+    assert f"chown nobody: {site / 'state'}" in out.stderr

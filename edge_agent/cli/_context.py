@@ -101,6 +101,12 @@ def _allows(path: Path, owner: Owner, bit: int) -> bool:
     return bool(st.st_mode & bit)
 
 
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
 def unreadable_code(owner: Owner) -> Path | None:
     """The first folder of Python or of the agent that ``owner`` cannot read, if any.
 
@@ -163,6 +169,13 @@ def act_as_agent(cfg: Any) -> Owner | None:
         raise CliError(
             f"{shown}: not owned by {owner.name}, who owns {root} and runs the agent "
             f"(left by an earlier run as root?): chown {owner.name}: {shown}",
+            EXIT_FAILURE,
+        )
+    folder = _nearest_existing(Path(cfg.storage.catalog).parent)
+    if not (_allows(folder, owner, 2) and _allows(folder, owner, 1)):
+        raise CliError(
+            f"{owner.name}, who owns {root} and runs the agent, cannot write in {folder}, "
+            f"where the catalog and its WAL live: chown {owner.name}: {folder}",
             EXIT_FAILURE,
         )
     blocked = unreadable_code(owner)
