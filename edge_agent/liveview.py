@@ -248,13 +248,11 @@ class LiveView:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
-            # asyncio accepts up to `backlog` sockets per wake-up (create_server's
-            # argument below) before the gate sees any of them: short bursts keep
-            # a flood well inside the descriptor reserve.
-            sock.listen(LISTEN_QUEUE)
             sock.setblocking(False)
             # Our own server in front of aiohttp's handler: the gate decides per
-            # connection before aiohttp sees it (see liveview_gate).
+            # connection before aiohttp sees it (see liveview_gate). asyncio
+            # accepts up to `backlog` sockets per wake-up before the gate sees
+            # any of them: short bursts keep a flood inside the fd reserve.
             server = await asyncio.get_running_loop().create_server(
                 gate, sock=sock, backlog=ACCEPT_BACKLOG
             )
