@@ -77,6 +77,7 @@ SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file", "testsrc")
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
 ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
 MAX_TOKEN_FILE_BYTES = 4096
+MAX_PERIOD_MONTHS = 1200
 
 
 class ConfigError(Exception):
@@ -133,6 +134,9 @@ def _parse_period(value: object) -> Period:
         raise ValueError(f"{value!r} is not a duration ({hint})") from None
     if period.upper_bound_seconds() == 0:
         raise ValueError(f"{value!r} is zero (give a period longer than zero)")
+    if period.months > MAX_PERIOD_MONTHS or period.seconds > MAX_PERIOD_MONTHS * 28 * 86400:
+        # Deadlines are dates: far beyond this they overflow the calendar.
+        raise ValueError(f"{value!r} is longer than 100 years (give a shorter period)")
     return period
 
 

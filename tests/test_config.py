@@ -542,3 +542,13 @@ def test_a_huge_token_file_is_not_read_whole(tmp_path: Path) -> None:
         f"liveview.token_file: '{big}' is larger than 4096 bytes, so it is not a token file "
         "(fix the path)"
     ]
+
+
+@pytest.mark.parametrize("value", ["8000000mo", "1000000000000d", "101y"])
+def test_retention_beyond_a_century_is_a_config_error(tmp_path: Path, value: str) -> None:
+    """Found by fuzz/fuzz_config.py: '8000000mo' escaped the loader as
+    ValueError('year 685008 is out of range') from the notice comparison."""
+    text = VALID + f'\n[retention]\nsecurity = "{value}"\nallow_longer_than_notice = true\n'
+    assert problems(tmp_path, text) == [
+        f"retention.security: {value!r} is longer than 100 years (give a shorter period)"
+    ]
