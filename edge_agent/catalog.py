@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from edge_agent.fsutil import FILE_MODE, create_file, make_dirs
 from edge_agent.migrations import MigrationError, SchemaTooNew, apply_migrations, up_to_date
 from edge_agent.model import (
     EraseRequest,
@@ -209,7 +210,9 @@ def _row_to_hold(row: sqlite3.Row) -> Hold:
 
 def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # the marker and the audit head: 0640 whatever the umask
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(doc, fh, sort_keys=True)
         fh.write("\n")
         fh.flush()
@@ -265,7 +268,9 @@ class Catalog:
                     f"no catalog at {path}: check storage.catalog in the config, "
                     "or start the agent once (edge-agent run) to create it"
                 )
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(path.parent)
+            # SQLite would create it 0644 & ~umask; its -wal and -shm take this mode.
+            create_file(path)
         conn = sqlite3.connect(
             str(path), isolation_level=None, check_same_thread=False, timeout=5.0
         )
@@ -331,7 +336,7 @@ class Catalog:
                     f"is missing, so the disk is probably not mounted (the catalog lists "
                     f"recordings; refusing to treat them as gone): {fix}"
                 )
-            storage_root.mkdir(parents=True, exist_ok=True)
+            make_dirs(storage_root)
             _write_json_atomic(
                 marker_path,
                 {"storage_id": meta_storage, "device_id": device_id, "created": iso(_now())},
@@ -363,7 +368,7 @@ class Catalog:
             storage_id = str(marker["storage_id"])
         else:
             storage_id = uuid.uuid4().hex
-            storage_root.mkdir(parents=True, exist_ok=True)
+            make_dirs(storage_root)
             _write_json_atomic(
                 marker_path,
                 {"storage_id": storage_id, "device_id": device_id, "created": iso(_now())},

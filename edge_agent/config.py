@@ -47,7 +47,12 @@ from pydantic import (
     ValidationInfo,
 )
 
-from edge_agent.config_checks import cross_check, format_validation_error
+from edge_agent.config_checks import (
+    cross_check,
+    exposure_warnings,
+    format_validation_error,
+    secret_file_warnings,
+)
 from edge_agent.model import NOTICE_PERIODS, Period, Purpose, RetentionPeriods, Site
 from edge_agent.profiles import (
     FsyncMode,
@@ -71,6 +76,8 @@ TOPIC_PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file", "testsrc")
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
 ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
+MAX_TOKEN_FILE_BYTES = 4096
+MAX_PERIOD_MONTHS = 1200
 
 
 class ConfigError(Exception):
@@ -127,6 +134,9 @@ def _parse_period(value: object) -> Period:
         raise ValueError(f"{value!r} is not a duration ({hint})") from None
     if period.upper_bound_seconds() == 0:
         raise ValueError(f"{value!r} is zero (give a period longer than zero)")
+    if period.months > MAX_PERIOD_MONTHS or period.seconds > MAX_PERIOD_MONTHS * 28 * 86400:
+        # Deadlines are dates: far beyond this they overflow the calendar.
+        raise ValueError(f"{value!r} is longer than 100 years (give a shorter period)")
     return period
 
 
@@ -259,7 +269,9 @@ MqttUrl = Annotated[str, AfterValidator(_check_mqtt_url)]
 IceUrl = Annotated[str, AfterValidator(_check_ice_url)]
 Listen = Annotated[str, AfterValidator(_check_listen)]
 TopicPrefix = Annotated[str, AfterValidator(_check_topic_prefix)]
-Seconds = Annotated[float, Field(gt=0)]
+# At most a year: any larger (or inf) overflows timedelta where the value is used.
+YEAR_SECONDS = 366 * 86400
+Seconds = Annotated[float, Field(gt=0, le=YEAR_SECONDS)]
 
 
 class _Section(BaseModel):
@@ -372,7 +384,7 @@ class ClockSettings(_Section):
     max_jump_seconds: Seconds = 300.0
     release_date: UtcDatetime = RELEASE_DATE
     start_time_floor: UtcDatetime = START_TIME_FLOOR
-    max_future_seconds: Annotated[float, Field(ge=0)] = 300.0
+    max_future_seconds: Annotated[float, Field(ge=0, le=YEAR_SECONDS)] = 300.0
     # Isolated devices with a battery-backed RTC: trust an unsynchronised clock.
     trust_rtc: StrictBool = False
     # Evidence of good time that works under ProtectClock=yes (docs/design/time.md).
@@ -450,6 +462,9 @@ class LiveView(_Section):
     token: SecretStr | None = None
     token_file: ConfigPath | None = None
     max_viewers: Annotated[int, Field(ge=1, le=64, strict=True)] = 4
+    # Open HTTP connections at once (a page and its viewers use a handful each);
+    # more are closed on accept so idle sockets cannot use up file descriptors.
+    max_connections: Annotated[int, Field(ge=4, le=1024, strict=True)] = 64
     ice_servers: tuple[IceUrl, ...] = ()
 
     @property
@@ -466,7 +481,22 @@ class LiveView(_Section):
             return self.token.get_secret_value()
         if self.token_file is None:
             raise ConfigError(["liveview: no token (set liveview.token or liveview.token_file)"])
-        return self.token_file.read_text(encoding="utf-8").strip()
+        # Bounded: a token_file pointing at a huge file must not be read whole.
+        with self.token_file.open("rb") as fh:
+            raw = fh.read(MAX_TOKEN_FILE_BYTES + 1)
+        if len(raw) > MAX_TOKEN_FILE_BYTES:
+            raise ConfigError(
+                [
+                    f"liveview.token_file: '{self.token_file}' is larger than "
+                    f"{MAX_TOKEN_FILE_BYTES} bytes, so it is not a token file (fix the path)"
+                ]
+            )
+        try:
+            return raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise ConfigError(
+                [f"liveview.token_file: '{self.token_file}' is not UTF-8 text (write the token)"]
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -582,6 +612,8 @@ class Config(_Section):
                 f"retention: {names} longer than the privacy notice (allowed by "
                 "allow_longer_than_notice; reported in telemetry)"
             )
+        out += exposure_warnings(self)
+        out += secret_file_warnings(self)
         return out
 
     def _known_locations(self) -> str:

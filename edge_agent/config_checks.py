@@ -9,7 +9,10 @@ overlapping folders, missing key files).
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
+import stat
 import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +24,8 @@ from edge_agent.model import NOTICE_PERIODS
 if TYPE_CHECKING:
     from edge_agent.config import Config, LiveView, Mqtt
 
+# A bearer token is the only thing between the LAN and the cameras' live
+# pictures: 16 characters of provision's random token are 96 bits.
 MIN_TOKEN_LENGTH = 16
 
 
@@ -254,8 +259,86 @@ def _file_checks(cfg: Config) -> list[str]:
     wanted += [(f"commands.trusted_keys[{i}]", p) for i, p in enumerate(cfg.commands.trusted_keys)]
     if cfg.liveview is not None:
         wanted.append(("liveview.token_file", cfg.liveview.token_file))
-    return [
+    out = [
         f"{key}: file '{p}' not found (create it or fix the path)"
         for key, p in wanted
         if p is not None and not p.is_file()
     ]
+    lv = cfg.liveview
+    if lv is not None and lv.token_file is not None and lv.token_file.is_file():
+        from edge_agent.config import ConfigError
+
+        try:
+            length = len(lv.read_token())
+        except ConfigError as exc:
+            out += exc.problems
+        except OSError as exc:
+            out.append(
+                f"liveview.token_file: cannot read '{lv.token_file}' ({exc.strerror or exc})"
+            )
+        else:
+            if length < MIN_TOKEN_LENGTH:
+                out.append(
+                    f"liveview.token_file: the token in '{lv.token_file}' has {length} "
+                    f"character(s) (use {MIN_TOKEN_LENGTH} or more: "
+                    f"openssl rand -base64 24 > {lv.token_file})"
+                )
+    return out
+
+
+# -- warnings: legal, but exposes something ---------------------------------------
+
+
+def _secret_files(cfg: Config) -> list[tuple[str, Path]]:
+    out: list[tuple[str, Path]] = []
+    if cfg.mqtt is not None:
+        for key in ("password_file", "key_file"):
+            p = getattr(cfg.mqtt, key)
+            if p is not None:
+                out.append((f"mqtt.{key}", p))
+    if cfg.liveview is not None and cfg.liveview.token_file is not None:
+        out.append(("liveview.token_file", cfg.liveview.token_file))
+    return out
+
+
+def secret_file_warnings(cfg: Config) -> list[str]:
+    """Secret files that other local users can read or change."""
+    out = []
+    for key, path in _secret_files(cfg):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue  # a missing file is a problem of its own (_file_checks)
+        if stat.S_IMODE(mode) & 0o006:
+            what = "readable" if mode & 0o004 else "writable"
+            out.append(
+                f"{key}: '{path}' is {what} by every user on this machine "
+                f"(mode {stat.S_IMODE(mode):04o}; fix: chmod 640 {path})"
+            )
+    return out
+
+
+def is_loopback_host(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def exposure_warnings(cfg: Config) -> list[str]:
+    """Secrets or pictures that would cross the network in clear text."""
+    out = []
+    mqtt = cfg.mqtt
+    if mqtt is not None and not mqtt.tls and mqtt.password_file is not None:
+        out.append(
+            f"mqtt.url: {mqtt.url!r} is not TLS but mqtt.password_file is set, so the "
+            "password crosses the network in clear text (use mqtts:// with mqtt.ca_file)"
+        )
+    lv = cfg.liveview
+    if lv is not None and not is_loopback_host(lv.host):
+        out.append(
+            f"liveview.listen: {lv.listen!r} is reachable from the network without TLS: "
+            "the token and the pictures cross it in clear text (listen on 127.0.0.1:"
+            f"{lv.port} and reach it through an SSH tunnel or a TLS reverse proxy)"
+        )
+    return out

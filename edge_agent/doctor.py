@@ -303,9 +303,10 @@ def check_broker(cfg: Config, timeout: float = DEFAULT_TIMEOUT) -> Check:
             "check mqtt.username / password_file and the client certificate",
         )
     if not mqtt.tls:
+        clear = "; the password crossed the network in clear text" if mqtt.password_file else ""
         return warn(
             name,
-            f"connected to {where}",
+            f"connected to {where}{clear}",
             "use mqtts:// with mqtt.ca_file outside a lab network",
         )
     return ok(name, f"connected to {where}, CONNACK accepted")

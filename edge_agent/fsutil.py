@@ -13,6 +13,10 @@ import tempfile
 from pathlib import Path
 
 _CHUNK = 1 << 20
+# The agent's modes whatever the umask: the owner writes, the
+# group (storage.reader_group) reads, others nothing.
+FILE_MODE = 0o640
+DIR_MODE = 0o750
 
 
 def fsync_file(path: Path) -> None:
@@ -29,6 +33,39 @@ def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
+    """``mkdir -p`` whose new folders get ``mode`` exactly, not ``mode & ~umask``."""
+    path = Path(path)
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=mode)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs to set
+        os.chmod(d, mode)
+
+
+def create_file(path: Path, mode: int = FILE_MODE) -> None:
+    """Create ``path`` empty with ``mode`` exactly if missing; an existing file is left as is.
+
+    For files another library then opens by name (SQLite, the muxer): they would
+    create it ``0666 & ~umask``.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, mode)
     finally:
         os.close(fd)
 

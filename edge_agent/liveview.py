@@ -4,8 +4,11 @@
 ``Content-Type: application/sdp``) answers an SDP offer with ``201``, the SDP
 answer and ``Location: /whep/{source_id}/{session}``; ``DELETE`` there hangs
 up. ``401`` bad token, ``404`` unknown source, ``415`` not SDP, ``503`` over
-``max_viewers`` (or no picture from the camera yet). ``GET /`` is the page;
-``GET /api/sources`` (token required) lists what it shows.
+``max_viewers`` (or no picture from the camera yet); a body that is not a
+usable SDP offer (empty, not UTF-8, unparsable) is ``400`` with the reason,
+one over 64 KiB ``413``. ``GET /`` is the page; ``GET /api/sources`` (token
+required) lists what it shows. Connection limits, timeouts and the descriptor
+reserve for recording are in :mod:`edge_agent.liveview_gate`.
 
 What an installer may see:
 - live pictures only — recordings (restricted or not) are never served here;
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
+from edge_agent.liveview_gate import Gate, ServerLimits, recording_fd_reserve
 from edge_agent.packethub import PacketHub, Subscription
 
 if TYPE_CHECKING:
@@ -55,6 +59,9 @@ CODEC_WAIT_SECONDS = 5.0  # a source that shows no packet in this long is "not l
 AUDIO_WAIT_SECONDS = 1.0
 CONNECT_SECONDS = 30.0  # a viewer that never connects gives its slot back
 MAX_OFFER_BYTES = 64 * 1024
+ACCEPT_BACKLOG = 16
+LISTEN_QUEUE = 128
+MIN_TOKEN_LENGTH = 16  # the same floor as the config check (config_checks.MIN_TOKEN_LENGTH)
 _SDP = "application/sdp"
 
 
@@ -112,10 +119,29 @@ class _Offer:
     audio: bool
 
 
+class BadOffer(ValueError):
+    """The body is not an SDP offer this server can answer; the message says why."""
+
+
+def decode_offer(body: bytes) -> str:
+    if not body.strip():
+        raise BadOffer("the body is empty (send the SDP offer)")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadOffer(f"the body is not UTF-8 (byte {exc.start})") from None
+    if not text.lstrip().startswith("v=0"):
+        raise BadOffer("the body does not start with 'v=0', so it is not SDP")
+    return text
+
+
 def _read_offer(offer_sdp: str) -> _Offer:
     from aiortc import sdp
 
-    desc = sdp.SessionDescription.parse(offer_sdp)
+    try:
+        desc = sdp.SessionDescription.parse(offer_sdp)
+    except Exception as exc:  # aiortc's parser raises whatever the split/int calls raise
+        raise BadOffer(f"the offer is not valid SDP ({type(exc).__name__})") from None
     kinds = [m.kind for m in desc.media]
     video = next((m for m in desc.media if m.kind == "video"), None)
     h264 = video is not None and any(
@@ -136,8 +162,21 @@ class LiveView:
         hub: PacketHub,
         *,
         passthrough: bool = True,
+        limits: ServerLimits | None = None,
     ) -> None:
         self.settings = settings
+        # The descriptor reserve counts every configured camera, signed or not:
+        # each one records.
+        self.limits = limits or ServerLimits(
+            max_connections=settings.max_connections,
+            # Half the slots: one host (or a NAT of installers' browsers, six
+            # connections each) cannot lock the others out.
+            max_per_address=max(8, settings.max_connections // 2),
+            max_body_bytes=MAX_OFFER_BYTES,
+            fd_reserve=recording_fd_reserve(len(sources)),
+        )
+        self.gate: Gate | None = None
+        self._server: asyncio.Server | None = None
         # Sources without signs are not offered at all, not even by name.
         self.sources = {s.id: s for s in sources if s.signage}
         self.hub = hub
@@ -167,12 +206,18 @@ class LiveView:
         if self._runner is not None:
             return
         token = self.settings.read_token()
-        if not token:
-            raise ValueError("liveview: the token is empty (run provision or set liveview.token)")
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"liveview: the token is shorter than {MIN_TOKEN_LENGTH} characters "
+                "(run 'edge-agent provision' or write a longer random one)"
+            )
         self._token = token.encode("utf-8")
         import aiortc  # noqa: F401  -- fail at start-up, not at the first viewer
 
-        app = web.Application(client_max_size=MAX_OFFER_BYTES, middlewares=[_headers])
+        limits = self.limits
+        app = web.Application(
+            client_max_size=limits.max_body_bytes, middlewares=[self._per_request, _headers]
+        )
         from edge_agent.liveview_page import PAGE_HTML, PAGE_JS
 
         async def page(_: web.Request) -> web.Response:
@@ -186,23 +231,40 @@ class LiveView:
         app.router.add_get("/api/sources", self._api_sources)
         app.router.add_post("/whep/{source_id}", self._whep_post)
         app.router.add_delete("/whep/{source_id}/{session_id}", self._whep_delete)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=limits.keepalive_seconds,
+            # Without this a shutdown waits for viewers' slow requests.
+            shutdown_timeout=1.0,
+        )
         await runner.setup()
+        assert runner.server is not None
+        gate = Gate(runner.server, limits)
         host, port = self.settings.host, self.settings.port
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
-            sock.listen(64)
             sock.setblocking(False)
-            site = web.SockSite(runner, sock)
-            await site.start()
+            # Our own server in front of aiohttp's handler: the gate decides per
+            # connection before aiohttp sees it (see liveview_gate). asyncio
+            # accepts up to `backlog` sockets per wake-up before the gate sees
+            # any of them: short bursts keep a flood inside the fd reserve.
+            server = await asyncio.get_running_loop().create_server(
+                gate, sock=sock, backlog=ACCEPT_BACKLOG
+            )
+            # create_server also made ACCEPT_BACKLOG the kernel's queue; a longer
+            # one costs no descriptor (queued connections are not ours until
+            # accepted) and spares clients SYN retries while a flood is drained.
+            sock.listen(LISTEN_QUEUE)
         except BaseException:
             sock.close()
             await runner.cleanup()
             raise
-        self._runner = runner
+        self._runner, self._server, self.gate = runner, server, gate
         self.port = sock.getsockname()[1]
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -230,9 +292,17 @@ class LiveView:
             self._closed = True
             sessions = list(self._sessions.values())
             await asyncio.gather(*(self._end(s, "shutdown") for s in sessions))
+            if self._server is not None:
+                server, self._server = self._server, None
+                server.close()
+            if self.gate is not None:
+                self.gate.closing = True
             if self._runner is not None:
                 runner, self._runner = self._runner, None
                 await runner.cleanup()
+            if self.gate is not None:
+                self.gate.abort_all()
+                self.gate.drops.flush(force=True)
 
     # -- access ------------------------------------------------------------------------
 
@@ -312,11 +382,19 @@ class LiveView:
             self._reserved -= 1
 
     async def _negotiate(self, request: web.Request, source: SourceInfo) -> web.Response:
-        offer_sdp = await request.text()
         try:
+            body = await asyncio.wait_for(request.read(), self.limits.body_seconds)
+        except TimeoutError:
+            return _error(408, f"the offer did not arrive within {self.limits.body_seconds:g}s")
+        except web.HTTPRequestEntityTooLarge:
+            return _error(
+                413, f"the offer is larger than {self.limits.max_body_bytes} bytes (send SDP only)"
+            )
+        try:
+            offer_sdp = decode_offer(body)
             offer = _read_offer(offer_sdp)
-        except ValueError as exc:
-            return _error(400, f"the offer is not SDP: {exc}")
+        except BadOffer as exc:
+            return _error(400, f"the offer is not usable SDP: {exc}")
         if not offer.video:
             return _error(400, "the offer has no video section (add a recvonly video transceiver)")
         info = await self.hub.wait_codec(source.id, "video", CODEC_WAIT_SECONDS)
@@ -441,6 +519,17 @@ class LiveView:
             return _error(404, "no such viewer session (already closed?)")
         await self._end(session, "hung up")
         return web.Response(status=200)
+
+    @web.middleware
+    async def _per_request(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        transport = request.transport
+        conn = transport.get_protocol() if transport is not None else None
+        started = getattr(conn, "request_started", None)
+        number = started() if started is not None else 0
+        response: web.StreamResponse = await handler(request)
+        if number >= self.limits.max_requests:
+            response.force_close()  # keep-alive bound: the client reconnects
+        return response
 
     # -- for tests and status --------------------------------------------------------
 

@@ -39,6 +39,9 @@ DEFAULT_STORAGE_ROOT = Path("/var/lib/edge-agent/recordings")
 # The state directory the unit always makes writable, whatever disk holds the recordings.
 DEFAULT_CATALOG = Path("/var/lib/edge-agent/catalog.db")
 TOKEN_FILE_NAME = "liveview.token"
+# Loopback: the live view has no TLS, so an installer reaches it through an SSH
+# tunnel (ssh -L 8088:127.0.0.1:8088 gateway) rather than over the LAN in clear.
+DEFAULT_LIVEVIEW_LISTEN = "127.0.0.1:8088"
 TOKEN_BYTES = 24
 FILE_MODE = 0o640
 

@@ -53,6 +53,7 @@ from av.packet import Packet
 from av.stream import Stream
 
 from edge_agent import media, memtune
+from edge_agent.fsutil import create_file
 from edge_agent.intake import PARTIAL_PREFIX, Intake, Origin
 from edge_agent.interleave import Interleaver
 from edge_agent.model import Recording, Tags, TimeSource, iso
@@ -227,6 +228,7 @@ class SegmentWriter:
         self.refused = 0
         self._last_video: float | None = None
         self._shift: dict[str, int] = {}
+        create_file(path)  # 0640 whatever the umask; the muxer truncates and keeps the mode
         self._out: OutputContainer = av.open(
             str(path), "w", format="matroska", container_options=dict(_MKV_OPTIONS)
         )

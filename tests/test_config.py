@@ -420,3 +420,135 @@ def test_cli_config_check_ok_and_bad(tmp_path: Path) -> None:
 def test_config_model_rejects_unknown_keys_directly() -> None:
     with pytest.raises(ValueError, match="extra"):
         Config.model_validate({"device": {"id": "gw", "hw_profile": "x", "extra": 1}})
+
+
+# -- issue 12 items 6, 11c, 11d: secrets and exposure ------------------------------
+
+
+def _with_token_file(tmp_path: Path, token: str, mode: int, listen: str) -> Path:
+    token_file = tmp_path / "live.token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(mode)
+    return write(
+        tmp_path, VALID + f'\n[liveview]\nlisten = "{listen}"\ntoken_file = "live.token"\n'
+    )
+
+
+def test_config_check_refuses_a_one_character_token_file(tmp_path: Path) -> None:
+    cfg = _with_token_file(tmp_path, "x", 0o640, "127.0.0.1:8088")
+    out = run_cli("config", "check", "--config", str(cfg))
+    assert out.returncode == 2, out.stderr
+    assert "liveview.token_file: the token in" in out.stderr
+    assert "has 1 character(s) (use 16 or more" in out.stderr
+    assert "x\n" not in out.stderr  # the token itself is never shown
+    with pytest.raises(ConfigError, match="has 1 character"):
+        load_config(cfg)  # the daemon loads the same way
+
+
+def test_config_check_warns_on_world_readable_secret_files(tmp_path: Path) -> None:
+    cfg = _with_token_file(tmp_path, "0123456789abcdef0123", 0o644, "127.0.0.1:8088")
+    (tmp_path / "mqtt.pw").write_text("pw\n")
+    (tmp_path / "mqtt.pw").chmod(0o604)
+    text = cfg.read_text() + (
+        '\n[mqtt]\nurl = "mqtts://127.0.0.1:8883"\nusername = "gw"\npassword_file = "mqtt.pw"\n'
+    )
+    cfg.write_text(text)
+    out = run_cli("config", "check", "--config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stderr.splitlines() if "every user" in line]
+    assert lines == [
+        f"warning: mqtt.password_file: '{tmp_path / 'mqtt.pw'}' is readable by every user "
+        f"on this machine (mode 0604; fix: chmod 640 {tmp_path / 'mqtt.pw'})",
+        f"warning: liveview.token_file: '{tmp_path / 'live.token'}' is readable by every user "
+        f"on this machine (mode 0644; fix: chmod 640 {tmp_path / 'live.token'})",
+    ]
+    (tmp_path / "mqtt.pw").chmod(0o640)
+    (tmp_path / "live.token").chmod(0o640)
+    assert "every user" not in run_cli("config", "check", "--config", str(cfg)).stderr
+
+
+def test_clear_text_mqtt_password_is_warned(tmp_path: Path) -> None:
+    (tmp_path / "mqtt.pw").write_text("pw\n")
+    (tmp_path / "mqtt.pw").chmod(0o640)
+    mqtt = '\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\nusername = "gw"\npassword_file = "mqtt.pw"\n'
+    cfg = load_config(write(tmp_path, VALID + mqtt))
+    clear = [w for w in cfg.warnings() if "clear text" in w]
+    assert clear == [
+        "mqtt.url: 'mqtt://127.0.0.1:1883' is not TLS but mqtt.password_file is set, so the "
+        "password crosses the network in clear text (use mqtts:// with mqtt.ca_file)"
+    ]
+    out = run_cli("config", "check", "--config", str(tmp_path / "config.toml"), "--json")
+    assert clear[0] in json.loads(out.stdout)["warnings"]
+    tls = load_config(write(tmp_path, VALID + mqtt.replace("mqtt://", "mqtts://")))
+    assert not [w for w in tls.warnings() if "clear text" in w]
+
+
+@pytest.mark.parametrize(
+    ("listen", "warned"),
+    [
+        ("127.0.0.1:8088", False),
+        ("[::1]:8088", False),
+        ("localhost:8088", False),
+        ("0.0.0.0:8088", True),
+        ("192.168.1.20:8088", True),
+        ("[::]:8088", True),
+    ],
+)
+def test_liveview_beyond_loopback_is_warned(tmp_path: Path, listen: str, warned: bool) -> None:
+    cfg = load_config(_with_token_file(tmp_path, "0123456789abcdef0123", 0o640, listen))
+    lines = [w for w in cfg.warnings() if w.startswith("liveview.listen")]
+    assert bool(lines) is warned
+    if warned:
+        assert "without TLS" in lines[0] and "127.0.0.1:8088" in lines[0]
+
+
+def test_liveview_max_connections_bounds(tmp_path: Path) -> None:
+    base = VALID + '\n[liveview]\nlisten = "127.0.0.1:8088"\ntoken = "0123456789abcdef"\n'
+    assert load_config(write(tmp_path, base)).liveview.max_connections == 64  # type: ignore[union-attr]
+    assert problems(tmp_path, base + "max_connections = 2\n") == [
+        "liveview.max_connections: 2 is out of range (must be >= 4)"
+    ]
+
+
+def test_run_logs_the_config_warnings(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from edge_agent.cli.run_cmd import _log_warnings
+
+    cfg = _with_token_file(tmp_path, "0123456789abcdef0123", 0o644, "0.0.0.0:8088")
+    with caplog.at_level("WARNING", logger="edge_agent.config"):
+        _log_warnings(cfg)
+    text = caplog.text
+    assert "liveview.listen" in text and "chmod 640" in text
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("max_future_seconds", "1e300"), ("max_future_seconds", "inf"), ("max_jump_seconds", "1e308")],
+)
+def test_clock_seconds_that_overflow_are_config_errors(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    """Found by fuzz/fuzz_config.py: these loaded, then timedelta() raised OverflowError
+    when the daemon built its clock guard and intake settings."""
+    (line,) = problems(tmp_path, VALID + f"\n[clock]\n{key} = {value}\n")
+    assert line.startswith(f"clock.{key}: {float(value)!r} is out of range (must be <= 31622400")
+
+
+def test_a_huge_token_file_is_not_read_whole(tmp_path: Path) -> None:
+    big = tmp_path / "live.token"
+    big.write_bytes(b"a" * 1_000_000)
+    big.chmod(0o640)
+    text = VALID + '\n[liveview]\nlisten = "127.0.0.1:8088"\ntoken_file = "live.token"\n'
+    assert problems(tmp_path, text) == [
+        f"liveview.token_file: '{big}' is larger than 4096 bytes, so it is not a token file "
+        "(fix the path)"
+    ]
+
+
+@pytest.mark.parametrize("value", ["8000000mo", "1000000000000d", "101y"])
+def test_retention_beyond_a_century_is_a_config_error(tmp_path: Path, value: str) -> None:
+    """Found by fuzz/fuzz_config.py: '8000000mo' escaped the loader as
+    ValueError('year 685008 is out of range') from the notice comparison."""
+    text = VALID + f'\n[retention]\nsecurity = "{value}"\nallow_longer_than_notice = true\n'
+    assert problems(tmp_path, text) == [
+        f"retention.security: {value!r} is longer than 100 years (give a shorter period)"
+    ]

@@ -141,3 +141,30 @@ def test_bad_options_exit_2(tmp_path: Path) -> None:
     assert res.returncode == 2 and "--purge goes with --uninstall" in res.stderr
     res = _run("bash", DEPLOY / "install.sh", "--root", tmp_path)
     assert res.returncode == 2 and "--wheelhouse" in res.stderr
+
+
+def test_agent_unit_sets_a_file_descriptor_limit() -> None:
+    """Issue 12 item 6: the default 1024 let idle HTTP connections starve recording."""
+    from edge_agent.liveview_gate import recording_fd_reserve
+
+    unit = (Path(__file__).parent.parent / "systemd/edge-agent.service").read_text()
+    values = [
+        line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("LimitNOFILE=")
+    ]
+    assert len(values) == 1, values
+    limit = int(values[0])
+    # The reserve for 32 cameras plus the largest liveview.max_connections still fit.
+    assert limit >= 4096 >= recording_fd_reserve(32) + 1024
+
+
+def test_run_raises_a_low_soft_fd_limit() -> None:
+    """Started by hand (soft limit 1024), the daemon gets the unit's 4096 if allowed."""
+    import sys
+
+    code = (
+        "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (256, 8192));"
+        "from edge_agent.cli import prepare; prepare('run');"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "4096"

@@ -227,3 +227,24 @@ def test_unmounted_fstab_disk_fails(tmp_path: Path) -> None:
     check = check_storage_mounted(disk / "recordings", fstab)
     assert check.level == Level.FAIL and f"mount {disk}" in check.fix
     assert check_storage_mounted(tmp_path / "missing", fstab).level == Level.FAIL
+
+
+def test_clear_text_password_and_open_liveview_are_warned(tmp_path: Path) -> None:
+    """Issue 12 items 6 and 11d: doctor shows what crosses the network in clear."""
+    (tmp_path / "mqtt.pw").write_text("pw\n")
+    (tmp_path / "mqtt.pw").chmod(0o640)
+    (tmp_path / "live.token").write_text("0123456789abcdef0123\n")
+    (tmp_path / "live.token").chmod(0o644)
+    config = _config(
+        tmp_path,
+        broker_url=f"mqtt://127.0.0.1:{free_port()}",
+        rtsp_port=free_port(),
+        extra_mqtt='username = "gw"\npassword_file = "mqtt.pw"\n',
+    )
+    text = config.read_text().replace("[device]", "[device]", 1)
+    config.write_text(text + '\n[liveview]\nlisten = "0.0.0.0:8088"\ntoken_file = "live.token"\n')
+    out = _doctor(config, "--timeout", "1")
+    warns = [x for x in out.stdout.splitlines() if x.startswith("WARN config")]
+    assert any("mqtt.url" in x and "password crosses the network in clear" in x for x in warns)
+    assert any("liveview.listen: '0.0.0.0:8088' is reachable from the network" in x for x in warns)
+    assert any("chmod 640" in x and "live.token" in x for x in warns), warns

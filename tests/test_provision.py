@@ -231,3 +231,23 @@ def test_interactive_on_a_terminal(tmp_path: Path) -> None:
     cfg = load_config(tmp_path / "tty.toml")
     assert cfg.device.id == "gw-tty-01" and cfg.sources[0].id == "cam-1"
     assert cfg.mqtt is None and cfg.liveview is None
+
+
+def test_liveview_defaults_to_loopback_and_lan_is_warned(tmp_path: Path) -> None:
+    """Issue 12 item 6: provision suggests 127.0.0.1:8088, never 0.0.0.0."""
+    help_text = _cli("provision", "--help").stdout
+    assert "0.0.0.0" not in help_text and "127.0.0.1:8088" in help_text
+    (tmp_path / "etc").mkdir()
+    flags = _flags(tmp_path)
+    i = flags.index("--liveview-listen")
+    alone = [*flags[:i], "--liveview-listen", *flags[i + 2 :]]
+    out = _cli(*alone)
+    assert out.returncode == 0, out.stderr
+    cfg = load_config(tmp_path / "etc" / "config.toml")
+    assert cfg.liveview is not None and cfg.liveview.listen == "127.0.0.1:8088"
+    assert "liveview.listen" not in out.stderr
+
+    lan = [*flags[:i], "--liveview-listen", "0.0.0.0:8088", *flags[i + 2 :], "--force"]
+    out = _cli(*lan)
+    assert out.returncode == 0, out.stderr
+    assert "liveview.listen: '0.0.0.0:8088' is reachable from the network" in out.stderr

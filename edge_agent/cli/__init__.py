@@ -78,10 +78,33 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def prepare(command: str | None) -> None:
     """Process set-up that must come before the command's imports."""
     if command == "run":
+        import os
+
+        # Outside the unit (UMask=0027) an admin's umask must not make new
+        # folders or files readable by every user.
+        os.umask(os.umask(0o027) | 0o027)
+        _raise_fd_limit()
         from edge_agent import lean, memtune
 
         memtune.tune()  # before the daemon's imports allocate and its threads start
         lean.for_daemon()
+
+
+# What the unit sets (LimitNOFILE=): started by hand under a soft limit of 1024,
+# the daemon takes as much of the hard limit as the unit would give it.
+DAEMON_NOFILE = 4096
+
+
+def _raise_fd_limit() -> None:
+    import contextlib
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = DAEMON_NOFILE if hard == resource.RLIM_INFINITY else min(DAEMON_NOFILE, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        # A seccomp filter (the unit's ~@resources) refuses; the unit set it then.
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

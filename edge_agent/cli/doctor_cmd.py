@@ -1,17 +1,15 @@
 """``edge-agent doctor``: preflight checks, one line each, with the fix.
 
-Run as root, it re-runs itself as the user that owns the agent's state (the
-owner of the catalog, or of its folder): root can write where the agent
-cannot, and a catalog opened by root would leave root-owned files the agent
-then cannot open.
+Run as root, it switches to the user that owns the agent's state (the owner
+of the storage root, as the writing commands do): root can write where the
+agent cannot, and a catalog opened by root would leave root-owned files the
+agent then cannot open.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import pwd
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,8 +23,6 @@ from edge_agent.cli._base import (
     print_json,
 )
 from edge_agent.doctor import DEFAULT_TIMEOUT, Level, failed, run_checks
-
-_AS_OWNER_ENV = "EDGE_AGENT_DOCTOR_AS_OWNER"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,55 +55,42 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
 
 
-def _state_owner(config_path: Path) -> int | None:
-    """The uid owning the catalog (or its folder), if not ours and we are root."""
-    if os.geteuid() != 0 or os.environ.get(_AS_OWNER_ENV):
-        return None
+def _become_owner(config_path: Path) -> None:
+    """As root, switch to the owner of the agent's state (shared with the writing
+    commands: ``cli/_context.py``); say so, or say why not and go on as root."""
+    if os.geteuid() != 0:
+        return
+    from edge_agent.cli._context import state_owner, switch_user, unreadable_code
     from edge_agent.config import ConfigError, load_config
 
     try:
         cfg = load_config(config_path, check_files=False)
     except ConfigError:
-        return None
-    for candidate in (cfg.storage.catalog, cfg.storage.catalog.parent):
-        try:
-            uid = candidate.stat().st_uid
-        except OSError:
-            continue
-        return uid if uid != 0 else None
-    return None
-
-
-def _rerun_as(uid: int, args: argparse.Namespace) -> int | None:
-    """The exit code of doctor re-run as ``uid``, or None if it could not be started."""
-    user = pwd.getpwuid(uid)
-    sys.stderr.write(f"doctor: running the checks as {user.pw_name}, the owner of the state\n")
-    argv = [sys.executable, "-m", "edge_agent", "doctor", "--config", str(args.config)]
-    argv += ["--timeout", str(args.timeout)] + (["--json"] if args.json else [])
-    env = {**os.environ, _AS_OWNER_ENV: "1", "HOME": user.pw_dir}
-    try:
-        return subprocess.run(
-            argv,
-            user=uid,
-            group=user.pw_gid,
-            extra_groups=os.getgrouplist(user.pw_name, user.pw_gid),
-            env=env,
-            check=False,
-        ).returncode
-    except OSError as exc:
+        return  # the checks report the config itself
+    owner = state_owner(cfg)
+    if owner is None or owner.uid == 0:
+        return
+    blocked = unreadable_code(owner)
+    if blocked is not None:
         sys.stderr.write(
-            f"doctor: cannot run as {user.pw_name} ({exc.strerror or exc}); checking as root, "
+            f"doctor: {owner.name} cannot read {blocked} (this Python); checking as root, "
             "so 'storage writable' may pass where the agent's user cannot write\n"
         )
-        return None
+        return
+    try:
+        switch_user(owner)
+    except OSError as exc:
+        sys.stderr.write(
+            f"doctor: cannot run as {owner.name} ({exc.strerror or exc}); checking as root, "
+            "so 'storage writable' may pass where the agent's user cannot write\n"
+        )
+        return
+    sys.stderr.write(f"doctor: running the checks as {owner.name}, the owner of the state\n")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     if not args.as_root:
-        owner = _state_owner(args.config)
-        code = _rerun_as(owner, args) if owner is not None else None
-        if code is not None:
-            return code
+        _become_owner(args.config)
     checks = run_checks(args.config, timeout=args.timeout)
     bad_config = bool(checks) and checks[0].name == "config" and checks[0].level == Level.FAIL
     if args.json:

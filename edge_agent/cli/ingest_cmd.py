@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from edge_agent.cli._base import (
     error,
     print_json,
 )
-from edge_agent.cli._context import load_cli_config, open_cli_catalog
+from edge_agent.cli._context import act_as_agent, load_cli_config, open_cli_catalog
 from edge_agent.model import Purpose, iso, utcnow
 
 EXAMPLE = (
@@ -58,6 +59,9 @@ def run_ingest(args: argparse.Namespace) -> int:
         origin = origin_for(cfg, args.location, Purpose(args.purpose), anonymized=args.anonymized)
     except KeyError as exc:
         raise CliError(f"--location: {exc.args[0]}", EXIT_BAD_INPUT) from None
+    owner = act_as_agent(cfg)
+    if owner is not None:
+        _check_consumable(args.paths, owner.name)
     catalog = open_cli_catalog(cfg, create=True)
     results = []
     failed = False
@@ -78,6 +82,30 @@ def run_ingest(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"results": [r.as_dict() for r in results], "ts": iso(utcnow())})
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _consumable(path: Path) -> bool:
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return True  # intake reports a missing file itself
+    except OSError:
+        return False  # a folder on the way that the agent's user cannot enter
+    return os.access(path, os.R_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+
+
+def _check_consumable(paths: list[Path], user: str) -> None:
+    """Ingest moves each original away; after switching from root to the agent's
+    user that user must be able to read it and remove it from its folder."""
+    bad = [p for p in paths if not _consumable(p)]
+    if bad:
+        shown = " ".join(str(p) for p in bad)
+        raise CliError(
+            f"{shown}: {user}, who runs the agent, cannot read it or remove it from its "
+            f"folder (ingest consumes the original): chown {user}: {shown} and its folder, "
+            "or move it to a folder the agent can write",
+            EXIT_FAILURE,
+        )
 
 
 def _print_line(result: object) -> None:

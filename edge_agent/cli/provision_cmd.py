@@ -18,6 +18,7 @@ from edge_agent.config import ConfigError
 from edge_agent.profiles import profile_names
 from edge_agent.provision import (
     DEFAULT_CATALOG,
+    DEFAULT_LIVEVIEW_LISTEN,
     DEFAULT_STORAGE_ROOT,
     LocationSpec,
     ProvisionError,
@@ -38,7 +39,7 @@ edge-agent provision --profile rpi5-nvme --device-id gw-bagneux-01 \\
   --location gate:premises:signage --location lab-1:premises:audio:signage \\
   --source cam-gate:rtsp://192.0.2.10/stream:gate:security \\
   --source cam-lab:rtsp://192.0.2.11/stream:lab-1:rnd:audio \\
-  --liveview-listen 0.0.0.0:8088 --out /etc/edge-agent/config.toml"""
+  --liveview-listen 127.0.0.1:8088 --out /etc/edge-agent/config.toml"""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,7 +87,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"recordings folder (default: {DEFAULT_STORAGE_ROOT})",
     )
     p.add_argument("--catalog", type=Path, help=f"catalog file (default: {DEFAULT_CATALOG})")
-    p.add_argument("--liveview-listen", metavar="HOST:PORT", help="turn the live view on")
+    p.add_argument(
+        "--liveview-listen",
+        metavar="HOST:PORT",
+        nargs="?",
+        const=DEFAULT_LIVEVIEW_LISTEN,
+        help=(
+            f"turn the live view on (alone: {DEFAULT_LIVEVIEW_LISTEN}, loopback, reached "
+            "with ssh -L 8088:127.0.0.1:8088; an address on the LAN sends the token and "
+            "the pictures in clear text and is warned about)"
+        ),
+    )
     p.add_argument("--force", action="store_true", help="replace an existing config file")
 
 
@@ -138,7 +149,9 @@ def _interactive(args: argparse.Namespace) -> None:
     if args.broker is None:
         args.broker = _ask("MQTT broker url (empty = MQTT off)") or None
     if args.liveview_listen is None:
-        args.liveview_listen = _ask("live view listen address (empty = off)") or None
+        args.liveview_listen = (
+            _ask(f"live view listen address, e.g. {DEFAULT_LIVEVIEW_LISTEN} (empty = off)") or None
+        )
 
 
 def cmd_provision(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from edge_agent.cli._base import (
     add_json_arg,
     print_json,
 )
-from edge_agent.cli._context import load_cli_config, open_cli_catalog
+from edge_agent.cli._context import act_as_agent, load_cli_config, open_cli_catalog
 from edge_agent.intake import IntakeSettings
 from edge_agent.model import utcnow
 
@@ -86,6 +86,7 @@ def _rebuild(args: argparse.Namespace) -> int:
 
     cfg = load_cli_config(args.config)
     settings = _settings(cfg)
+    act_as_agent(cfg)  # rebuild creates the catalog itself: as the agent, not root
     rep = rebuild(
         cfg.storage.catalog,
         cfg.storage.root,

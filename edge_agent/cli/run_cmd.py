@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from edge_agent.catalog import CatalogError
 from edge_agent.cli._base import (
@@ -26,6 +27,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
     try:
+        _log_warnings(args.config)
         return daemon.main(args.config, shutdown_timeout=args.shutdown_timeout)
     except ConfigError as exc:
         problems = exc.problems or [str(exc)]
@@ -34,6 +36,17 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(problems[-1], EXIT_BAD_INPUT) from None
     except (CatalogError, MigrationError) as exc:
         raise CliError(str(exc), EXIT_FAILURE) from None
+
+
+def _log_warnings(config: Path) -> None:
+    """The same warnings as ``config check`` (world-readable secrets, clear-text
+    passwords, a live view open to the network), once at start in the journal."""
+    import logging
+
+    from edge_agent.config import load_config
+
+    for line in load_config(config).warnings():
+        logging.getLogger("edge_agent.config").warning("config: %s", line)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
