@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edge_agent.fsutil import FILE_MODE, create_file, make_dirs
+from edge_agent.location_drift import LocationFootage
 from edge_agent.migrations import MigrationError, SchemaTooNew, apply_migrations, up_to_date
 from edge_agent.model import (
     EraseRequest,
@@ -638,6 +639,25 @@ class Catalog:
         if cur.rowcount == 0:
             raise UnknownRecord(f"no recording with id {id!r} in {self.path}")
 
+    def has_location(self, location: str) -> bool:
+        """Whether any recording, live or gone, was catalogued at ``location``."""
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT 1 FROM recordings WHERE location = ? LIMIT 1", (location,)
+            ).fetchone()
+        return row is not None
+
+    def footage_locations(self) -> list[str]:
+        """Every location with a catalogued recording, sorted."""
+        with self._lock:
+            rows = self.conn.execute("SELECT DISTINCT location FROM recordings").fetchall()
+        return sorted(str(r[0]) for r in rows)
+
+    def footage_by_location(self) -> list[LocationFootage]:
+        """Live recordings per (location, site, audio): what the config must still honour."""
+        with self._lock:
+            return _footage_by_location(self.conn)
+
     def summary_by_purpose(self) -> dict[Purpose, PurposeStats]:
         """Count, bytes and oldest start of live recordings, for every purpose."""
         live = tuple(str(s) for s in LIVE_STATES)
@@ -959,6 +979,38 @@ class ConfigLike(Protocol):
 
     @property
     def storage(self) -> _StorageLike: ...
+
+
+def _footage_by_location(conn: sqlite3.Connection) -> list[LocationFootage]:
+    rows = conn.execute(
+        "SELECT location, site, audio, COUNT(*), MAX(deadline), SUM(deadline IS NULL) "
+        "FROM recordings WHERE state IN (?, ?) GROUP BY location, site, audio",
+        tuple(str(s) for s in LIVE_STATES),
+    ).fetchall()
+    return [
+        LocationFootage(str(loc), Site(site), bool(audio), int(n), _opt_dt(last), int(undated or 0))
+        for loc, site, audio, n, last, undated in rows
+    ]
+
+
+def read_footage_by_location(path: Path) -> list[LocationFootage] | None:
+    """:meth:`Catalog.footage_by_location` through a read-only connection, or None.
+
+    For ``config check`` and ``doctor``: they must not create, migrate or take
+    ownership of a catalog. None when there is no readable catalog yet.
+    """
+    if not Path(path).is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return None
+    try:
+        return _footage_by_location(conn)
+    except (sqlite3.Error, ValueError):
+        return None
+    finally:
+        conn.close()
 
 
 def open_catalog_from_config(cfg: ConfigLike, *, create: bool = True) -> Catalog:

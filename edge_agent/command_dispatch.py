@@ -558,10 +558,17 @@ class CommandDispatcher:
             )
         return CommandResult(id=env.id, name=env.name, state="done", result=result, ts=iso(now))
 
-    def _check_location(self, location: str | None) -> None:
-        if location is not None and self.locations is not None and location not in self.locations:
-            known = ", ".join(sorted(self.locations)) or "none"
-            raise ValueError(f"unknown location {location!r} (known: {known})")
+    async def _check_location(self, location: str | None) -> None:
+        # Footage outlives its place in the config: a removed location that still
+        # holds recordings can be erased, restricted and held (docs/retention-policy.md).
+        if location is None or self.locations is None or location in self.locations:
+            return
+        if await asyncio.to_thread(self.catalog.has_location, location):
+            return
+        known = ", ".join(sorted(self.locations)) or "none"
+        raise ValueError(
+            f"unknown location {location!r} (known: {known}, or one the catalog holds footage for)"
+        )
 
     async def _run(self, name: str, verdict: Verdict, now: datetime) -> dict[str, Any]:
         args = verdict.args
@@ -584,7 +591,7 @@ class CommandDispatcher:
         if isinstance(args, HoldArgs):
             from edge_agent.holds import hold_doc, place_hold
 
-            self._check_location(args.location)
+            await self._check_location(args.location)
             hold = await asyncio.to_thread(
                 place_hold,
                 self.catalog,
@@ -609,7 +616,7 @@ class CommandDispatcher:
         if isinstance(args, EraseArgs):
             from edge_agent.erasure import execute_request
 
-            self._check_location(args.location)
+            await self._check_location(args.location)
             req = EraseRequest(
                 ref=args.ref,
                 location=args.location,

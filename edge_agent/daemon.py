@@ -309,7 +309,22 @@ class Agent:
                     len(rep.reappeared),
                     len(rep.partials_removed),
                 )
+        await self._follow_locations(self.cfg)
         await self._sample()
+
+    async def _follow_locations(self, cfg: Config) -> None:
+        """Warn about footage the config no longer describes (docs/retention-policy.md)."""
+        from edge_agent.location_drift import configured, location_drift
+
+        try:
+            rows = await asyncio.to_thread(self.catalog.footage_by_location)
+        except Exception:
+            log.exception("cannot compare the config's locations with the catalog")
+            return
+        drift = location_drift(configured(cfg.locations), rows)
+        for d in drift:
+            log.warning("%s", d.message)
+        self.gatherer.location_drift = tuple(d.as_dict() for d in drift)
 
     # -- building --------------------------------------------------------------------------
 
@@ -673,6 +688,7 @@ class Agent:
 
     async def _apply_reload(self, cfg: Config, plan: ReloadPlan) -> None:
         self.cfg = cfg
+        await self._follow_locations(cfg)
         if plan.trusted_keys_changed and self.dispatcher is not None:
             self.dispatcher.trusted = load_trusted_keys(cfg.commands.trusted_keys)
         if self.dispatcher is not None:

@@ -220,6 +220,27 @@ def check_catalog(cfg: Config, now: datetime) -> list[Check]:
     return out
 
 
+# -- locations that hold footage -----------------------------------------------------------
+
+
+def check_location_drift(cfg: Config) -> list[Check]:
+    """Footage at a location the config no longer has, or whose kind or audio flag changed."""
+    from edge_agent.catalog import read_footage_by_location
+    from edge_agent.location_drift import configured, location_drift
+
+    rows = read_footage_by_location(cfg.storage.catalog)
+    if rows is None:
+        return []
+    drift = location_drift(configured(cfg.locations), rows)
+    if not drift:
+        return [ok("locations", "every location with footage is configured as recorded")]
+    fix = (
+        "nothing to do if intended: the footage keeps its tags and deadlines; erase or "
+        "restrict it by location and time if it should go sooner"
+    )
+    return [warn("locations", d.message, fix) for d in drift]
+
+
 # -- clock ---------------------------------------------------------------------------------
 
 
@@ -501,6 +522,7 @@ def run_checks(
         checks.append(check_storage_writable(cfg.storage.root))
         checks.append(check_free_space(cfg))
     checks += check_catalog(cfg, now)
+    checks += check_location_drift(cfg)
     checks.append(check_clock(cfg, now))
     checks.append(check_broker(cfg, timeout))
     checks += [check_source(src, timeout) for src in cfg.sources]
@@ -518,6 +540,7 @@ __all__ = [
     "check_catalog",
     "check_clock",
     "check_free_space",
+    "check_location_drift",
     "check_signage",
     "check_source",
     "check_storage_mounted",

@@ -92,6 +92,7 @@ class Snapshot:
     clock: ClockState = ClockState()
     sources: tuple[SourceState, ...] = ()
     longer_than_notice: tuple[str, ...] = ()
+    location_drift: tuple[Mapping[str, object], ...] = ()
     storage_mount: str | None = None  # the mount holding the recordings
     free_floor_bytes: int | None = None
     agent_uptime_s: float = 0.0
@@ -132,11 +133,22 @@ class PurposePayload(_Payload):
     oldest_start: str | None
 
 
+class LocationDriftPayload(_Payload):
+    """Footage at a location removed from the config, or whose kind or audio flag changed."""
+
+    location: str
+    kind: Literal["removed", "kind_changed", "audio_changed"]
+    count: int
+    last_deadline: str | None
+    undated: int
+
+
 class RetentionPayload(_Payload):
     next_deadline: str | None
     overdue_count: int
     worst_overdue_seconds: float
     longer_than_notice: list[str]
+    location_drift: list[LocationDriftPayload] = []
 
 
 class SourcePayload(_Payload):
@@ -216,6 +228,7 @@ def build_telemetry(s: Snapshot) -> TelemetryPayload:
             overdue_count=s.retention.overdue_count,
             worst_overdue_seconds=round(s.retention.worst_overdue_seconds, 1),
             longer_than_notice=list(s.longer_than_notice),
+            location_drift=[LocationDriftPayload.model_validate(d) for d in s.location_drift],
         ),
         sources=[SourcePayload(id=x.id, state=x.state, reason=x.reason) for x in s.sources],
         outbox=OutboxPayload(
@@ -352,6 +365,8 @@ class Gatherer:
     paths: Sequence[Path]
     sensor: TemperatureSensor | None = None
     longer_than_notice: tuple[str, ...] = ()
+    # Refreshed by the daemon at start and on reload: a GROUP BY over the catalog.
+    location_drift: tuple[Mapping[str, object], ...] = ()
     free_floor: Callable[[int], int] | None = None  # total bytes -> floor bytes
     retention: Callable[[datetime], RetentionSnapshot] | None = None
     sources: Callable[[], Sequence[SourceState]] | None = None
@@ -383,6 +398,7 @@ class Gatherer:
             clock=self.clock() if self.clock else ClockState(),
             sources=tuple(self.sources()) if self.sources else (),
             longer_than_notice=self.longer_than_notice,
+            location_drift=self.location_drift,
             storage_mount=storage_mount,
             free_floor_bytes=floor,
             agent_uptime_s=time.monotonic() - self.started,

@@ -300,3 +300,34 @@ def test_poison_messages_never_block_the_signed_channel(setup: dict[str, Any]) -
     assert {e["data"]["reason"] for e in rejected} <= {"malformed", "too_large"}
     assert all(len(json.dumps(e["data"])) < 400 for e in rejected)
     assert setup["agent"].poll() is None
+
+
+def test_signed_erase_of_a_location_removed_from_the_config(setup: dict[str, Any]) -> None:
+    """Footage of a decommissioned room can still be erased by place and time."""
+    cfg, key, sub, broker = setup["cfg"], setup["key"], setup["sub"], setup["broker"]
+    from edge_agent.intake import Origin
+    from edge_agent.model import Site
+
+    cat = Catalog.open(cfg.storage.catalog, device_id="gw-1", storage_root=cfg.storage.root)
+    try:
+        clip = make_video(setup["tmp"] / "old-lab.mp4", seconds=0.5)
+        origin = Origin("old-lab", Site.PREMISES, False, True, Purpose.RND)
+        res = Intake(cat, intake_settings(cfg)).adopt(clip, origin, utcnow())
+        assert res.recording is not None, res
+    finally:
+        cat.close()
+    args = {
+        "ref": "DSR-old-lab",
+        "location": "old-lab",
+        "start": iso(utcnow() - timedelta(hours=1)),
+        "end": iso(utcnow() + timedelta(minutes=1)),
+        "dry_run": True,
+    }
+    _publish(broker, "erase", _signed(key, "erase", args, cmd_id="e-old-lab"))
+    final = _results(sub, "e-old-lab", ("done", "failed"))[-1]
+    assert final["state"] == "done", final
+    assert [m["id"] for m in final["result"]["matched"]] == [res.recording.id]
+    args["location"] = "never-configured"
+    _publish(broker, "erase", _signed(key, "erase", args, cmd_id="e-nowhere"))
+    final = _results(sub, "e-nowhere", ("done", "failed"))[-1]
+    assert final["state"] == "failed" and "unknown location" in final["reason"]

@@ -211,10 +211,23 @@ def open_cli_catalog(cfg: Any, *, create: bool = False) -> Catalog:
 
 
 def check_location(cfg: Any, location: str) -> None:
-    known = sorted(loc.id for loc in cfg.locations)
-    if location not in known:
-        raise CliError(
-            f"--location: unknown location {location!r} (known: {', '.join(known) or 'none'}); "
-            "use a location id from the config",
-            EXIT_BAD_INPUT,
-        )
+    """A location for existing footage: configured, or one the catalog holds footage for.
+
+    A room removed from the config keeps its footage until its deadlines, and a
+    person filmed there may still ask for erasure (docs/retention-policy.md).
+    """
+    configured = sorted(loc.id for loc in cfg.locations)
+    if location in configured:
+        return
+    cat = open_cli_catalog(cfg)
+    try:
+        if cat.has_location(location):
+            return
+        known = sorted({*configured, *cat.footage_locations()})
+    finally:
+        cat.close()
+    raise CliError(
+        f"--location: unknown location {location!r} (known: {', '.join(known) or 'none'}); "
+        "use a location id from the config or one the catalog holds footage for",
+        EXIT_BAD_INPUT,
+    )

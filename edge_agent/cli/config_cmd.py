@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from edge_agent.cli._base import (
     EXIT_BAD_INPUT,
@@ -44,6 +45,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
 
 
+def _footage_warnings(cfg: Any) -> list[str]:
+    # Read-only: config check never creates, migrates or takes over a catalog.
+    from edge_agent.catalog import read_footage_by_location
+    from edge_agent.location_drift import configured, location_drift
+
+    rows = read_footage_by_location(cfg.storage.catalog)
+    return [d.message for d in location_drift(configured(cfg.locations), rows or [])]
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, check_files=not args.no_file_checks)
@@ -53,7 +63,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         for line in exc.problems:
             sys.stderr.write(f"{line}\n")
         return EXIT_BAD_INPUT
-    warnings = cfg.warnings()
+    warnings = cfg.warnings() + _footage_warnings(cfg)
     if args.json:
         print_json(
             {

@@ -37,6 +37,10 @@ def status_document(config_path: Any) -> dict[str, Any]:
             guard.paused_since(),
         )
         gatherer.clock = lambda: clock
+        from edge_agent.location_drift import configured, location_drift
+
+        drift = location_drift(configured(cfg.locations), cat.footage_by_location())
+        gatherer.location_drift = tuple(d.as_dict() for d in drift)
         snap = gatherer.gather(utcnow())
         session = int(cat.get_meta(SESSION_KEY) or 0)
     finally:
@@ -87,6 +91,11 @@ def _status(args: argparse.Namespace) -> int:
     )
     if ret["longer_than_notice"]:
         w(f"           longer than the notice: {', '.join(ret['longer_than_notice'])}\n")
+    for d in ret["location_drift"]:
+        w(
+            f"           {d['location']}: {d['kind'].replace('_', ' ')}, {d['count']} recording(s) "
+            f"kept as recorded (last deadline {d['last_deadline']})\n"
+        )
     w(f"outbox     {t['outbox']['depth']} events queued\n")
     return EXIT_OK
 
