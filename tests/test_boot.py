@@ -13,6 +13,7 @@ debootstrap, debootstrap cannot fetch, or systemd does not come up in the contai
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -375,10 +376,14 @@ def test_staged_image_boots_and_runs_the_agent_under_the_unit(
         _assert_staged_for_the_image(root)
         _install_tls(root, broker)
         _install_nice_probe(root)
+        if SYSCALL_LOG:
+            _log_instead_of_deny(root)
         t_staged = time.monotonic()
 
         with booted(root, tmp_path / "nspawn.log") as (box, boot_s):
             _check_running_agent(box, sub, live_port)
+            if SYSCALL_LOG:
+                _print_logged_syscalls(box, since=t_staged)
         print(
             f"\nboot test: staging {t_staged - t_start:.1f} s, boot {boot_s:.1f} s, "
             f"total {time.monotonic() - t_start:.1f} s"
@@ -427,6 +432,8 @@ def _check_running_agent(box: Container, sub: Subscriber, live_port: int) -> Non
     )
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert "cam-boot" in resp.read().decode()
+    # A WebRTC viewer: DTLS, SRTP and UDP through the unit's sandbox.
+    assert asyncio.run(_watch_live(live_port)) >= 5
 
     t = time.monotonic()
     res = box.sh("systemctl", "start", "edge-agent-reconcile.service", timeout=300)
@@ -498,6 +505,82 @@ def _check_running_agent(box: Container, sub: Subscriber, live_port: int) -> Non
 
     denied = _agent_denials(box)
     assert not denied, "\n".join(denied)
+
+
+async def _watch_live(port: int) -> int:
+    """Frames a WHEP viewer on this machine decodes from the agent in the container."""
+    import aiohttp
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    got: list[object] = []
+    track_ready = asyncio.Event()
+    pc.on("track", lambda t: (got.append(t), track_ready.set()))
+    try:
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(
+                f"http://127.0.0.1:{port}/whep/cam-boot",
+                data=pc.localDescription.sdp,
+                headers={
+                    "Authorization": "Bearer boot-test-token-0123456789abcdef",
+                    "Content-Type": "application/sdp",
+                },
+            )
+            assert resp.status == 201, await resp.text()
+            answer = await resp.text()
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        n = 0
+        async with asyncio.timeout(20):
+            await track_ready.wait()
+            while n < 5:
+                await got[0].recv()  # type: ignore[attr-defined]
+                n += 1
+        return n
+    finally:
+        await pc.close()
+
+
+# EDGE_AGENT_BOOT_SYSCALL_LOG=1: find what the filter denies. The agent's units
+# then log (kernel audit, type=1326) instead of deny every call outside
+# @system-service or in @resources; the test prints them by name at the end.
+SYSCALL_LOG = os.environ.get("EDGE_AGENT_BOOT_SYSCALL_LOG") == "1"
+
+
+def _log_instead_of_deny(root: Path) -> None:
+    for unit in ("edge-agent.service", "edge-agent-reconcile.service"):
+        dropin = root / "etc/systemd/system" / f"{unit}.d"
+        dropin.mkdir(exist_ok=True)
+        (dropin / "90-syscall-log.conf").write_text(
+            "[Service]\nSystemCallFilter=\n"
+            "SystemCallLog=~@system-service\nSystemCallLog=@resources\n"
+        )
+
+
+def _print_logged_syscalls(box: Container, since: float) -> None:
+    """Audit lines of the kernel log after ``since`` (its stamps are CLOCK_MONOTONIC)."""
+    names: dict[str, str] = {}
+    header = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
+    if header.exists():
+        for m in re.finditer(r"#define __NR_(\w+) (\d+)", header.read_text()):
+            names[m.group(2)] = m.group(1)
+    seen: dict[tuple[str, str], int] = {}
+    for line in _run("dmesg").stdout.splitlines():
+        m = re.search(r"^\[\s*([\d.]+)\].*type=1326 .*comm=\"([^\"]*)\".*syscall=(\d+)", line)
+        if m and float(m.group(1)) >= since:
+            key = (m.group(2), names.get(m.group(3), m.group(3)))
+            seen[key] = seen.get(key, 0) + 1
+    props = box.show("edge-agent.service", "SystemCallFilter", "SystemCallLog")
+    # An empty deny list; logged: everything but @system-service, and @resources.
+    log = props["SystemCallLog"]
+    assert props["SystemCallFilter"] in ("", "~"), props
+    assert log.startswith("~") and "setpriority" not in log[1:].split(), props
+    print("\nboot test: calls the filter would deny (comm, syscall: count):")
+    for (comm, call), n in sorted(seen.items()):
+        print(f"  {comm} {call}: {n}")
+    if not seen:
+        print("  none")
 
 
 def _segments(box: Container) -> list[tuple[str, str]]:
