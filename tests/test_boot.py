@@ -43,6 +43,7 @@ SUITE = "bookworm"
 PACKAGES = ("systemd", "python3", "python3-venv")
 IMAGE_PY = "3.11"  # bookworm's
 DEVICE = "gw-boot-test"
+CONTAINER_LIFETIME = 600  # seconds; a booted container never outlives this
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # What the agent must never have met under the unit's sandbox.
 DENIED = re.compile(r"permission denied|operation not permitted|\bEPERM\b", re.IGNORECASE)
@@ -160,6 +161,8 @@ class Container:
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
                 [
+                    # Bounded even if this test dies: timeout ends the container.
+                    "timeout", "--kill-after=20", str(CONTAINER_LIFETIME),
                     "systemd-nspawn", "--boot", "--register=no", "--keep-unit",
                     "--console=read-only", f"--machine={DEVICE}", "-D", str(self.root),
                 ],
@@ -171,8 +174,8 @@ class Container:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 pytest.skip(f"systemd-nspawn cannot boot here: {_tail(self.log_text())}")
             with contextlib.suppress(psutil.Error):
-                for child in psutil.Process(self.proc.pid).children():
-                    if child.name() == "systemd":
+                for child in psutil.Process(self.proc.pid).children(recursive=True):
+                    if child.name() == "systemd" and child.parent().name() == "systemd-nspawn":
                         self.pid1 = child.pid
             time.sleep(0.2)
         while True:
@@ -216,7 +219,7 @@ class Container:
     def poweroff(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        # nspawn turns SIGTERM into an orderly shutdown of the container.
+        # timeout passes SIGTERM on; nspawn makes it an orderly shutdown.
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(60)
