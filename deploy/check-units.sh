@@ -14,7 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAX_EXPOSURE="${MAX_EXPOSURE:-2.0}"
-UNITS=(edge-agent.service edge-agent-reconcile.service edge-agent-reconcile.timer)
+UNITS=(edge-agent.service edge-agent-reconcile.service edge-agent-reconcile.timer
+    edge-agent-background.slice)
 SECURITY=(edge-agent.service edge-agent-reconcile.service)
 
 if ! command -v systemd-analyze >/dev/null 2>&1; then

@@ -5,30 +5,41 @@
 #   sudo deploy/install.sh --wheelhouse DIR            # again: upgrade in place
 #   sudo deploy/install.sh --uninstall                 # keeps config, catalog, recordings
 #   sudo deploy/install.sh --uninstall --purge         # removes them too
-#   deploy/install.sh --wheelhouse DIR --root /tmp/stage   # staging root (images, tests)
+#   sudo deploy/install.sh --wheelhouse DIR --root /srv/image   # stage into an image
 #
 # Layout (under --root when given):
 #   /opt/edge-agent                 virtualenv (bin/edge-agent), docs
 #   /etc/edge-agent/config.toml     root:edge-agent 0640; written once, never overwritten
 #   /var/lib/edge-agent             state (catalog, recordings), edge-agent 0750
 #   /var/log/edge-agent             logs, edge-agent 0750
-#   /etc/systemd/system             edge-agent.service, edge-agent-reconcile.{service,timer}
-#   /usr/lib/sysusers.d/edge-agent.conf   the user, for images built with --root
+#   /etc/systemd/system             edge-agent.service, edge-agent-reconcile.{service,timer},
+#                                   edge-agent-background.slice
+#   /usr/lib/sysusers.d/edge-agent.conf   the user (systemd-sysusers, at boot)
+#   /usr/lib/tmpfiles.d/edge-agent.conf   owners and modes above (systemd-tmpfiles, at boot)
 #
 # Options:
 #   --wheelhouse DIR   wheels from deploy/build-wheelhouse.sh (checked against SHA256SUMS)
-#   --root DIR         install into a staging root: no user creation, no systemctl
-#   --python PY        interpreter for the virtualenv (default python3; 3.11+)
+#   --root DIR         stage into the root file system of an image: no user is created
+#                      and nothing is chowned or enabled here; the image's systemd does
+#                      that at first boot from the sysusers.d and tmpfiles.d files
+#   --target-python P  the image's interpreter, as a path inside it (default /usr/bin/python3)
+#   --venv MODE        how the image's virtualenv is built (with --root):
+#                        chroot   the image's own Python builds it in a chroot of DIR
+#                                 (needs root; another architecture needs qemu-user-static)
+#                        rewrite  this machine's --python builds it, then its paths are
+#                                 rewritten to /opt/edge-agent and the image's interpreter
+#                                 (same Python X.Y and architecture only; no root needed)
+#                        auto     chroot when it works, else rewrite (default)
+#   --python PY        interpreter for the virtualenv without --root, and for --venv rewrite
+#                      (default python3; 3.11+)
 #   --config FILE      config to install when none exists (default: a minimal one
 #                      written with `edge-agent provision`; edit it, then run doctor)
 #   --device-id ID     device id for that minimal config (default: from the host name)
 #   --no-enable        do not enable/start the units
 #   --uninstall [--purge]
 #
-# A virtualenv records absolute paths: one made under --root DIR has DIR in its
-# scripts' #! lines and works from there only. That is what tests need; an image
-# builder should instead run this script inside the image (chroot or
-# systemd-nspawn) without --root, or build the venv at its final path.
+# Either way the result runs only inside the image: #! lines name
+# /opt/edge-agent/bin/python, which links to the image's interpreter.
 set -euo pipefail
 
 SELF_DIR="$(cd "$(dirname "$0")" && pwd)"
@@ -36,6 +47,8 @@ REPO="$(cd "$SELF_DIR/.." && pwd)"
 ROOT=""
 WHEELHOUSE=""
 PY="${PYTHON:-python3}"
+TARGET_PY=/usr/bin/python3
+VENV_MODE=auto
 CONFIG_SRC=""
 DEVICE_ID=""
 ENABLE=1
@@ -52,16 +65,20 @@ while [ $# -gt 0 ]; do
     --root) ROOT="$2"; shift 2 ;;
     --wheelhouse) WHEELHOUSE="$2"; shift 2 ;;
     --python) PY="$2"; shift 2 ;;
+    --target-python) TARGET_PY="$2"; shift 2 ;;
+    --venv) VENV_MODE="$2"; shift 2 ;;
     --config) CONFIG_SRC="$2"; shift 2 ;;
     --device-id) DEVICE_ID="$2"; shift 2 ;;
     --no-enable) ENABLE=0; shift ;;
     --uninstall) UNINSTALL=1; shift ;;
     --purge) PURGE=1; shift ;;
-    -h | --help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
     esac
 done
 [ "$PURGE" -eq 0 ] || [ "$UNINSTALL" -eq 1 ] || die "--purge goes with --uninstall"
+case "$VENV_MODE" in auto | chroot | rewrite) ;; *) die "--venv is auto, chroot or rewrite" ;; esac
+case "$TARGET_PY" in /*) ;; *) die "--target-python is an absolute path inside the image" ;; esac
 
 if [ -n "$ROOT" ]; then
     mkdir -p "$ROOT"
@@ -76,7 +93,9 @@ STATE="$ROOT/var/lib/edge-agent"
 LOGS="$ROOT/var/log/edge-agent"
 UNITS="$ROOT/etc/systemd/system"
 SYSUSERS="$ROOT/usr/lib/sysusers.d/edge-agent.conf"
-UNIT_FILES=(edge-agent.service edge-agent-reconcile.service edge-agent-reconcile.timer)
+TMPFILES="$ROOT/usr/lib/tmpfiles.d/edge-agent.conf"
+UNIT_FILES=(edge-agent.service edge-agent-reconcile.service edge-agent-reconcile.timer
+    edge-agent-background.slice)
 
 # Real users and systemctl only on the live system, as root.
 LIVE=0
@@ -92,7 +111,7 @@ if [ "$UNINSTALL" -eq 1 ]; then
     rm -rf "$UNITS/edge-agent.service.d/10-paths.conf" "$UNITS/edge-agent-reconcile.service.d/10-paths.conf"
     rmdir "$UNITS/edge-agent.service.d" "$UNITS/edge-agent-reconcile.service.d" 2>/dev/null || true
     systemd_running && systemctl daemon-reload
-    rm -rf "$PREFIX" "$SYSUSERS"
+    rm -rf "$PREFIX" "$SYSUSERS" "$TMPFILES"
     if [ "$PURGE" -eq 1 ]; then
         rm -rf "$ETC" "$STATE" "$LOGS"
         if [ "$LIVE" -eq 1 ] && getent passwd "$USER_NAME" >/dev/null; then
@@ -113,9 +132,80 @@ fi
 WHEELHOUSE="$(cd "$WHEELHOUSE" && pwd)"
 [ -f "$WHEELHOUSE/SHA256SUMS" ] || die "$WHEELHOUSE/SHA256SUMS missing (not made by build-wheelhouse.sh?)"
 (cd "$WHEELHOUSE" && sha256sum --quiet -c SHA256SUMS) || die "wheelhouse damaged: checksums differ"
-"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "$PY is older than 3.11"
 
-# The user and its group.
+# A path inside the image with its symlinks followed inside the image (an
+# absolute link names the image's file, not this machine's); prints nothing
+# when it ends nowhere.
+resolve_in_root() {
+    local p="$1" n=0 t
+    while [ -L "$ROOT$p" ]; do
+        n=$((n + 1))
+        [ "$n" -le 40 ] || return 0
+        t="$(readlink "$ROOT$p")"
+        case "$t" in /*) p="$t" ;; *) p="$(dirname "$p")/$t" ;; esac
+    done
+    [ -f "$ROOT$p" ] && echo "$p"
+    return 0
+}
+# ELF class and machine bytes: equal for interpreters that run the same wheels.
+elf_arch() { od -An -tx1 -j4 -N1 "$1" 2>/dev/null | tr -d ' \n'; od -An -tx1 -j18 -N2 "$1" 2>/dev/null | tr -d ' \n'; }
+# Run a command inside the image, with none of this machine's environment.
+in_root() {
+    env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root \
+        PIP_CONFIG_FILE=/dev/null PIP_NO_CACHE_DIR=1 chroot "$ROOT" "$@"
+}
+
+# How the virtualenv is built: on this machine (no --root), in a chroot of the
+# image, or here and then rewritten to the image's paths.
+MODE=host
+if [ "$STAGING" -eq 1 ]; then
+    tpy="$(resolve_in_root "$TARGET_PY")"
+    [ -n "$tpy" ] || die "$ROOT$TARGET_PY not found: install python3 (3.11+) and python3-venv in the image first, or name its interpreter with --target-python"
+    chroot_err=""
+    if [ "$VENV_MODE" != rewrite ]; then
+        if [ "$(id -u)" -ne 0 ]; then
+            chroot_err="not root"
+        elif ! chroot_err="$(in_root "$TARGET_PY" -c 'import sys, venv, ensurepip
+sys.exit("Python %d.%d is older than 3.11" % sys.version_info[:2] if sys.version_info < (3, 11) else 0)' 2>&1)"; then
+            chroot_err="${chroot_err:-exit status $?}"
+        else
+            MODE=chroot
+        fi
+    fi
+    if [ "$MODE" = chroot ]; then
+        say "building the virtualenv inside $ROOT with its $TARGET_PY (chroot)"
+    elif [ "$VENV_MODE" = chroot ]; then
+        die "cannot run $TARGET_PY in a chroot of $ROOT: $(echo "$chroot_err" | tail -n 1) (another architecture needs qemu-user-static and binfmt_misc; python3-venv must be installed in the image)"
+    else
+        MODE=rewrite
+        [ -z "$chroot_err" ] || say "no chroot ($(echo "$chroot_err" | tail -n 1)): building the virtualenv here and rewriting its paths"
+        tver="$(basename "$tpy" | sed -n 's/^python\(3\.[0-9]*\)$/\1/p')"
+        [ -n "$tver" ] || die "cannot tell the Python version of $TARGET_PY (it resolves to $tpy, not pythonX.Y)"
+        [ -d "$ROOT/usr/lib/python$tver" ] || die "$ROOT/usr/lib/python$tver missing: is $TARGET_PY a full Python?"
+        hver="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" || die "$PY does not run"
+        [ "$hver" = "$tver" ] || die "--venv rewrite needs the image's Python version here: the image has $tver, $PY is $hver (use --python python$tver, or --venv chroot)"
+        hexe="$("$PY" -c 'import os, sys; print(os.path.realpath(sys.executable))')"
+        [ "$(elf_arch "$hexe")" = "$(elf_arch "$ROOT$tpy")" ] ||
+            die "the image's $tpy is for another architecture than $hexe: its wheels cannot be installed here; use --venv chroot with qemu-user-static (docs/deploy-image.md)"
+    fi
+fi
+if [ "$MODE" != chroot ]; then
+    "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "$PY is older than 3.11"
+fi
+
+# A program of the virtualenv, and a path as that program sees it.
+venv_run() {
+    local prog="$1"
+    shift
+    if [ "$MODE" = chroot ]; then in_root "/opt/edge-agent/bin/$prog" "$@"; else "$PREFIX/bin/$prog" "$@"; fi
+}
+seen_path() { if [ "$MODE" = chroot ]; then echo "$1"; else echo "$ROOT$1"; fi; }
+
+# The user and its group: created here on a live system; in an image by
+# systemd-sysusers at boot, from the same file.
+mkdir -p "$(dirname "$SYSUSERS")" "$(dirname "$TMPFILES")"
+install -m 0644 "$REPO/systemd/edge-agent.sysusers.conf" "$SYSUSERS"
+install -m 0644 "$REPO/systemd/edge-agent.tmpfiles.conf" "$TMPFILES"
 if [ "$LIVE" -eq 1 ]; then
     if ! getent group "$USER_NAME" >/dev/null; then
         groupadd --system "$USER_NAME"
@@ -127,36 +217,51 @@ if [ "$LIVE" -eq 1 ]; then
     fi
     getent group video >/dev/null && usermod -a -G video "$USER_NAME"
 else
-    warn "not creating user $USER_NAME ($([ "$STAGING" -eq 1 ] && echo "staging root" || echo "not root")); $SYSUSERS creates it at boot"
+    warn "not creating user $USER_NAME ($([ "$STAGING" -eq 1 ] && echo "staging root" || echo "not root")); systemd-sysusers creates it at boot from $SYSUSERS"
 fi
-mkdir -p "$(dirname "$SYSUSERS")"
-cat >"$SYSUSERS" <<'EOF'
-# edge-agent: the service's user (systemd-sysusers, for images built with install.sh --root)
-u edge-agent - "edge-agent camera gateway" /var/lib/edge-agent /usr/sbin/nologin
-m edge-agent video
-EOF
 
-# The virtualenv: reused on upgrade when it runs the same Python.
-want="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+# The virtualenv: reused on upgrade when it runs the same Python. A rewritten
+# one names the image's interpreter and cannot run here: always rebuilt.
+if [ "$MODE" = chroot ]; then
+    want="$(in_root "$TARGET_PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+else
+    want="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+fi
 have=""
-[ -x "$PREFIX/bin/python" ] && have="$("$PREFIX/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)"
+if [ "$MODE" != rewrite ] && [ -n "$(resolve_in_root /opt/edge-agent/bin/python)" ]; then
+    have="$(venv_run python -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)"
+fi
 if [ "$have" != "$want" ]; then
     [ -z "$have" ] || say "Python changed ($have -> $want): recreating the virtualenv"
     rm -rf "$PREFIX"
-    "$PY" -m venv "$PREFIX"
+    if [ "$MODE" = chroot ]; then in_root "$TARGET_PY" -m venv /opt/edge-agent; else "$PY" -m venv "$PREFIX"; fi
 fi
-# Only the wheelhouse: no index, and no pip config from this machine.
+# Only the wheelhouse: no index, and no pip config from this machine. In a
+# chroot the wheels are linked (or copied) into the image for the install.
+wh="$WHEELHOUSE"
+if [ "$MODE" = chroot ]; then
+    mkdir -p "$ROOT/tmp"
+    WH_IN_ROOT="$(mktemp -d "$ROOT/tmp/edge-agent-wheelhouse.XXXXXX")"
+    trap 'rm -rf "$WH_IN_ROOT"' EXIT
+    cp -al "$WHEELHOUSE/." "$WH_IN_ROOT/" 2>/dev/null || cp -a "$WHEELHOUSE/." "$WH_IN_ROOT/"
+    wh="${WH_IN_ROOT#"$ROOT"}"
+fi
 PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    "$PREFIX/bin/python" -m pip install -q --no-index --find-links "$WHEELHOUSE" \
+    venv_run python -m pip install -q --no-index --find-links "$wh" \
     --upgrade --upgrade-strategy eager edge-agent
-version="$("$PREFIX/bin/edge-agent" --version)"
+if [ "$MODE" = chroot ]; then
+    rm -rf "$WH_IN_ROOT"
+    trap - EXIT
+fi
+version="$(venv_run edge-agent --version)"
 mkdir -p "$PREFIX/share/doc/edge-agent"
 cp "$REPO/README.md" "$PREFIX/share/doc/edge-agent/" 2>/dev/null || true
 cp "$SELF_DIR/README.md" "$PREFIX/share/doc/edge-agent/DEPLOY.md" 2>/dev/null || true
+cp "$REPO/docs/deploy-image.md" "$PREFIX/share/doc/edge-agent/" 2>/dev/null || true
 cp "$WHEELHOUSE/MANIFEST.txt" "$PREFIX/share/doc/edge-agent/" 2>/dev/null || true
 say "installed $version in $PREFIX"
 
-# State and logs.
+# State and logs (owners: here on a live system, else tmpfiles.d at boot).
 mkdir -p "$STATE/recordings" "$LOGS"
 chmod 0750 "$STATE" "$STATE/recordings" "$LOGS"
 if [ "$LIVE" -eq 1 ]; then
@@ -178,9 +283,9 @@ else
         [ -n "$DEVICE_ID" ] || DEVICE_ID=edge-agent
     fi
     # Final paths (not under --root): the config is read on the device.
-    "$PREFIX/bin/edge-agent" provision --profile generic-linux --device-id "$DEVICE_ID" \
+    venv_run edge-agent provision --profile generic-linux --device-id "$DEVICE_ID" \
         --storage-root /var/lib/edge-agent/recordings --catalog /var/lib/edge-agent/catalog.db \
-        --out "$ETC/config.toml" >/dev/null 2>&1 ||
+        --out "$(seen_path /etc/edge-agent/config.toml)" >/dev/null 2>&1 ||
         die "could not write a first config (edge-agent provision failed)"
     say "wrote a minimal $ETC/config.toml (device $DEVICE_ID, no cameras yet): edit it or"
     say "  re-run 'edge-agent provision --force', then 'edge-agent doctor'"
@@ -191,7 +296,7 @@ fi
 # (ProtectSystem=strict makes everything else read-only).
 mkdir -p "$UNITS"
 for u in "${UNIT_FILES[@]}"; do install -m 0644 "$REPO/systemd/$u" "$UNITS/$u"; done
-paths="$("$PREFIX/bin/python" - "$ETC/config.toml" <<'EOF' 2>/dev/null || true
+paths="$(venv_run python - "$(seen_path /etc/edge-agent/config.toml)" <<'EOF' 2>/dev/null || true
 import sys
 from pathlib import Path
 from edge_agent.config import load_config
@@ -212,7 +317,7 @@ for unit in edge-agent.service edge-agent-reconcile.service; do
     if [ -n "$paths" ]; then
         mkdir -p "$UNITS/$unit.d"
         {
-            echo "# Written by deploy/install.sh from $ETC/config.toml: folders outside"
+            echo "# Written by deploy/install.sh from /etc/edge-agent/config.toml: folders outside"
             echo "# /var/lib/edge-agent the agent writes to. Re-run install.sh after changing them."
             echo "[Unit]"
             echo "$paths" | sed 's/^/RequiresMountsFor=/'
@@ -223,6 +328,57 @@ for unit in edge-agent.service edge-agent-reconcile.service; do
         rm -f "$dropin"
     fi
 done
+
+# A virtualenv built here names this machine's paths: the staging root in the
+# #! lines and this machine's interpreter in bin/python. Point them at the
+# image's, then check that nothing still leads out of the image.
+if [ "$MODE" = rewrite ]; then
+    "$PY" - "$PREFIX" "$TARGET_PY" "$tpy" <<'EOF'
+import os
+import re
+import sys
+from pathlib import Path
+
+venv, target_py, resolved = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+old, new = str(venv).encode(), b"/opt/edge-agent"
+# pip writes a /bin/sh launcher instead of a #! line when the path is long.
+launcher = re.compile(rb"#!/bin/sh\n'''exec' \"?(/opt/edge-agent/bin/python[0-9.]*)\"? \"\$0\" \"\$@\"\n' '''\n")
+for f in (venv / "bin").iterdir():
+    if f.is_symlink():
+        if os.path.isabs(os.readlink(f)):
+            f.unlink()
+            f.symlink_to(target_py)
+    elif f.is_file():
+        data = f.read_bytes()
+        if old in data:
+            data = data.replace(old, new)
+            m = launcher.match(data)
+            if m:
+                data = b"#!" + m.group(1) + b"\n" + data[m.end() :]
+            f.write_bytes(data)
+lines = []
+for line in (venv / "pyvenv.cfg").read_text().splitlines():
+    key = line.partition("=")[0].strip()
+    if key == "home":
+        line = f"home = {os.path.dirname(target_py)}"
+    elif key == "executable":
+        line = f"executable = {resolved}"
+    elif key == "command":
+        continue
+    lines.append(line)
+(venv / "pyvenv.cfg").write_text("\n".join(lines) + "\n")
+EOF
+    left="$(grep -rIlF -- "$PREFIX" "$PREFIX" 2>/dev/null | head -n 3 || true)"
+    [ -z "$left" ] || die "the virtualenv still names $PREFIX in: $left"
+    [ "$(resolve_in_root /opt/edge-agent/bin/python)" = "$tpy" ] ||
+        die "$PREFIX/bin/python does not lead to the image's $tpy"
+    say "rewrote the virtualenv for /opt/edge-agent and the image's $TARGET_PY ($tpy)"
+fi
+if [ "$STAGING" -eq 1 ]; then
+    shebang="$(head -n 1 "$PREFIX/bin/edge-agent")"
+    [ "$shebang" = "#!/opt/edge-agent/bin/python" ] || [ "$shebang" = "#!/opt/edge-agent/bin/python3" ] ||
+        die "$PREFIX/bin/edge-agent starts with $shebang, not #!/opt/edge-agent/bin/python"
+fi
 
 if [ "$ENABLE" -eq 1 ] && systemd_running; then
     systemctl daemon-reload
