@@ -33,8 +33,6 @@ from edge_agent.clock import kernel_clock_synced
 from edge_agent.config import Config, ConfigError, Mqtt, Source, load_config, redact_url
 
 DEFAULT_TIMEOUT = 3.0
-# systemd-timesyncd touches this file once it has synchronised (systemd >= 239).
-TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
 _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
 
 
@@ -265,6 +263,9 @@ def timedatectl_synced() -> bool | None:
 
 
 def check_clock(cfg: Config, now: datetime) -> Check:
+    """The wall clock, and each source of evidence the clock guard can use (docs/design/time.md)."""
+    from edge_agent.timesync import chrony_evidence, timesyncd_evidence
+
     name = "clock"
     release = cfg.clock.release_date
     stamp = f"{now:%Y-%m-%dT%H:%M:%SZ}"
@@ -274,15 +275,25 @@ def check_clock(cfg: Config, now: datetime) -> Check:
             f"{stamp} is before this release ({release:%Y-%m-%d}): the clock is wrong",
             "set the time (timedatectl set-ntp true, or date -s) and check the RTC battery",
         )
-    views = {
-        "timedatectl": timedatectl_synced(),
-        "timesyncd": True if TIMESYNCD_FLAG.exists() else None,
-        "kernel": kernel_clock_synced(),
+    flag = cfg.clock.timesync_flag
+    timesyncd = timesyncd_evidence(flag) if flag is not None else None
+    chrony = chrony_evidence(cfg.clock.chronyc) if cfg.clock.chronyc else None
+    views: dict[str, tuple[bool | None, str]] = {
+        "timedatectl": (timedatectl_synced(), "timedatectl"),
+        "timesyncd": (
+            True if timesyncd else None,
+            timesyncd.describe() if timesyncd else "timesyncd",
+        ),
+        "chrony": (True if chrony else None, chrony.describe() if chrony else "chrony"),
+        "kernel": (
+            kernel_clock_synced() if cfg.clock.kernel_flag else None,
+            "kernel NTP sync",
+        ),
     }
-    synced = [k for k, v in views.items() if v is True]
-    unsynced = [k for k, v in views.items() if v is False]
+    synced = [text for v, text in views.values() if v is True]
+    unsynced = [k for k, (v, _) in views.items() if v is False]
     if synced:
-        return ok(name, f"{stamp}, synchronised (per {', '.join(synced)})")
+        return ok(name, f"{stamp}, synchronised ({'; '.join(synced)})")
     if cfg.clock.trust_rtc:
         return ok(name, f"{stamp}, not known to be synchronised; clock.trust_rtc = true")
     fix = (
@@ -292,6 +303,58 @@ def check_clock(cfg: Config, now: datetime) -> Check:
     if unsynced:
         return warn(name, f"{stamp} plausible but not synchronised (per {unsynced[0]})", fix)
     return warn(name, f"{stamp} plausible; synchronisation state unknown", fix)
+
+
+def wait_sync_enabled(unit: str = "systemd-time-wait-sync.service") -> bool | None:
+    """Whether the boot waits for the first time sync; None where systemd cannot say."""
+    exe = shutil.which("systemctl")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "is-enabled", unit], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    state = out.stdout.strip()
+    if state in ("enabled", "enabled-runtime", "static", "alias", "indirect"):
+        return True
+    if state in ("disabled", "masked", "masked-runtime", "not-found"):
+        return False
+    return None
+
+
+def check_rtc_or_wait_sync(
+    cfg: Config,
+    *,
+    rtc_dir: Path = Path("/sys/class/rtc"),
+    wait_sync: bool | None = None,
+) -> Check:
+    """A board without an RTC boots with a stale clock; waiting for sync avoids the step."""
+    name = "clock-boot"
+    try:
+        has_rtc = any(rtc_dir.iterdir())
+    except OSError:
+        has_rtc = False
+    if has_rtc:
+        return ok(name, f"a real-time clock keeps the time across reboots ({rtc_dir})")
+    if wait_sync is None:
+        wait_sync = wait_sync_enabled()
+    if wait_sync:
+        return ok(name, "no RTC, but the boot waits for the first time sync")
+    if cfg.clock.trust_rtc:
+        return warn(
+            name,
+            "clock.trust_rtc = true, but no real-time clock was found",
+            "set clock.trust_rtc = false unless the device has a battery-backed RTC",
+        )
+    return warn(
+        name,
+        "no real-time clock and the boot does not wait for time sync: after each boot the "
+        "clock is stepped once NTP answers, and deletion pauses until that step is confirmed",
+        "systemctl enable systemd-time-wait-sync.service (or chrony's chrony-wait.service), "
+        "or fit an RTC",
+    )
 
 
 # -- broker -----------------------------------------------------------------------------
@@ -524,6 +587,7 @@ def run_checks(
     checks += check_catalog(cfg, now)
     checks += check_location_drift(cfg)
     checks.append(check_clock(cfg, now))
+    checks.append(check_rtc_or_wait_sync(cfg))
     checks.append(check_broker(cfg, timeout))
     checks += [check_source(src, timeout) for src in cfg.sources]
     checks += check_watches(cfg)
@@ -541,6 +605,7 @@ __all__ = [
     "check_clock",
     "check_free_space",
     "check_location_drift",
+    "check_rtc_or_wait_sync",
     "check_signage",
     "check_source",
     "check_storage_mounted",

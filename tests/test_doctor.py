@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -248,3 +249,55 @@ def test_clear_text_password_and_open_liveview_are_warned(tmp_path: Path) -> Non
     assert any("mqtt.url" in x and "password crosses the network in clear" in x for x in warns)
     assert any("liveview.listen: '0.0.0.0:8088' is reachable from the network" in x for x in warns)
     assert any("chmod 640" in x and "live.token" in x for x in warns), warns
+
+
+# -- clock evidence and boot-time sync (docs/design/time.md) ----------------------------
+
+
+def _clock_cfg(tmp_path: Path, extra: str = "") -> Any:  # a Config
+    from edge_agent.config import parse_config
+
+    text = f"""
+[device]
+id = "gw-doc"
+hw_profile = "generic-linux"
+[storage]
+root = "{tmp_path / "rec"}"
+catalog = "{tmp_path / "catalog.db"}"
+[clock]
+kernel_flag = false
+chronyc = ""
+timesync_flag = "{tmp_path / "synchronized"}"
+{extra}
+"""
+    return parse_config(text, tmp_path)
+
+
+def test_doctor_names_the_timesyncd_evidence(tmp_path: Path) -> None:
+    import os
+    from datetime import UTC, datetime
+
+    from edge_agent.doctor import check_clock
+
+    cfg = _clock_cfg(tmp_path)
+    now = datetime.now(UTC)
+    flag = tmp_path / "synchronized"
+    flag.touch()
+    os.utime(flag, (now.timestamp(),) * 2)
+    c = check_clock(cfg, now)
+    assert c.level is Level.OK
+    assert "systemd-timesyncd synchronised at" in c.detail
+
+
+def test_doctor_warns_without_rtc_and_wait_sync(tmp_path: Path) -> None:
+    from edge_agent.doctor import check_rtc_or_wait_sync
+
+    cfg = _clock_cfg(tmp_path)
+    no_rtc = tmp_path / "rtc"
+    no_rtc.mkdir()
+    c = check_rtc_or_wait_sync(cfg, rtc_dir=no_rtc, wait_sync=False)
+    assert "no real-time clock" in c.detail
+    assert "systemctl enable systemd-time-wait-sync.service" in c.fix
+    assert "waits" in check_rtc_or_wait_sync(cfg, rtc_dir=no_rtc, wait_sync=True).detail
+    (no_rtc / "rtc0").mkdir()
+    assert "real-time clock keeps" in check_rtc_or_wait_sync(cfg, rtc_dir=no_rtc).detail
