@@ -14,9 +14,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from edge_agent.catalog import Catalog
-from edge_agent.clock import SystemClock
-from edge_agent.clockguard import REFERENCE_KEY
-from edge_agent.model import Purpose, RecState, iso, utcnow
+from edge_agent.model import Purpose, RecState
+from tests.clockstep import step_forward
 from tests.test_janitor import NOW, adopt, env
 from tests.test_retention_cli import run
 
@@ -45,15 +44,7 @@ signage = true
     )
     cat, settings = env(tmp_path)
     rid = adopt(cat, settings, "old", start=NOW - timedelta(days=4), purpose=Purpose.SECURITY).id
-    # The last trusted sample, as if taken before the wall clock was set 2 h forward.
-    clk = SystemClock(kernel_flag=False)
-    ref = {
-        "wall": iso(utcnow() - timedelta(hours=2)),
-        "boottime_s": clk.boottime(),
-        "boot_id": clk.boot_id(),
-        "synced": None,
-    }
-    cat.set_meta(REFERENCE_KEY, json.dumps(ref))
+    step_forward(cat, hours=2)
     cat.close()
     return cfg, rid
 

@@ -20,13 +20,13 @@ from mediagen import make_video
 
 from edge_agent.catalog import Catalog
 from edge_agent.cli import main as cli_main
-from edge_agent.clock import ClockSample, SystemClock, command_evidence
-from edge_agent.clockguard import REFERENCE_KEY
+from edge_agent.clock import ClockSample, command_evidence
 from edge_agent.commands import load_private_key, sign
 from edge_agent.config import load_config
 from edge_agent.intake import Intake
-from edge_agent.model import Purpose, iso, utcnow
+from edge_agent.model import Purpose, utcnow
 from edge_agent.runtime import intake_settings, origin_for
+from tests.clockstep import step_forward
 from tests.test_mqtt_commands import _publish
 
 ROOT = "edge/gw-1"
@@ -49,14 +49,7 @@ def agent(tmp_path: Any) -> Iterator[dict[str, Any]]:
         clip, origin_for(cfg, "gate", Purpose.SECURITY), utcnow()
     )
     assert rec.recording is not None
-    clk = SystemClock(kernel_flag=False)
-    ref = {
-        "wall": iso(utcnow() - timedelta(hours=2)),
-        "boottime_s": clk.boottime(),
-        "boot_id": clk.boot_id(),
-        "synced": None,
-    }
-    cat.set_meta(REFERENCE_KEY, json.dumps(ref))
+    step_forward(cat, hours=2)
     cat.close()
     proc = start_agent(cfg_path, tmp_path / "agent.log")
     sub = Subscriber(broker, [f"{ROOT}/cmd-result/#", f"{ROOT}/telemetry", f"{ROOT}/events"])
