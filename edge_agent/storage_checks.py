@@ -15,12 +15,24 @@ Pure functions, for the janitor's pause reason, ``config check`` and ``doctor``:
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent.pressure import PAUSE_REASON
 from edge_agent.profiles import SpaceFloor
 
-__all__ = ["floor_problem", "full_reason", "human", "mount_problem", "storage_mount"]
+if TYPE_CHECKING:
+    from edge_agent.config import Config
+
+__all__ = [
+    "config_problems",
+    "floor_problem",
+    "full_reason",
+    "human",
+    "mount_problem",
+    "storage_mount",
+]
 
 NOTHING_DELETABLE = "storage below its free-space floor and nothing is deletable yet"
 
@@ -58,6 +70,19 @@ def floor_problem(floor: SpaceFloor, total: int, root: Path) -> str | None:
     )
 
 
+def config_problems(cfg: Config) -> list[str]:
+    """``config check`` lines that need the machine: the floor against the real disk."""
+    root = cfg.storage.root
+    if not root.is_dir():
+        return []  # not mounted yet, or made at first start: nothing to measure
+    try:
+        total = shutil.disk_usage(root).total
+    except OSError:
+        return []
+    line = floor_problem(cfg.free_space_floor(), total, root)
+    return [line] if line else []
+
+
 def storage_mount(root: Path) -> Path:
     """The mount point of the filesystem holding ``root`` (its nearest existing ancestor)."""
     p = Path(os.path.abspath(root))
@@ -68,14 +93,17 @@ def storage_mount(root: Path) -> Path:
     return p
 
 
-def mount_problem(root: Path, *, external: bool, profile: str) -> str | None:
-    """A doctor line when ``root`` should be on its own disk but is on the system's."""
+def mount_problem(root: Path, *, external: bool, profile: str) -> tuple[str, str] | None:
+    """(detail, fix) for doctor when ``root`` should be on its own disk but is on the
+    system's: the recordings disk is not mounted, or not where the config says."""
     if not external:
         return None
     if storage_mount(root) != Path("/"):
         return None
     return (
-        f"hardware profile {profile} records to an external disk, but storage root {root} "
-        "is on the root filesystem: the recordings disk is not mounted, so the agent would "
-        "fill the system disk"
+        f"hardware profile {profile} records to its own disk, but storage root {root} is on "
+        "the root filesystem: the recordings disk is not mounted there, and the agent "
+        "would fill the system disk",
+        f"mount the recordings disk at {root} (or a folder above it) and add it to "
+        "/etc/fstab; the unit waits for it (RequiresMountsFor=)",
     )
