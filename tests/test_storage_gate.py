@@ -231,3 +231,59 @@ def test_a_real_tmpfs_remounted_read_only_and_back(tmp_path: Path) -> None:
         gate.release()
         gate.check()
         assert not list(mnt.glob(".edge-agent-write-probe*"))
+
+
+# -- the intake and the janitor stand still while the disk is gone ---------------------
+
+
+def test_adoption_and_janitor_stand_still_while_the_disk_is_gone(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from edge_agent.catalog import Catalog
+    from edge_agent.clock import FakeClock
+    from edge_agent.clockguard import ClockGuard, ClockGuardSettings
+    from edge_agent.intake import Intake, IntakeIOError, IntakeSettings, Origin
+    from edge_agent.janitor import Janitor
+    from edge_agent.model import NOTICE_PERIODS, Purpose, RecState, Site
+    from tests.mediagen import make_video
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    root, drop = tmp_path / "recordings", tmp_path / "drop"
+    drop.mkdir()
+    cat = Catalog.open(tmp_path / "catalog.db", device_id="gw-1", storage_root=root)
+    storage_id = str(cat.get_meta("storage_root_id"))
+    settings = IntakeSettings("gw-1", root, tmp_path / "quarantine", NOTICE_PERIODS, fsync=False)
+    intake = Intake(cat, settings)
+    gate = StorageGate(root, capture_identity(root, storage_id))
+    intake.gate = gate
+    origin = Origin("gate", Site.PREMISES, False, True, Purpose.SECURITY)
+    # An old recording, due for deletion long ago.
+    old = make_video(drop / "old.mp4", seconds=1.0, creation_time=now - timedelta(days=30))
+    rec = intake.adopt(old, origin, now).recording
+    assert rec is not None and rec.deadline is not None and rec.deadline < now
+
+    # The disk goes away: the root is an empty folder of another filesystem now.
+    (root / STORAGE_MARKER).rename(tmp_path / "marker")
+    clip = make_video(drop / "new.mp4", seconds=1.0, creation_time=now)
+    before = sorted(p.name for p in root.rglob("*"))
+    with pytest.raises(IntakeIOError, match="storage unavailable"):
+        intake.adopt(clip, origin, now)
+    assert clip.exists()  # the original waits for the disk
+    assert sorted(p.name for p in root.rglob("*")) == before  # not even a folder
+
+    guard = ClockGuard(
+        cat, FakeClock(now, synced=True), ClockGuardSettings(release_date=now - timedelta(days=99))
+    )
+    janitor = Janitor(cat, root, periods=NOTICE_PERIODS, guard=guard, fsync=False)
+    janitor.gate = gate
+    (root / rec.path).unlink()  # its file went away with the disk, too
+    res = janitor.sweep_once(now)
+    assert res.storage_unavailable and not res.deleted
+    got = cat.get_recording(rec.id)
+    assert got is not None and got.state is RecState.ACTIVE  # neither deleted nor missing
+
+    (tmp_path / "marker").rename(root / STORAGE_MARKER)
+    gate.poll()
+    gate.release()
+    assert intake.adopt(clip, origin, now).recording is not None
+    cat.close()
