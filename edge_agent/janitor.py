@@ -42,7 +42,7 @@ from edge_agent.deletion import (
 )
 from edge_agent.model import Period, Recording, RetentionPeriods, iso, parse_ts
 from edge_agent.outbox_store import Outbox
-from edge_agent.policy import active_holds
+from edge_agent.policy import active_holds, holds_covering
 from edge_agent.pressure import PAUSE_REASON, storage_budget
 from edge_agent.retention_plan import DeletionReason, plan
 from edge_agent.storage_checks import full_reason
@@ -420,7 +420,7 @@ class Janitor:
                 res.full_reason = full_reason(held=held, floor=floor, total=total)
                 break
             p = plan(page, holds, now, clock_trusted=True, free_bytes=free, floor_bytes=floor)
-            held += len(p.kept_by_hold)
+            held += sum(1 for r in page if holds_covering(r, holds, now))
             chosen = [d for d in p.deletions if d.reason is DeletionReason.DISK_PRESSURE]
             if not chosen:
                 offset += len(page)
