@@ -293,6 +293,7 @@ class StorageGate:
         self._failures = 0
         self._retry_at = 0.0
         self._pending: list[Change] = []
+        self._recent: list[Change] = []  # the changes of the poll under way
 
     # -- for writers (any thread) ------------------------------------------------------
 
@@ -326,10 +327,15 @@ class StorageGate:
         with self._looking:
             obs = observe(self.root, self._cache)
             with self._lock:
-                v = decide(self.expected, obs, str(self.root))
-                before = len(self._pending)
-                self._step(v, obs)
-                return self._pending[before:]
+                self._recent = []
+                if not self._step(decide(self.expected, obs, str(self.root)), obs):
+                    return self._recent
+            # Outside the state lock: a write to a hanging disk must not make blocked()
+            # (asked from the event loop) wait.
+            code = self._probe(self.root)
+            with self._lock:
+                self._probed(code)
+                return self._recent
 
     def stalled(self, seconds: float) -> None:
         """A look at the root has not returned for ``seconds``: the disk hangs."""
@@ -361,9 +367,12 @@ class StorageGate:
         self.health, self.reason = health, reason
         if health is not Health.OK:
             self.recovering = False
-        self._pending.append(Change(old, health, reason, recover))
+        change = Change(old, health, reason, recover)
+        self._pending.append(change)
+        self._recent.append(change)
 
-    def _step(self, v: Verdict, obs: Observation) -> None:
+    def _step(self, v: Verdict, obs: Observation) -> bool:
+        """Apply a verdict; True when a write probe must decide."""
         if v.health is Health.LOST and v.moved and self.health is not Health.OK:
             # The right marker on a filesystem mounted anew: the disk is back.
             assert obs.dev is not None
@@ -373,15 +382,17 @@ class StorageGate:
             # Seen without writing: a probe is due as soon as the root looks right again.
             self._failures, self._retry_at = 0, 0.0
             self._set(v.health, v.reason)
-            return
+            return False
         # The root looks right. A write probe decides after a write failed, and while
         # writes failed, on a slow back-off; otherwise the root is fine as it is.
         if self.health is Health.OK and not self._suspect:
-            return
+            return False
         if not self._suspect and self._mono() < self._retry_at:
-            return
+            return False
         self._suspect = False
-        code = self._probe(self.root)
+        return True
+
+    def _probed(self, code: int | None) -> None:
         bad = classify_write_error(code)
         if bad is None:
             self._failures = 0

@@ -287,3 +287,24 @@ def test_adoption_and_janitor_stand_still_while_the_disk_is_gone(tmp_path: Path)
     gate.release()
     assert intake.adopt(clip, origin, now).recording is not None
     cat.close()
+
+
+def test_a_hanging_write_probe_does_not_hold_up_blocked(tmp_path: Path) -> None:
+    d = Disk(tmp_path / "rec")
+    release = threading.Event()
+
+    def hanging(_root: Path) -> int | None:
+        release.wait(10)
+        return errno.EIO
+
+    gate = StorageGate(d.root, capture_identity(d.root, "abc"), probe=hanging)
+    gate.suspect()
+    t = threading.Thread(target=gate.poll)
+    t.start()
+    time.sleep(0.1)
+    t0 = time.perf_counter()
+    assert gate.blocked() is None  # answered at once, from the last known state
+    assert time.perf_counter() - t0 < 0.05
+    release.set()
+    t.join()
+    assert gate.health is Health.IO_ERROR
