@@ -18,11 +18,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from broker import REPO, Broker, Subscriber
+from mediagen import make_video
 from test_daemon import ROOT, start, stop, wait_until, write_config
 from tmpfs import mounted_tmpfs
 
@@ -53,7 +55,7 @@ def cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*.mkv") if not p.name.startswith("."))
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
 def everything(root: Path) -> list[str]:
@@ -74,7 +76,9 @@ def rows(cfg: Path) -> list[dict[str, Any]]:
 
 def test_disk_pulled_while_recording_then_back(tmp_path: Path, broker: Broker) -> None:
     disk = tmp_path / "disk"
-    cfg = write_config(tmp_path, [CAM], broker=broker, root=disk)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    cfg = write_config(tmp_path, [CAM], broker=broker, root=disk, watch=drop)
     topics = [f"{ROOT}/status", f"{ROOT}/events", f"{ROOT}/telemetry"]
     sub = Subscriber(broker, topics, client_id="storage-lost")
     log = tmp_path / "agent.log"
@@ -108,9 +112,14 @@ def test_disk_pulled_while_recording_then_back(tmp_path: Path, broker: Broker) -
                 timeout=15,
             )[-1]
             assert status["state"] == "degraded"
+            # A file dropped for adoption meanwhile waits where it is.
+            clip = make_video(
+                drop / "clip.mkv", container="mkv", seconds=1.0, creation_time=datetime.now(UTC)
+            )
             # Longer than a few segments: nothing may appear on the system disk.
             time.sleep(6)
             assert everything(disk) == [], "written to the bare mount point"
+            assert clip.exists(), "adopted while the disk was gone"
             assert agent.poll() is None
             text = log.read_text()
             assert "recording and adoption paused" in text
@@ -142,6 +151,7 @@ def test_disk_pulled_while_recording_then_back(tmp_path: Path, broker: Broker) -
                 assert cleared["missing"] >= 1, cleared
                 before = len(files(disk))
                 wait_until(lambda: len(files(disk)) >= before + 2, what="recording again")
+                wait_until(lambda: not clip.exists(), what="the dropped file adopted")
                 sub.wait_for(
                     f"{ROOT}/status",
                     lambda g: not any("storage" in r for r in g[-1].get("reasons", [])),
