@@ -273,6 +273,8 @@ class Agent:
         root = Path(self.cfg.storage.root)
         storage_id = self.catalog.get_meta("storage_root_id")
         try:
+            if storage_id is None:
+                raise OSError("the catalog names no storage id")
             identity = capture_identity(root, str(storage_id))
         except OSError as exc:
             log.error("cannot watch the storage root %s: %s", root, exc)

@@ -52,6 +52,7 @@ __all__ = [
     "capture_identity",
     "classify_write_error",
     "decide",
+    "mount_signature",
     "observe",
     "retry_delay",
     "write_probe",
@@ -216,6 +217,28 @@ def observe(root: Path, cache: _MarkerCache | None = None) -> Observation:
     return Observation(True, True, st.st_dev, marker_id, problem, readonly)
 
 
+def mount_signature(root: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
+    """The mount id and options of the mount holding ``root``: a new mount, or a remount,
+    changes it (ext4's error-time read-only state shows only here, not in statvfs)."""
+    try:
+        target = os.path.realpath(root)
+        text = mountinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    best: tuple[int, str] | None = None
+    for line in text.splitlines():
+        fields = line.split(" ")
+        if len(fields) < 6:
+            continue
+        point = fields[4].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        # Later lines are mounts on top of earlier ones at the same point.
+        if inside and (best is None or len(point) >= best[0]):
+            tail = line.split(" - ", 1)[1] if " - " in line else ""
+            best = (len(point), f"{fields[0]} {fields[5]} {tail}")
+    return best[1] if best else None
+
+
 def capture_identity(root: Path, storage_id: str) -> Identity:
     """The identity to hold the root to, taken when the daemon starts (catalog checked)."""
     return Identity(storage_id, os.stat(root).st_dev)
@@ -275,12 +298,15 @@ class StorageGate:
         retry_cap: float = RETRY_CAP,
         probe: Callable[[Path], int | None] = write_probe,
         monotonic: Callable[[], float] = time.monotonic,
+        signature: Callable[[Path], str | None] = mount_signature,
     ) -> None:
         self.root = Path(root)
         self.expected = expected
         self.retry_base, self.retry_cap = retry_base, retry_cap
         self._probe = probe
         self._mono = monotonic
+        self._signature = signature
+        self._failed_on: str | None = None  # the mount's signature when writes failed
         self._cache = _MarkerCache()
         self._lock = threading.RLock()
         # One look at a time, so a stale look never overrides a newer one; apart from
@@ -326,14 +352,20 @@ class StorageGate:
         """Look at the root (and probe writing when due); queue and return the changes."""
         with self._looking:
             obs = observe(self.root, self._cache)
+            failing = self.health in (Health.READONLY, Health.IO_ERROR)
+            sig = self._signature(self.root) if failing else None
             with self._lock:
                 self._recent = []
+                if failing and sig != self._failed_on:
+                    self._retry_at = 0.0  # remounted (repaired?): try a write now
                 if not self._step(decide(self.expected, obs, str(self.root)), obs):
                     return self._recent
             # Outside the state lock: a write to a hanging disk must not make blocked()
             # (asked from the event loop) wait.
             code = self._probe(self.root)
+            sig = self._signature(self.root) if code is not None else None
             with self._lock:
+                self._failed_on = sig
                 self._probed(code)
                 return self._recent
 

@@ -308,3 +308,38 @@ def test_a_hanging_write_probe_does_not_hold_up_blocked(tmp_path: Path) -> None:
     release.set()
     t.join()
     assert gate.health is Health.IO_ERROR
+
+
+def test_a_remount_is_tried_at_once_not_after_the_backoff(tmp_path: Path) -> None:
+    d = Disk(tmp_path / "rec")
+    mount = ["7 rw - ext4 /dev/loop0 rw,emergency_ro"]
+    gate = StorageGate(
+        d.root,
+        capture_identity(d.root, "abc"),
+        probe=d.probe,
+        monotonic=lambda: d.mono,
+        signature=lambda _root: mount[0],
+    )
+    d.fail = errno.EROFS
+    gate.suspect()
+    assert [c.new for c in gate.poll()] == [Health.READONLY]
+    gate.poll()
+    assert d.probes == 1  # waits for the back-off while the mount is the same
+    mount[0], d.fail = "9 rw - ext4 /dev/loop0 rw", None  # unmounted, repaired, mounted
+    [back] = gate.poll()
+    assert back.recover and d.probes == 2
+
+
+def test_mount_signature_reads_mountinfo(tmp_path: Path) -> None:
+    from edge_agent.storage_gate import mount_signature
+
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "22 1 0:21 / / rw,relatime - ext4 /dev/vda rw\n"
+        "40 22 7:0 / /mnt/usb rw - ext4 /dev/loop0 rw,errors=remount-ro\n"
+        "41 22 0:50 / /mnt/usb\\040disk rw - tmpfs tmpfs rw\n"
+        "42 40 7:0 / /mnt/usb ro - ext4 /dev/loop0 ro\n"
+    )
+    assert mount_signature(Path("/mnt/usb/rec"), info) == "42 ro ext4 /dev/loop0 ro"
+    assert mount_signature(Path("/mnt/usb disk/x"), info) == "41 rw tmpfs tmpfs rw"
+    assert mount_signature(Path("/srv"), info) == "22 rw,relatime ext4 /dev/vda rw"
