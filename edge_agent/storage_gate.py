@@ -376,7 +376,7 @@ class StorageGate:
             self._set(
                 Health.IO_ERROR,
                 f"storage root {self.root} does not answer "
-                f"(a stat has hung for over {seconds:.0f} s)",
+                f"(a stat or write has hung for over {seconds:.0f} s)",
             )
 
     def take_changes(self) -> list[Change]:
