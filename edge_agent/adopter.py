@@ -131,7 +131,8 @@ class FolderAdopter:
     async def pass_once(self, *, force: bool = False) -> list[IntakeResult]:
         """Look at the folder once; adopt whatever is complete. Returns what happened."""
         results: list[IntakeResult] = []
-        if self.paused:
+        gate = self.intake.gate
+        if self.paused or (gate is not None and gate.blocked() is not None):
             return results
         paths = await asyncio.to_thread(scan_folder, self.spec.folder)
         present = set(paths)

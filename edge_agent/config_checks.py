@@ -187,6 +187,9 @@ def cross_check(cfg: Config, *, check_files: bool = True) -> list[str]:
     problems += _liveview_checks(cfg.liveview)
     if check_files:
         problems += _file_checks(cfg)
+        from edge_agent.storage_checks import config_problems  # reads the real disk
+
+        problems += config_problems(cfg)
     return problems
 
 

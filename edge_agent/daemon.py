@@ -68,6 +68,8 @@ from edge_agent.recorder_manager import ManagerSettings, RecorderManager
 from edge_agent.reload import Reloader, ReloadPlan
 from edge_agent.runtime import intake_settings, origin_for_watch
 from edge_agent.status import StatusReporter, TelemetryReporter, ha_discovery
+from edge_agent.storage_gate import RETRY_BASE, RETRY_CAP, StorageGate, capture_identity
+from edge_agent.storage_watch import StorageWatch
 from edge_agent.supervisor import Component, Failure, RestartPolicy, Supervised
 from edge_agent.telemetry import (
     ClockState,
@@ -212,6 +214,7 @@ class Agent:
         health: HealthSettings | None = None,
         status_interval: float = 10.0,
         hard_exit: bool = False,
+        storage_retry: tuple[float, float] = (RETRY_BASE, RETRY_CAP),
     ) -> None:
         self.cfg = cfg
         self.catalog = catalog
@@ -250,6 +253,7 @@ class Agent:
         self._watch_slots: dict[str, Slot] = {}
         self._tap_slots: dict[str, Slot] = {}
         self._adopt_lock = asyncio.Lock()
+        self.storage = self._watch_storage(storage_retry)
         self.gatherer = make_gatherer(cfg, catalog)
         self.gatherer.retention = self._retention
         self.gatherer.sources = self._sources
@@ -262,6 +266,29 @@ class Agent:
             now=now,
             validate=_check_keys,
             ready_status=self.status_line,
+        )
+
+    def _watch_storage(self, retry: tuple[float, float]) -> StorageWatch | None:
+        """Hold the storage root to the disk the catalog just accepted (docs/storage.md)."""
+        root = Path(self.cfg.storage.root)
+        storage_id = self.catalog.get_meta("storage_root_id")
+        try:
+            if storage_id is None:
+                raise OSError("the catalog names no storage id")
+            identity = capture_identity(root, str(storage_id))
+        except OSError as exc:
+            log.error("cannot watch the storage root %s: %s", root, exc)
+            self.startup_reasons.append(f"storage root {root} cannot be watched: {exc}")
+            return None
+        gate = StorageGate(root, identity, retry_base=retry[0], retry_cap=retry[1])
+        self.intake.gate = self.manager.gate = self.janitor.gate = gate
+        return StorageWatch(
+            gate,
+            catalog=self.catalog,
+            manager=self.manager,
+            intake=self.intake,
+            now=self.now,
+            wake=self._wake_publisher,
         )
 
     # -- start-up recovery ---------------------------------------------------------------
@@ -493,7 +520,8 @@ class Agent:
 
     def degraded_reasons(self) -> list[str]:
         """The daemon's own reasons; telemetry adds sources, clock, disk and outbox."""
-        out = list(self.startup_reasons)
+        out = self.storage.reasons() if self.storage is not None else []
+        out += self.startup_reasons
         out += [r for s in self.slots if s.runner and (r := s.runner.reason())]
         out += [f"health: {p}" for p in self.health_problems]
         return out
@@ -590,6 +618,8 @@ class Agent:
         probe_task = asyncio.create_task(probe.run(), name="monitor/lag")
         try:
             while not stop.is_set():
+                if self.storage is not None:
+                    await self.storage.tick()
                 mono = time.monotonic()
                 self._watch_clock_steps()
                 self._follow_clock()
@@ -624,6 +654,8 @@ class Agent:
             probe_task.cancel()
             if sampler is not None:
                 sampler.cancel()
+            if self.storage is not None:
+                await self.storage.close()
 
     def _outbox_check(self, progress: OutboxProgress, mono: float) -> float | None:
         if self.link is None or self.publisher is None:
@@ -672,10 +704,11 @@ class Agent:
             free_bytes=last.free_bytes if last else None,
             sources=[(s.id, s.priority) for s in self.cfg.sources],
         )
+        why = (last.full_reason if last else None) or PAUSE_REASON
         for sid in pause:
-            log.warning("pausing source %s: %s", sid, PAUSE_REASON)
+            log.warning("pausing source %s: %s", sid, why)
             with contextlib.suppress(KeyError):
-                self.manager.pause(sid, PAUSE_REASON)
+                self.manager.pause(sid, why)
         for sid in resume:
             log.info("resuming source %s: storage no longer full", sid)
             with contextlib.suppress(KeyError):

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from edge_agent.clock import kernel_clock_synced
 from edge_agent.config import Config, ConfigError, Mqtt, Source, load_config, redact_url
+from edge_agent.storage_checks import mount_problem
 
 DEFAULT_TIMEOUT = 3.0
 _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
@@ -581,6 +582,12 @@ def run_checks(
     checks = [ok("config", f"{config_path} is valid (device {cfg.device.id})")]
     checks += [warn("config", line, "") for line in cfg.warnings()]
     checks.append(check_storage_mounted(cfg.storage.root, fstab))
+    if (
+        lost := mount_problem(
+            cfg.storage.root, external=cfg.profile.external_storage, profile=cfg.profile.name
+        )
+    ) is not None:
+        checks.append(fail("storage disk", *lost))
     if cfg.storage.root.is_dir():
         checks.append(check_storage_writable(cfg.storage.root))
         checks.append(check_free_space(cfg))

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent import media
 from edge_agent.audit import AuditLog
@@ -57,6 +58,9 @@ from edge_agent.model import (
 from edge_agent.outbox_store import Outbox
 from edge_agent.policy import adopted_audio_decision, deadline
 from edge_agent.timesource import StartChoice, choose_start, recording_end, start_candidates
+
+if TYPE_CHECKING:
+    from edge_agent.storage_gate import StorageGate
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +155,10 @@ class Examined:
 
 class Intake:
     """Carries out adoption decisions against one catalog and storage root."""
+
+    # The running daemon's (edge_agent.storage_gate): nothing is written to a storage
+    # root that is not the disk the agent started on, or that fails. None in the CLI.
+    gate: StorageGate | None = None
 
     def __init__(
         self,
@@ -255,6 +263,11 @@ class Intake:
             return self._complete(ex, src, now)
 
     def _complete(self, ex: Examined, src: Source, now: datetime) -> IntakeResult:
+        if self.gate is not None:
+            try:
+                self.gate.check()
+            except OSError as exc:  # the source stays where it is, retried later
+                raise IntakeIOError(f"storage unavailable: {exc.strerror}") from exc
         origin, probe, scan = ex.origin, ex.probe, ex.scan
         existing = self.catalog.find_by_source_sha256(ex.source_sha)
         if existing is not None:
@@ -367,6 +380,8 @@ class Intake:
         # Undecodable bytes arrive as lone surrogates, which are not alphanumeric.
         safe_stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80]
         name = f"{day:%Y%m%dT%H%M%SZ}_{safe_stem}_{rec_id[:8]}.{container}"
+        if self.gate is not None:
+            self.gate.check()  # before any folder or file: raises StorageUnavailable
         self._make_dirs(folder)
         return folder / name
 

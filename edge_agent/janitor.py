@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.audit import AuditLog
 from edge_agent.catalog import Catalog
@@ -42,9 +42,13 @@ from edge_agent.deletion import (
 )
 from edge_agent.model import Period, Recording, RetentionPeriods, iso, parse_ts
 from edge_agent.outbox_store import Outbox
-from edge_agent.policy import active_holds
-from edge_agent.pressure import storage_budget
+from edge_agent.policy import active_holds, holds_covering
+from edge_agent.pressure import PAUSE_REASON, storage_budget
 from edge_agent.retention_plan import DeletionReason, plan
+from edge_agent.storage_checks import full_reason
+
+if TYPE_CHECKING:
+    from edge_agent.storage_gate import StorageGate
 
 __all__ = ["Janitor", "JanitorStatus", "SweepResult"]
 
@@ -79,6 +83,8 @@ class SweepResult:
     catalog_bytes: int | None = None  # on the storage filesystem; never charged to footage
     storage_budget: bool = False  # the catalog, not footage, fills a disk (an alarm)
     storage_budget_why: str | None = None
+    full_reason: str | None = None  # why recording pauses while storage_full_held
+    storage_unavailable: str | None = None  # the pass did nothing: the disk is gone or failing
 
     @property
     def deleted(self) -> list[str]:
@@ -217,6 +223,12 @@ class Janitor:
         # daemon's watchdog checks that retention is still being looked after.
         self.heartbeat: float | None = None
         self._wake: asyncio.Event | None = None
+        # The daemon's: while the storage root is not the right, writable disk, nothing
+        # on it is deleted and no row is marked (docs/storage.md).
+        self.gate: StorageGate | None = None
+
+    def _unavailable(self) -> str | None:
+        return self.gate.blocked() if self.gate is not None else None
 
     @classmethod
     def from_config(
@@ -278,6 +290,17 @@ class Janitor:
 
     def sweep_once(self, now: datetime | None = None) -> SweepResult:
         now = now or self.guard.clock.now()
+        why = self._unavailable()
+        if why is not None:
+            log.warning("janitor: storage unavailable (%s): nothing deleted or marked", why)
+            last = self.last
+            v = self.guard.last
+            res = SweepResult(now, v.trusted if v else True, v.reason if v else None)
+            if last is not None:  # pressure state stands until the disk can be looked at
+                res.storage_full_held, res.full_reason = last.storage_full_held, last.full_reason
+            res.storage_unavailable = why
+            self.last = res
+            return res
         finished = finish_interrupted(
             self.catalog, self.storage_root, now, actor=self.actor, fsync=self.fsync
         )
@@ -321,7 +344,7 @@ class Janitor:
             try:
                 while True:
                     page = self.catalog.due_page(now, self.batch, offset)
-                    if not page:
+                    if not page or self._unavailable() is not None:
                         return
                     p = plan(
                         page,
@@ -387,12 +410,17 @@ class Janitor:
         if not res.clock_trusted:
             return
         offset = 0
+        held = 0
         while free < floor:
+            if self._unavailable() is not None:
+                return
             page = self.catalog.pressure_page(self.batch, offset)
             if not page:
                 res.storage_full_held = True
+                res.full_reason = full_reason(held=held, floor=floor, total=total)
                 break
             p = plan(page, holds, now, clock_trusted=True, free_bytes=free, floor_bytes=floor)
+            held += sum(1 for r in page if holds_covering(r, holds, now))
             chosen = [d for d in p.deletions if d.reason is DeletionReason.DISK_PRESSURE]
             if not chosen:
                 offset += len(page)
@@ -428,16 +456,18 @@ class Janitor:
             )
         if res.storage_full_held and not was_full:
             held = len({i for i, _ in res.kept_by_hold})
-            # Everything left is held: the live totals are the held footage.
-            stats = self.catalog.summary_by_purpose().values()
+            # Everything left is held (if anything is): the live totals are the held footage.
+            stats = list(self.catalog.summary_by_purpose().values())
+            any_held = res.full_reason == PAUSE_REASON
             self._alarm(
                 "alarm.storage_full_held",
                 {
                     **base,
-                    "detail": "only held footage is left; recording stops, lowest priority first",
+                    "detail": f"{res.full_reason}; recording stops, lowest priority first",
+                    "held": any_held,
                     "held_due": held,
-                    "held_recordings": sum(s.count for s in stats),
-                    "held_bytes": sum(s.bytes for s in stats),
+                    "held_recordings": sum(s.count for s in stats) if any_held else 0,
+                    "held_bytes": sum(s.bytes for s in stats) if any_held else 0,
                 },
                 now,
             )

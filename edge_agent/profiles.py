@@ -151,6 +151,9 @@ class HwProfile(BaseModel):
     max_streams: int = Field(ge=1, le=256, strict=True)
     segment_seconds: int = Field(ge=2, le=3600, strict=True)
     temperature_sensor: TemperatureSensor | None = None
+    # Recordings go to their own disk (NVMe, HDD, USB), not the system disk: doctor
+    # fails when the storage root is not on a mounted filesystem of its own.
+    external_storage: bool = False
     path: Path | None = None
 
     def summary(self) -> dict[str, Any]:

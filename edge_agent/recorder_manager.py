@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from edge_agent.config import Config, Source
 from edge_agent.intake import Intake
@@ -48,6 +48,9 @@ from edge_agent.recorder import (
     recover_partials,
 )
 from edge_agent.runtime import origin_for_source
+
+if TYPE_CHECKING:
+    from edge_agent.storage_gate import StorageGate
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +136,9 @@ class RecorderManager:
         self.recovered: list[str] = []  # ids adopted from a crash at start-up
         self.filed = 0  # segments catalogued since start
         self._running = False
+        # Storage lost or failing (edge_agent.storage_watch): every source waits.
+        self.held: str | None = None
+        self.gate: StorageGate | None = None
         for src in cfg.sources:
             self._add(src)
 
@@ -183,6 +189,28 @@ class RecorderManager:
         h = self._handle(source_id)
         h.paused = None
         h.wake.set()
+
+    def hold(self, reason: str) -> None:
+        """Stop every source at once (the storage is gone or failing) until :meth:`release`."""
+        self.held = reason
+        for h in self._handles.values():
+            h.interrupt()
+
+    def release(self) -> None:
+        self.held = None
+        for h in self._handles.values():
+            h.wake.set()
+
+    async def quiesce(self, within: float = 10.0) -> None:
+        """Wait until no session runs and every closed segment is filed (bounded)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + within
+        while any(h.session_stop is not None for h in self._handles.values()):
+            if loop.time() >= end:
+                return
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.join(), max(0.1, end - loop.time()))
 
     def paused(self) -> dict[str, str]:
         return {i: h.paused for i, h in self._handles.items() if h.paused is not None}
@@ -285,8 +313,9 @@ class RecorderManager:
         attempt = 0
         while not h.stopping:
             h.wake.clear()
-            if h.paused is not None:
-                rec.set_state(State.PAUSED, h.paused)
+            why = self.held or h.paused
+            if why is not None:
+                rec.set_state(State.PAUSED, why)
                 await h.wake.wait()
                 continue
             if not rs.origin.signage:
@@ -304,7 +333,7 @@ class RecorderManager:
                 rec.run_session, h.session_stop, name=f"rec-{rs.source_id}"
             )
             h.session_stop = None
-            if h.stopping or h.paused is not None:
+            if h.stopping or h.paused is not None or self.held is not None:
                 continue
             attempt = 1 if result.packets else attempt + 1
             delay = backoff_delay(
@@ -364,6 +393,8 @@ class RecorderManager:
 
     def _segment_closed(self, seg: ClosedSegment) -> None:
         """Called from a recording thread."""
+        if seg.damaged and self.gate is not None:
+            self.gate.suspect()  # a write failed: is it the disk?
         loop = self._loop
         if loop is None:
             return
@@ -383,6 +414,11 @@ class RecorderManager:
 
     def _file_one(self, seg: ClosedSegment) -> None:
         now = self._now()
+        why = self.gate.blocked() if self.gate is not None else None
+        if why is not None:
+            # Filed when the storage is back (recover_partials), if the file made it there.
+            log.warning("segment %s not filed now (%s)", seg.path.name, why)
+            return
         if seg.damaged:
             adopt_partial(seg.path, self.intake, now)
         else:

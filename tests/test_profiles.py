@@ -78,7 +78,8 @@ def test_invalid_profile_file(tmp_path: Path) -> None:
         '(write a size like "2GiB" or "500MiB", or a percentage like "5%")',
         f"{path}: fsync: 'sometimes': Input should be 'always' or 'batched'",
         f"{path}: fan: unknown key (known keys: description, free_space_floor, fsync, "
-        "fsync_batch_seconds, write_buffer, max_streams, segment_seconds, temperature_sensor)",
+        "fsync_batch_seconds, write_buffer, max_streams, segment_seconds, temperature_sensor, "
+        "external_storage)",
     ]
 
 
