@@ -44,7 +44,7 @@ from edge_agent.model import (
 )
 from edge_agent.outbox_store import Outbox
 from edge_agent.policy import adopted_audio_decision, deadline
-from edge_agent.timesource import StartChoice, choose_start, parse_segment_name
+from edge_agent.timesource import StartChoice, choose_start, parse_segment_name, zone
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class Origin:
     source_id: str | None = None
     wants_audio: bool = True
     recorder_start: datetime | None = None
+    name_timezone: str | None = None  # IANA zone of offset-less names (None: UTC)
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,8 @@ class Intake:
         mtime: float,
         now: datetime,
     ) -> StartChoice:
-        recorder = origin.recorder_start or parse_segment_name(path.name)
+        tz = zone(origin.name_timezone) if origin.name_timezone else None
+        recorder = origin.recorder_start or parse_segment_name(path.name, tz)
         candidates = [
             (TimeSource.RECORDER, recorder),
             (TimeSource.CREATION_TIME, creation_time),
