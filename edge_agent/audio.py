@@ -150,12 +150,16 @@ def codec_name(stream: Stream) -> str:
     return str(ctx.codec.canonical_name)
 
 
-def plan_for_stream(stream: Stream, muxer: str) -> AudioPlan:
-    """:func:`plan_audio` for a demuxed stream and this FFmpeg build."""
-    codec = codec_name(stream)
-    ctx: Any = stream.codec_context
-    rate = int(getattr(ctx, "sample_rate", 0) or 0)
-    channels = int(getattr(ctx, "channels", 0) or 0)
+def canonical(name: str) -> str:
+    """The codec a decoder name stands for (``g726`` -> ``adpcm_g726``)."""
+    try:
+        return str(av.Codec(name, "r").canonical_name)
+    except (av.error.FFmpegError, ValueError):
+        return name
+
+
+def plan_for(codec: str, rate: int, channels: int, muxer: str) -> AudioPlan:
+    """:func:`plan_audio` for this FFmpeg build and ``muxer``."""
     return plan_audio(
         codec,
         rate,
@@ -164,6 +168,14 @@ def plan_for_stream(stream: Stream, muxer: str) -> AudioPlan:
         decodable={codec} if _has(codec, "r") else set(),
         encoders={e for e in (PCM_OUT, "libopus", "aac") if _has(e, "w")},
     )
+
+
+def plan_for_stream(stream: Stream, muxer: str) -> AudioPlan:
+    """:func:`plan_audio` for a demuxed stream and this FFmpeg build."""
+    ctx: Any = stream.codec_context
+    rate = int(getattr(ctx, "sample_rate", 0) or 0)
+    channels = int(getattr(ctx, "channels", 0) or 0)
+    return plan_for(codec_name(stream), rate, channels, muxer)
 
 
 # -- conversion ---------------------------------------------------------------------------
@@ -183,20 +195,17 @@ class AudioConverter:
     def __init__(self, stream: Stream, plan: AudioPlan) -> None:
         self.plan = plan
         self.undecodable = 0
+        # The demuxer's own context: it carries what the container or SDP said
+        # (G.726's bits per sample, AAC's config) that a fresh context lacks.
         ctx: Any = stream.codec_context
+        if ctx is None:
+            raise AudioError(f"cannot decode {plan.source_codec}: no codec parameters")
         try:
-            # Any: PyAV's stubs put sample_rate/layout on the audio context class only.
-            decoder: Any = av.CodecContext.create(plan.source_codec, "r")
-            self._decoder = decoder
-            self._decoder.sample_rate = plan.sample_rate
-            self._decoder.layout = _layout(int(getattr(ctx, "channels", 0) or 1))
-            if ctx.extradata:
-                self._decoder.extradata = bytes(ctx.extradata)
-            if getattr(ctx, "bit_rate", 0):
-                self._decoder.bit_rate = ctx.bit_rate
-            self._decoder.open()
+            if not ctx.is_open:
+                ctx.open()
         except (av.error.FFmpegError, ValueError) as exc:
             raise AudioError(f"cannot decode {plan.source_codec}: {exc}") from exc
+        self._decoder = ctx
 
     def decode(self, packet: Packet[Stream]) -> list[AudioFrame]:
         """The packet's samples; a packet the decoder rejects is skipped (counted)."""
@@ -212,10 +221,14 @@ class AudioEncoder:
     """Encodes frames into one segment's audio stream, with continuous timestamps.
 
     Output timestamps follow the source's (``ts`` of each packet) to the sample,
-    counting samples between packets so RTP jitter does not become gaps.
+    counting samples between packets so RTP jitter does not become gaps. With
+    ``follow_timestamps=False`` only the first packet's time counts and the
+    samples run on from it: for files, whose audio timestamps can be coarse
+    (AVI counts blocks) while the samples themselves are continuous.
     """
 
-    def __init__(self, stream: Any, plan: AudioPlan) -> None:
+    def __init__(self, stream: Any, plan: AudioPlan, *, follow_timestamps: bool = True) -> None:
+        self._follow = follow_timestamps
         self.stream = stream
         self.rate = plan.sample_rate
         fmt = av.Codec(plan.encoder, "w").audio_formats
@@ -239,7 +252,8 @@ class AudioEncoder:
     def encode(self, frames: list[AudioFrame], ts: float) -> list[Packet[Stream]]:
         """Packets for ``frames`` decoded from a packet at stream time ``ts`` seconds."""
         expected = round(ts * self.rate)
-        if self._in_next is None or abs(expected - self._in_next) > _REANCHOR * self.rate:
+        jumped = self._follow and abs(expected - (self._in_next or 0)) > _REANCHOR * self.rate
+        if self._in_next is None or jumped:
             self._in_next = expected
             self._out_next = expected - self._buffered
         out: list[Packet[Stream]] = []

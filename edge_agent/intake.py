@@ -198,7 +198,7 @@ class Intake:
         duration = probe.duration or 0.0
         keep_audio = adopted_audio_decision(
             probe.has_audio and origin.wants_audio, origin.audio_room, origin.signage
-        ).keep
+        ).keep and media.can_keep_audio(probe)
         rec_id = uuid.uuid4().hex
         tags = Tags(
             location=origin.location,
