@@ -326,3 +326,32 @@ async def test_rtsp_resolution_switch_starts_a_segment_with_the_new_size(tmp_pat
         seen.append(size)
     assert seen[0] == "160,120" and seen[-1] == "320,240", seen
     assert seen == sorted(seen, key=lambda s: s != "160,120"), "one switch, in order"
+
+
+# -- a camera whose timestamps jump back (reboot, RTCP reset) ----------------------------------
+
+
+def video_steps(path: Path) -> list[float]:
+    times = [t for t, _ in packets(path, "v:0")]
+    return [b - a for a, b in itertools.pairwise(sorted(times))]
+
+
+async def test_timestamp_jump_starts_a_new_segment_not_a_broken_one(tmp_path: Path) -> None:
+    # Two camera runs back to back in one stream: the second restarts its clock at zero.
+    one = make_video(tmp_path / "a.ts", container="ts", seconds=3, size=(160, 120), audio="aac")
+    two = make_video(tmp_path / "b.ts", container="ts", seconds=3, size=(160, 120), audio="aac")
+    joined = tmp_path / "rebooted.ts"
+    joined.write_bytes(one.read_bytes() + two.read_bytes())
+    rig = open_rig(tmp_path, source("cam", f"file://{joined}", "lab", seconds=60))
+    async with running(rig):
+        await until(lambda: len(rig.recordings()) >= 1, 15, "the segment before the jump")
+        await asyncio.sleep(1.0)
+    recs = rig.recordings()
+    assert len(recs) >= 2, "the jump closed the first segment"
+    for rec in recs:
+        path = rig.path(rec)
+        doc = ffprobe(path)
+        assert kinds(doc) == ["video", "audio"]
+        assert max(video_steps(path), default=0.0) < 0.1, (path.name, "a jump inside a segment")
+    first = recs[0]
+    assert 2.5 < (first.end - first.start).total_seconds() < 3.5, first.end - first.start
