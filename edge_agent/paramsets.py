@@ -18,6 +18,7 @@ _H264_VCL = {1, 2, 3, 4, 5}
 _HEVC_PARAMS = {32, 33, 34}  # VPS, SPS, PPS
 _HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
 _SEARCH = 4096  # parameter sets sit at the front of a keyframe
+_MAX_SIDE = 16384
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,11 @@ class ParamSets:
         for nal in self.nals:
             if nal and nal[0] & 0x1F == 7:
                 try:
-                    return h264_sps_dimensions(nal)
+                    w, h = h264_sps_dimensions(nal)
                 except (IndexError, ValueError):
                     return None
+                # A header claims what the camera says, within reason.
+                return (w, h) if w <= _MAX_SIDE and h <= _MAX_SIDE else None
         return None
 
 
