@@ -1,4 +1,4 @@
-"""One camera source → tagged Matroska segments, by stream copy.
+"""One camera source → tagged Matroska segments, video by stream copy.
 
 A :class:`Recorder` owns one source. :meth:`Recorder.run_session` runs in a
 worker thread (PyAV's demuxer blocks) and does demux and mux in that same
@@ -20,14 +20,20 @@ Segments:
   ``edge_agent.source_id``) because the file is never rewritten: the embedded
   ``end`` is an estimate (start + ``segment_seconds``); the catalog gets the
   real end when the segment is closed, and :func:`adopt_partial` measures it
-  for a segment left behind by a crash;
+  for a segment left behind by a crash (:mod:`edge_agent.segment_recovery`);
+- a keyframe with new in-band SPS/PPS (the camera's settings were edited)
+  starts a new segment whose header matches (:mod:`edge_agent.paramsets`);
 - timestamps start at zero in every segment; UTC start times come from the
   wall clock at the session's first keyframe plus stream time since, so
   consecutive segments abut exactly.
 
 Audio reaches the segment only when the source asks for it and its location
 is a signed audio room (:func:`edge_agent.policy.audio_decision`): the audio
-stream is then not even demuxed.
+stream is then not even demuxed. What happens to it is decided once per
+connection (:mod:`edge_agent.audio`): copied, decoded to PCM (G.711, G.726) or
+encoded to Opus. Audio that cannot be recorded never stops video: the source
+records without it, reports ``degraded`` and raises ``alarm.audio_dropped``
+(docs/audio.md).
 """
 
 from __future__ import annotations
@@ -35,11 +41,10 @@ from __future__ import annotations
 import collections
 import functools
 import logging
-import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -52,21 +57,41 @@ from av.stream import Stream
 
 from edge_agent import media, memtune, paramsets
 from edge_agent.audio import AudioAction, AudioConverter, AudioError, AudioPlan, plan_for_stream
-from edge_agent.intake import PARTIAL_PREFIX, Intake, Origin
+from edge_agent.intake import PARTIAL_PREFIX, Origin
 from edge_agent.interleave import Interleaver
-from edge_agent.model import Recording, Tags, TimeSource, iso
+from edge_agent.model import Tags, TimeSource, iso
+from edge_agent.segment_recovery import (
+    CONTAINER,
+    SOURCE_ID_TAG,
+    adopt_partial,
+    find_partials,
+    recover_partials,
+)
 from edge_agent.segment_writer import MUXER, SegmentWriter, VideoParams
 from edge_agent.segmenter import DEFAULT_MAX_GAP, Action, decide
-from edge_agent.sources import PacketSource, SourceError, open_source, packet_seconds
+from edge_agent.sources import PacketSource, SourceError, open_source
 
 log = logging.getLogger(__name__)
 
-SOURCE_ID_TAG = media.TAG_PREFIX + "source_id"
+__all__ = [
+    "CONTAINER",
+    "SOURCE_ID_TAG",
+    "ClosedSegment",
+    "PacketTap",
+    "Recorder",
+    "RecorderSettings",
+    "SessionResult",
+    "SourceStatus",
+    "State",
+    "adopt_partial",
+    "find_partials",
+    "recover_partials",
+]
+
 # What was done to the source's audio (e.g. "pcm_mulaw->pcm_s16le"), and why
 # a segment of an audio room has none (docs/audio.md).
 AUDIO_CONVERSION_TAG = media.TAG_PREFIX + "audio_conversion"
 AUDIO_DROPPED_TAG = media.TAG_PREFIX + "audio_dropped"
-CONTAINER = "mkv"
 _BITRATE_WINDOW = 2.0  # seconds between bitrate updates
 _DRIFT_CHECK = 5.0  # seconds between clock drift checks
 
@@ -711,101 +736,3 @@ def _open_for(settings: RecorderSettings) -> PacketSource:
         open_timeout=settings.open_timeout,
         read_timeout=settings.stall_seconds,
     )
-
-
-# -- start-up: segments left by a crash ------------------------------------------------
-
-
-def _measured_seconds(path: Path) -> tuple[float, int]:
-    """Stream time covered by the readable packets of ``path`` and their video count."""
-    first: float | None = None
-    last = 0.0
-    videos = 0
-    with av.open(str(path)) as inp:
-        streams = [s for s in inp.streams if s.type in ("video", "audio")]
-        try:
-            for packet in inp.demux(streams):
-                sec = packet_seconds(packet)
-                if sec is None:
-                    continue
-                if packet.stream.type == "video":
-                    videos += 1
-                first = sec if first is None else min(first, sec)
-                dur = float((packet.duration or 0) * packet.time_base)
-                last = max(last, sec + dur)
-        except (av.error.FFmpegError, OSError):
-            pass  # cut off mid-cluster: what came before counts
-    return (0.0 if first is None else max(0.0, last - first)), videos
-
-
-def adopt_partial(path: Path, intake: Intake, now: datetime) -> Recording | None:
-    """Register one ``.partial-`` segment the recorder left behind; None if not ours.
-
-    Readable segments are always kept: their tags (with the id) were written
-    at open, the real end comes from the packets found. An unreadable one is
-    quarantined with the reason. A partial the intake itself left (it carries
-    a ``source_sha256`` tag) is not the recorder's and is left to reconcile.
-    """
-    try:
-        info = media.probe(path)
-        seconds, videos = _measured_seconds(path)
-    except (media.MediaError, av.error.FFmpegError, OSError) as exc:
-        intake.quarantine(path, f"unreadable recorder segment: {exc}", now)
-        return None
-    if SOURCE_ID_TAG not in info.tags or media.decode_source_sha256(info.tags):
-        return None
-    try:
-        tags = media.decode_tags(info.tags)
-    except media.MediaError as exc:
-        intake.quarantine(path, f"bad_tags: {exc}", now)
-        return None
-    rec_id = media.decode_recording_id(info.tags)
-    if tags is None or rec_id is None:
-        intake.quarantine(path, "bad_tags: recorder segment without tags", now)
-        return None
-    if videos == 0:
-        intake.quarantine(path, "empty: recorder segment without a video packet", now)
-        return None
-    if intake.catalog.get_recording(rec_id) is not None:
-        log.warning("%s: recording %s is already catalogued; left for reconcile", path, rec_id)
-        return None
-    tags = replace(tags, end=tags.start + timedelta(seconds=seconds))
-    if not info.has_audio and tags.audio:
-        tags = replace(tags, audio=False)
-    origin = Origin(
-        location=tags.location,
-        site=tags.site,
-        audio_room=tags.audio,
-        signage=True,
-        purpose=tags.purpose,
-        anonymized=tags.anonymized,
-        source_id=info.tags[SOURCE_ID_TAG],
-    )
-    rec = intake.register_segment(path, tags, rec_id, origin, now)
-    log.info("adopted segment %s left by a crash (%.1fs)", path.name, seconds)
-    return rec
-
-
-def find_partials(root: Path) -> Iterator[Path]:
-    for dirpath, _dirs, files in os.walk(root):
-        for name in sorted(files):
-            if name.startswith(PARTIAL_PREFIX) and name.endswith("." + CONTAINER):
-                yield Path(dirpath) / name
-
-
-def recover_partials(root: Path, intake: Intake, now: datetime) -> list[Recording]:
-    """Adopt every readable recorder segment left under ``root`` by a crash (blocking).
-
-    Run at start-up before recording starts, so no live segment is mistaken
-    for a leftover.
-    """
-    found: list[Recording] = []
-    for path in find_partials(root):
-        try:
-            rec = adopt_partial(path, intake, now)
-        except OSError as exc:
-            log.error("cannot adopt %s: %s (left in place, retried at next start)", path, exc)
-            continue
-        if rec is not None:
-            found.append(rec)
-    return found
