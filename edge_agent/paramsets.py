@@ -44,6 +44,34 @@ class ParamSets:
         return None
 
 
+def changed(old: ParamSets | None, new: ParamSets | None) -> bool:
+    """Whether ``new`` (from a keyframe) replaces a parameter set of ``old``.
+
+    Cameras do not repeat every set at every keyframe (PPS only, or SPS every
+    few seconds): a set that is missing is no change, only a set of a kind
+    both carry whose bytes differ is.
+    """
+    if old is None or new is None or old.codec != new.codec:
+        return False
+    kinds: dict[int, set[bytes]] = {}
+    for nal in old.nals:
+        kinds.setdefault(_nal_type(old.codec, nal[0]), set()).add(nal)
+    for nal in new.nals:
+        known = kinds.get(_nal_type(new.codec, nal[0]))
+        if known is not None and nal not in known:
+            return True
+    return False
+
+
+def merged(old: ParamSets | None, new: ParamSets) -> ParamSets:
+    """``new`` completed with the sets of kinds it does not repeat from ``old``."""
+    if old is None or old.codec != new.codec:
+        return new
+    have = {_nal_type(new.codec, n[0]) for n in new.nals}
+    kept = tuple(n for n in old.nals if _nal_type(old.codec, n[0]) not in have)
+    return ParamSets(new.codec, kept + new.nals)
+
+
 def _nal_type(codec: str, first: int) -> int:
     return (first >> 1) & 0x3F if codec == "hevc" else first & 0x1F
 

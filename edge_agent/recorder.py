@@ -538,9 +538,7 @@ class _Run:
             segment_start=self.writer.start_ts if self.writer else None,
             segment_seconds=self.s.segment_seconds,
             max_gap=self.s.max_gap,
-            params_changed=params is not None
-            and self.seg_params is not None
-            and params != self.seg_params,
+            params_changed=paramsets.changed(self.seg_params, params),
         )
         if d.action in (Action.CUT, Action.CLOSE):
             if d.reason == "duration" and self.writer is not None:
@@ -633,12 +631,19 @@ class _Run:
     def open(
         self, exact: Fraction, now_mono: float, params: paramsets.ParamSets | None = None
     ) -> None:
-        if params is not None or self.seg_params is None:
-            self.seg_params = params or self.baseline
+        if params is not None:
+            old = self.seg_params
+            if old is None or paramsets.changed(old, params):
+                old = self.baseline
+            self.seg_params = paramsets.merged(old, params)
+        elif self.seg_params is None:
+            self.seg_params = self.baseline
         video_params = None
-        if params is not None and params != self.baseline:
-            w, h = params.dimensions() or (0, 0)
-            video_params = VideoParams(params.annexb, w, h)
+        seg = self.seg_params
+        if seg is not None and paramsets.changed(self.baseline, seg):
+            # The stream's header (SDP) no longer describes its packets.
+            w, h = seg.dimensions() or (0, 0)
+            video_params = VideoParams(seg.annexb, w, h)
         self.writer = self._new_writer(exact, now_mono, video_params)
         if self.writer.audio_error is not None and self.plan is not None:
             # The muxer refused the audio stream: this segment and the rest of the

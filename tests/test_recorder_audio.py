@@ -27,7 +27,13 @@ from edge_agent.audio import (
 )
 from edge_agent.model import Recording
 from edge_agent.outbox_store import Outbox
-from edge_agent.paramsets import h264_sps_dimensions, parameter_sets
+from edge_agent.paramsets import (
+    ParamSets,
+    changed,
+    h264_sps_dimensions,
+    merged,
+    parameter_sets,
+)
 from edge_agent.recorder import State
 from edge_agent.segmenter import Action, decide
 from tests import rtsp_server
@@ -101,6 +107,15 @@ def test_in_band_parameter_sets_and_their_picture_size() -> None:
     assert ps_odd is not None and ps_odd.dimensions() == (1918, 1078)  # frame cropping
     assert parameter_sets("h264", b"\x00\x00\x01\x65" + bytes(64)) is None  # a slice only
     assert parameter_sets("aac", small) is None
+    assert changed(ps_small, ps_big) and not changed(ps_small, ps_small)
+    # A keyframe that repeats only its PPS (or nothing) is no change.
+    sps_only = ParamSets("h264", ps_small.nals[:1])
+    assert not changed(ps_small, sps_only) and not changed(ps_small, None)
+    assert changed(ps_small, ParamSets("h264", ps_big.nals[:1]))
+    assert merged(ps_small, ParamSets("h264", ps_big.nals[:1])).nals == (
+        ps_small.nals[1],
+        ps_big.nals[0],
+    )
     with pytest.raises(IndexError):
         h264_sps_dimensions(b"\x67\x42")
 
