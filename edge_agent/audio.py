@@ -48,8 +48,6 @@ OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 LOSSLESS_TO_PCM = frozenset(
     {"pcm_mulaw", "pcm_alaw", "adpcm_g726", "adpcm_g726le", "adpcm_g722", "pcm_s16be", "pcm_u8"}
 )
-# A timestamp this far (seconds) from where the samples so far end is a jump, not jitter.
-_REANCHOR = 0.2
 
 
 class AudioAction(StrEnum):
@@ -220,8 +218,10 @@ class AudioConverter:
 class AudioEncoder:
     """Encodes frames into one segment's audio stream, with continuous timestamps.
 
-    Output timestamps follow the source's (``ts`` of each packet) to the sample,
-    counting samples between packets so RTP jitter does not become gaps. With
+    Output timestamps follow the source's (``ts`` of each packet) to the
+    sample: PCM packet by packet; encoded audio, re-blocked into fixed frames,
+    counts samples and re-anchors when the source is more than a frame away
+    (a gap, or FFmpeg's RTCP correction of RTP times). With
     ``follow_timestamps=False`` only the first packet's time counts and the
     samples run on from it: for files, whose audio timestamps can be coarse
     (AVI counts blocks) while the samples themselves are continuous.
@@ -239,6 +239,8 @@ class AudioEncoder:
             # Opus and AAC take fixed frames (20 ms / 1024 samples); PCM any size.
             frame_size=None if plan.encoder == PCM_OUT else self._frame_size(plan),
         )
+        # Samples the source may drift from the count before it is followed.
+        self._tolerance = 0 if plan.encoder == PCM_OUT else self._frame_size(plan)
         self.time_base = Fraction(1, plan.sample_rate)
         self._in_next: int | None = None  # where the next input samples should start
         self._out_next = 0
@@ -252,7 +254,7 @@ class AudioEncoder:
     def encode(self, frames: list[AudioFrame], ts: float) -> list[Packet[Stream]]:
         """Packets for ``frames`` decoded from a packet at stream time ``ts`` seconds."""
         expected = round(ts * self.rate)
-        jumped = self._follow and abs(expected - (self._in_next or 0)) > _REANCHOR * self.rate
+        jumped = self._follow and abs(expected - (self._in_next or 0)) > self._tolerance
         if self._in_next is None or jumped:
             self._in_next = expected
             self._out_next = expected - self._buffered
