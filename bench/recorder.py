@@ -12,6 +12,12 @@ Each runs in its own process; CPU = user + system seconds of that process
 during the recording window (our figure excludes interpreter start-up and
 imports, measured by the process itself with getrusage at the window edges).
 
+The same video with G.711 mu-law audio (8 kHz mono in QuickTime, what most IP
+cameras send) is measured too: Matroska cannot hold G.711, so the recorder
+decodes it to 16-bit PCM (docs/audio.md); ffmpeg does the same with
+``-c:v copy -c:a pcm_s16le``. Side by side with the plain copy, that is the
+cost of the conversion per stream.
+
     python bench/recorder.py --seconds 60
 """
 
@@ -33,7 +39,12 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_clip(path: Path, seconds: int = 20) -> None:
+def make_clip(path: Path, seconds: int = 20, audio: str = "aac") -> None:
+    codec = (
+        ["-c:a", "aac", "-b:a", "64k"]
+        if audio == "aac"
+        else ["-c:a", "pcm_mulaw", "-ar", "8000", "-ac", "1"]
+    )
     subprocess.run(
         [
             *("ffmpeg", "-v", "error", "-y"),
@@ -41,18 +52,19 @@ def make_clip(path: Path, seconds: int = 20) -> None:
             *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"),
             *("-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-g", "50"),
             *("-b:v", "4M", "-minrate", "4M", "-maxrate", "4M", "-bufsize", "2M"),
-            *("-x264-params", "nal-hrd=cbr", "-c:a", "aac", "-b:a", "64k", str(path)),
+            *("-x264-params", "nal-hrd=cbr", *codec, str(path)),
         ],
         check=True,
     )
 
 
-def ffmpeg_cpu(clip: Path, out: Path, seconds: float) -> float:
+def ffmpeg_cpu(clip: Path, out: Path, seconds: float, audio: str = "copy") -> float:
     out.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [
             *("ffmpeg", "-v", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", str(clip)),
-            *("-c", "copy", "-f", "segment", "-segment_time", "10", "-reset_timestamps", "1"),
+            *("-c:v", "copy", "-c:a", audio),
+            *("-f", "segment", "-segment_time", "10", "-reset_timestamps", "1"),
             str(out / "out%03d.mkv"),
         ]
     )
@@ -131,6 +143,7 @@ def agent_cpu(clip: Path, tmp: Path, seconds: float) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--no-g711", action="store_true", help="skip the G.711 conversion runs")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-recorder-"))
     try:
@@ -153,6 +166,20 @@ def main() -> None:
         ratio = per_min_ours / per_min_ff if per_min_ff else float("inf")
         print(f"ratio (ours / ffmpeg)     : {ratio:.2f}x (target <= 1.0x)")
         print(f"streams at < 80% CPU      : ~{streams} (0.8 x {cores} cores x 60 s / per-minute)")
+        if not args.no_g711:
+            g711 = work / "g711.mov"
+            make_clip(g711, audio="pcmu")
+            ff_g = ffmpeg_cpu(g711, work / "ffmpeg-g711", args.seconds, "pcm_s16le") * 60
+            ours_g = agent_cpu(g711, work / "agent-g711", args.seconds)
+            per_min_g = ours_g["cpu"] * 60 / args.seconds
+            print("G.711 mu-law 8 kHz camera, decoded to pcm_s16le for Matroska:")
+            print(f"ffmpeg -c:a pcm_s16le     : {ff_g / args.seconds:.3f} CPU s per minute")
+            print(
+                f"edge-agent recorder       : {per_min_g:.3f} CPU s per minute "
+                f"({ours_g['segments']:.0f} segments filed)"
+            )
+            extra = per_min_g - per_min_ours
+            print(f"G.711 conversion costs    : {extra:+.3f} CPU s per minute per stream")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -269,6 +269,20 @@ MqttUrl = Annotated[str, AfterValidator(_check_mqtt_url)]
 IceUrl = Annotated[str, AfterValidator(_check_ice_url)]
 Listen = Annotated[str, AfterValidator(_check_listen)]
 TopicPrefix = Annotated[str, AfterValidator(_check_topic_prefix)]
+
+
+def _check_zone(value: str) -> str:
+    from edge_agent.timesource import zone
+
+    try:
+        zone(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; or remove name_timezone if names are in UTC") from None
+    return value
+
+
+# The IANA zone a DVR names its files in (local time without an offset).
+TimeZoneName = Annotated[str, AfterValidator(_check_zone)]
 # At most a year: any larger (or inf) overflows timedelta where the value is used.
 YEAR_SECONDS = 366 * 86400
 Seconds = Annotated[float, Field(gt=0, le=YEAR_SECONDS)]
@@ -320,6 +334,7 @@ class Source(_Section):
     priority: Annotated[int, Field(strict=True)] = 0
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     anonymized: StrictBool = False
+    name_timezone: TimeZoneName | None = None
 
     @property
     def scheme(self) -> str:
@@ -341,6 +356,8 @@ class Watch(_Section):
     # Poll instead of inotify: network shares do not deliver inotify events.
     poll: StrictBool = False
     poll_seconds: Annotated[float, Field(gt=0, le=600)] = 2.0
+    # File names without an offset are local time in this zone (absent: UTC).
+    name_timezone: TimeZoneName | None = None
 
 
 class Retention(_Section):

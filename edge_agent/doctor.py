@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from edge_agent.clock import kernel_clock_synced
 from edge_agent.config import Config, ConfigError, Mqtt, Source, load_config, redact_url
+from edge_agent.name_clock import check_watch_names
 from edge_agent.storage_checks import mount_problem
 
 DEFAULT_TIMEOUT = 3.0
@@ -598,6 +599,7 @@ def run_checks(
     checks.append(check_broker(cfg, timeout))
     checks += [check_source(src, timeout) for src in cfg.sources]
     checks += check_watches(cfg)
+    checks += [warn("watch names", d, fix) for d, fix in check_watch_names(cfg)]
     checks += check_signage(cfg)
     checks.append(check_audio_rooms(cfg))
     return checks

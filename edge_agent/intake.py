@@ -57,7 +57,13 @@ from edge_agent.model import (
 )
 from edge_agent.outbox_store import Outbox
 from edge_agent.policy import adopted_audio_decision, deadline
-from edge_agent.timesource import StartChoice, choose_start, recording_end, start_candidates
+from edge_agent.timesource import (
+    StartChoice,
+    choose_start,
+    recording_end,
+    start_candidates,
+    zone,
+)
 
 if TYPE_CHECKING:
     from edge_agent.storage_gate import StorageGate
@@ -89,6 +95,7 @@ class Origin:
     source_id: str | None = None
     wants_audio: bool = True
     recorder_start: datetime | None = None
+    name_timezone: str | None = None  # IANA zone of offset-less names (None: UTC)
 
 
 @dataclass(frozen=True)
@@ -281,7 +288,7 @@ class Intake:
             return self._quarantine_src(src, f"{media.Reason.ABSURD_METADATA}: {exc}", now)
         keep_audio = adopted_audio_decision(
             probe.has_audio and origin.wants_audio, origin.audio_room, origin.signage
-        ).keep
+        ).keep and media.can_keep_audio(probe)
         rec_id = uuid.uuid4().hex
         tags = Tags(
             location=origin.location,
@@ -365,8 +372,9 @@ class Intake:
         st: os.stat_result,
         now: datetime,
     ) -> StartChoice:
+        tz = zone(origin.name_timezone) if origin.name_timezone else None
         candidates = start_candidates(
-            os.fsdecode(path.name), origin.recorder_start, creation_time, st.st_mtime
+            os.fsdecode(path.name), origin.recorder_start, creation_time, st.st_mtime, tz
         )
         return choose_start(
             candidates, now, floor=self.settings.start_floor, max_future=self.settings.max_future

@@ -448,9 +448,9 @@ class LiveView:
         )
 
         from edge_agent.liveview_tracks import (
-            OpusAudioTrack,
             PassthroughVideoTrack,
             ReencodeVideoTrack,
+            audio_track,
         )
 
         servers = [RTCIceServer(urls=u) for u in self.settings.ice_servers]
@@ -473,9 +473,13 @@ class LiveView:
                     [c for c in caps if c.mimeType.lower() in ("video/h264", "video/rtx")]
                 )
             if audio and sub.audio is not None:
-                at = OpusAudioTrack(sub.audio)
+                # G.711 goes out as is; anything else is transcoded to Opus.
+                at, mimes = audio_track(sub.audio, self.hub.codec(source_id, "audio"))
                 session.tracks.append(at)
-                pc.addTransceiver(at, direction="sendonly")
+                acaps = RTCRtpSender.getCapabilities("audio").codecs
+                pc.addTransceiver(at, direction="sendonly").setCodecPreferences(
+                    [c for c in acaps if c.mimeType.lower() in mimes]
+                )
             # No audio transceiver otherwise: an offered audio m-line is answered
             # inactive and nothing is ever sent on it.
 

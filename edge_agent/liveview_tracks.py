@@ -5,9 +5,13 @@
   them (``H264Encoder.pack``), so a viewer costs a copy, not an encode.
 - :class:`ReencodeVideoTrack` decodes and returns frames for aiortc to encode
   (VP8 or H.264): the fallback for codecs browsers cannot take as they are.
-- :class:`OpusAudioTrack` decodes AAC and returns s16 frames that aiortc
-  encodes to Opus; WebRTC has no AAC. Decoding audio is allowed only here,
-  for the live preview of an audio room.
+- :class:`G711AudioTrack` forwards G.711 (PCMU/PCMA, 8 kHz mono) packets as
+  they are: they are WebRTC's mandatory audio codecs, so every browser takes
+  them and nothing is decoded (aiortc's G.711 encoder only packetises).
+- :class:`OpusAudioTrack` decodes anything else (AAC, G.726, ...) and returns
+  s16 frames that aiortc encodes to Opus; WebRTC has no AAC. Decoding audio is
+  allowed only here, for the live preview of an audio room.
+  :func:`audio_track` picks one of the two per viewer.
 
 Imported only by :mod:`edge_agent.liveview`, i.e. only when the live view is on.
 """
@@ -200,3 +204,51 @@ class OpusAudioTrack(_HubTrack):
         self._samples += frame.samples
         self._count()
         return frame
+
+
+G711_RATE = 8000
+G711_PACKET = 160  # 20 ms: one RTP packet of the usual camera size
+_G711_MIME = {"pcm_mulaw": "audio/pcmu", "pcm_alaw": "audio/pcma"}
+
+
+def g711_mime(info: CodecInfo | None) -> str | None:
+    """``audio/pcmu`` or ``audio/pcma`` when the stream can go to a browser as is."""
+    if info is None or info.codec not in _G711_MIME:
+        return None
+    if info.sample_rate != G711_RATE or info.layout not in ("mono", ""):
+        return None  # WebRTC's PCMU/PCMA are 8 kHz mono only
+    return _G711_MIME[info.codec]
+
+
+class G711AudioTrack(_HubTrack):
+    """G.711 packets to aiortc's PCMU/PCMA packetiser, 20 ms each, on a steady clock."""
+
+    kind = "audio"
+
+    def __init__(self, channel: Channel) -> None:
+        super().__init__(channel)
+        self._timeline = Timeline(G711_RATE, G711_PACKET / G711_RATE)
+        self._pending: collections.deque[Packet[Any]] = collections.deque()
+
+    def _split(self, item: HubPacket) -> None:
+        # One byte per sample: a big camera packet becomes several RTP-sized ones.
+        start = self._timeline.ticks(item.seconds())
+        for off in range(0, len(item.data), G711_PACKET):
+            packet = Packet(item.data[off : off + G711_PACKET])
+            packet.pts = start + off
+            packet.time_base = Fraction(1, G711_RATE)
+            self._pending.append(packet)
+
+    async def recv(self) -> Packet[Any]:
+        while not self._pending:
+            self._split(await self._next())
+        self._count()
+        return self._pending.popleft()
+
+
+def audio_track(channel: Channel, info: CodecInfo | None) -> tuple[_HubTrack, tuple[str, ...]]:
+    """The track for a viewer of an audio room and the codecs to offer (mime, lower case)."""
+    mime = g711_mime(info)
+    if mime is not None:
+        return G711AudioTrack(channel), (mime,)
+    return OpusAudioTrack(channel), ("audio/opus",)

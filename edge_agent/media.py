@@ -44,6 +44,7 @@ from edge_agent.media_probe import (
 )
 from edge_agent.media_remux import (
     RemuxResult,
+    can_keep_audio,
     output_container_for,
     output_format,
     remux,
@@ -65,6 +66,7 @@ __all__ = [
     "Reason",
     "RemuxResult",
     "StreamInfo",
+    "can_keep_audio",
     "count_packets",
     "decode_recording_id",
     "decode_source_sha256",

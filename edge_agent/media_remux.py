@@ -6,6 +6,12 @@ source's family when that family can carry our tags (MP4, Matroska) and
 Matroska otherwise (MPEG-TS, AVI and FLV have no place for arbitrary tags);
 when that muxer refuses a kept codec, the next of MP4, Matroska and QuickTime
 is tried (G.711 audio fits only QuickTime).
+
+Audio none of them holds (G.726, AAC-LATM) is the one exception to the
+copy: it is decoded and written as PCM or Opus by the rules the recorder
+uses (:mod:`edge_agent.audio`, docs/audio.md), and the result is tagged
+``edge_agent.audio_conversion``; audio that cannot be converted is left out
+(:func:`can_keep_audio` tells the caller beforehand), never the file.
 """
 
 from __future__ import annotations
@@ -18,12 +24,21 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import av
 import av.error
 from av.container import InputContainer, OutputContainer
 from av.stream import Disposition, Stream
 
+from edge_agent.audio import (
+    AudioConverter,
+    AudioEncoder,
+    AudioError,
+    AudioPlan,
+    canonical,
+    plan_for,
+)
 from edge_agent.media_probe import (
     DEFAULT_MAX_STREAMS,
     TAG_PREFIX,
@@ -79,6 +94,7 @@ class RemuxResult:
     dropped_streams: tuple[str, ...]  # "index:type:codec" of streams left out
     audio_removed: bool  # the source had audio and the result has none
     size: int  # bytes written
+    audio_conversion: tuple[str, ...] = ()  # e.g. "adpcm_g726->pcm_s16le", per converted stream
 
 
 def output_format(src: ProbeResult, container: str | None = None) -> OutputFormat:
@@ -116,6 +132,27 @@ def output_container_for(src: ProbeResult, *, drop_audio: bool = False) -> str:
         if all(codec in _supported_codecs(fmt.muxer) for codec in kept):
             return fmt.suffix.removeprefix(".")
     return first.suffix.removeprefix(".")  # remux() will say which stream is refused
+
+
+AUDIO_CONVERSION_TAG = TAG_PREFIX + "audio_conversion"
+
+
+def _held_somewhere(codec: str) -> bool:
+    return any(codec in _supported_codecs(f.muxer) for f in _FALLBACKS)
+
+
+def audio_plan(codec: str, rate: int, channels: int, fmt: str) -> AudioPlan:
+    """What a remux into muxer ``fmt`` does with one audio stream (copy, convert, drop)."""
+    return plan_for(canonical(codec), rate, channels, fmt)
+
+
+def can_keep_audio(src: ProbeResult) -> bool:
+    """Whether a remux that keeps audio ends up with some: False when none can be converted."""
+    fmt = _REQUESTABLE[output_container_for(src)]
+    return any(
+        audio_plan(s.codec, s.sample_rate or 0, s.channels or 0, fmt.muxer).keeps_audio
+        for s in src.audio_streams
+    )
 
 
 @contextlib.contextmanager
@@ -160,11 +197,15 @@ def _describe(stream: Stream) -> str:
     return f"{stream.index}:{stream.type}:{ctx.name if ctx is not None else 'unknown'}"
 
 
+_Transcoders = dict[int, tuple[AudioConverter, AudioEncoder]]
+
+
 def _copy_packets(
     inp: InputContainer,
     out: OutputContainer,
     dst: Path,
     mapping: dict[int, Stream],
+    convert: _Transcoders,
 ) -> tuple[int, int, int]:
     selected = [s for s in inp.streams if s.index in mapping]
     video = audio = skipped = 0
@@ -179,6 +220,15 @@ def _copy_packets(
                 skipped += 1
             continue
         in_type = packet.stream.type
+        pair = convert.get(packet.stream.index)
+        if pair is not None:
+            ts = float(
+                (packet.pts if packet.pts is not None else packet.dts or 0) * packet.time_base
+            )
+            with _write_errors(dst, "convert audio"):
+                out.mux(pair[1].encode(pair[0].decode(packet), ts))
+            audio += 1
+            continue
         packet.stream = mapping[packet.stream.index]
         with _write_errors(dst, "mux"):
             out.mux(packet)  # PyAV rescales from the input time base here
@@ -186,6 +236,9 @@ def _copy_packets(
             video += 1
         else:
             audio += 1
+    for _, encoder in convert.values():
+        with _write_errors(dst, "finish audio"):
+            out.mux(encoder.flush())
     return video, audio, skipped
 
 
@@ -197,13 +250,57 @@ class _CodecRefused(MediaError):
         self.fmt = fmt
 
 
+def _convert_audio(
+    stream: Stream, out: OutputContainer, fmt: OutputFormat, forced: bool
+) -> tuple[AudioPlan, Stream | None, tuple[AudioConverter, AudioEncoder] | None] | None:
+    """None to copy ``stream``; else its plan and, unless dropped, the converted stream."""
+    ctx: Any = stream.codec_context
+    codec = canonical(ctx.name if ctx is not None else "unknown")
+    if codec in _supported_codecs(fmt.muxer) or (not forced and _held_somewhere(codec)):
+        return None  # copied here, or refused so that remux() tries the next container
+    rate = int(getattr(ctx, "sample_rate", 0) or 0)
+    channels = len(ctx.layout.channels) if getattr(ctx, "layout", None) is not None else 0
+    plan = plan_for(codec, rate, channels, fmt.muxer)
+    if not plan.keeps_audio:
+        return plan, None, None
+    try:
+        converter = AudioConverter(stream, plan)
+        target: Any = out.add_stream(plan.encoder, rate=plan.sample_rate)
+        target.layout = "mono" if plan.channels == 1 else "stereo"
+        if plan.bit_rate:
+            target.bit_rate = plan.bit_rate
+        return plan, target, (converter, AudioEncoder(target, plan, follow_timestamps=False))
+    except (AudioError, av.error.FFmpegError, ValueError) as exc:
+        log.info("remux: audio %s left out: %s", codec, exc)
+        return plan, None, None
+
+
 def _add_streams(
-    inp: InputContainer, out: OutputContainer, fmt: OutputFormat, dst: Path, drop_audio: bool
-) -> dict[int, Stream]:
+    inp: InputContainer,
+    out: OutputContainer,
+    fmt: OutputFormat,
+    dst: Path,
+    drop_audio: bool,
+    forced: bool = True,
+) -> tuple[dict[int, Stream], _Transcoders, list[str], list[str]]:
+    """Output streams by input index, the converted ones, conversions done, streams left out."""
     mapping: dict[int, Stream] = {}
+    convert: _Transcoders = {}
+    conversions: list[str] = []
+    left_out: list[str] = []
     for stream in inp.streams:
         if not _keep(stream, drop_audio):
             continue
+        if stream.type == "audio":
+            decided = _convert_audio(stream, out, fmt, forced)
+            if decided is not None:
+                plan, target, pair = decided
+                if target is None or pair is None:
+                    left_out.append(_describe(stream))
+                    continue
+                mapping[stream.index], convert[stream.index] = target, pair
+                conversions.append(plan.conversion or "")
+                continue
         try:
             # opaque=True copies the demuxer's codec context instead of looking up
             # an encoder, so codecs we could never encode (HEVC, G.711) still copy.
@@ -215,7 +312,7 @@ def _add_streams(
         if stream.language:
             out_stream.metadata["language"] = stream.language
         mapping[stream.index] = out_stream
-    return mapping
+    return mapping, convert, conversions, left_out
 
 
 def _attempt(
@@ -231,14 +328,20 @@ def _attempt(
     with open_input(src) as inp:
         info = probe_open(inp, src, size, max_streams)
         fmt = force or output_format(info, container)
-        dropped = tuple(_describe(s) for s in inp.streams if not _keep(s, drop_audio))
+        dropped_list = [_describe(s) for s in inp.streams if not _keep(s, drop_audio)]
         with _write_errors(dst, "open output"):
             out = av.open(str(dst), "w", format=fmt.muxer, container_options=dict(fmt.options))
         try:
             with _write_errors(dst, "write tags"):
                 out.metadata.update(_container_tags(info, tags))
-            mapping = _add_streams(inp, out, fmt, dst, drop_audio)
-            video, audio, skipped = _copy_packets(inp, out, dst, mapping)
+            mapping, convert, conversions, left_out = _add_streams(
+                inp, out, fmt, dst, drop_audio, forced=container is not None
+            )
+            dropped = tuple(dropped_list + left_out)
+            if conversions:
+                with _write_errors(dst, "write tags"):
+                    out.metadata[AUDIO_CONVERSION_TAG] = ",".join(conversions)
+            video, audio, skipped = _copy_packets(inp, out, dst, mapping, convert)
             if video == 0:
                 raise MediaError(Reason.REMUX_FAILED, "no video packet to copy", src)
         except BaseException:
@@ -259,6 +362,7 @@ def _attempt(
         dropped_streams=dropped,
         audio_removed=info.has_audio and audio == 0,
         size=dst.stat().st_size,
+        audio_conversion=tuple(conversions),
     )
 
 

@@ -1,4 +1,4 @@
-"""One camera source → tagged Matroska segments, by stream copy.
+"""One camera source → tagged Matroska segments, video by stream copy.
 
 A :class:`Recorder` owns one source. :meth:`Recorder.run_session` runs in a
 worker thread (PyAV's demuxer blocks) and does demux and mux in that same
@@ -20,27 +20,31 @@ Segments:
   ``edge_agent.source_id``) because the file is never rewritten: the embedded
   ``end`` is an estimate (start + ``segment_seconds``); the catalog gets the
   real end when the segment is closed, and :func:`adopt_partial` measures it
-  for a segment left behind by a crash;
+  for a segment left behind by a crash (:mod:`edge_agent.segment_recovery`);
+- a keyframe with new in-band SPS/PPS (the camera's settings were edited)
+  starts a new segment whose header matches (:mod:`edge_agent.paramsets`);
 - timestamps start at zero in every segment; UTC start times come from the
   wall clock at the session's first keyframe plus stream time since, so
   consecutive segments abut exactly.
 
 Audio reaches the segment only when the source asks for it and its location
 is a signed audio room (:func:`edge_agent.policy.audio_decision`): the audio
-stream is then not even demuxed.
+stream is then not even demuxed. What happens to it is decided once per
+connection (:mod:`edge_agent.audio`): copied, decoded to PCM (G.711, G.726) or
+encoded to Opus. Audio that cannot be recorded never stops video: the source
+records without it, reports ``degraded`` and raises ``alarm.audio_dropped``
+(docs/audio.md).
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import logging
-import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -48,29 +52,46 @@ from pathlib import Path
 
 import av
 import av.error
-from av.container import OutputContainer
 from av.packet import Packet
 from av.stream import Stream
 
-from edge_agent import media, memtune
-from edge_agent.fsutil import create_file
-from edge_agent.intake import PARTIAL_PREFIX, Intake, Origin
+from edge_agent import media, memtune, paramsets
+from edge_agent.audio import AudioAction, AudioConverter, AudioError, AudioPlan, plan_for_stream
+from edge_agent.intake import PARTIAL_PREFIX, Origin
 from edge_agent.interleave import Interleaver
-from edge_agent.model import Recording, Tags, TimeSource, iso
+from edge_agent.model import Tags, TimeSource, iso
+from edge_agent.segment_recovery import (
+    CONTAINER,
+    SOURCE_ID_TAG,
+    adopt_partial,
+    find_partials,
+    recover_partials,
+)
+from edge_agent.segment_writer import MUXER, SegmentWriter, VideoParams
 from edge_agent.segmenter import DEFAULT_MAX_GAP, Action, decide
-from edge_agent.sources import PacketSource, SourceError, open_source, packet_seconds
+from edge_agent.sources import PacketSource, SourceError, open_source
 
 log = logging.getLogger(__name__)
 
-SOURCE_ID_TAG = media.TAG_PREFIX + "source_id"
-CONTAINER = "mkv"
-# A closed cluster is on disk; a SIGKILL loses at most the open one.
-_MKV_OPTIONS = {
-    "cluster_time_limit": "1000",
-    "cluster_size_limit": "4194304",
-    # Hand each finished cluster to the kernel at once instead of buffering 32 KiB.
-    "flush_packets": "1",
-}
+__all__ = [
+    "CONTAINER",
+    "SOURCE_ID_TAG",
+    "ClosedSegment",
+    "PacketTap",
+    "Recorder",
+    "RecorderSettings",
+    "SessionResult",
+    "SourceStatus",
+    "State",
+    "adopt_partial",
+    "find_partials",
+    "recover_partials",
+]
+
+# What was done to the source's audio (e.g. "pcm_mulaw->pcm_s16le"), and why
+# a segment of an audio room has none (docs/audio.md).
+AUDIO_CONVERSION_TAG = media.TAG_PREFIX + "audio_conversion"
+AUDIO_DROPPED_TAG = media.TAG_PREFIX + "audio_dropped"
 _BITRATE_WINDOW = 2.0  # seconds between bitrate updates
 _DRIFT_CHECK = 5.0  # seconds between clock drift checks
 
@@ -83,7 +104,9 @@ class State:
     RECORDING = "recording"
     RECONNECTING = "reconnecting"
     FAILED = "failed"
-    DEGRADED = "degraded"  # not recording because policy forbids it (no signage)
+    # Not recording because policy forbids it (no signage), or recording video
+    # without the audio it should have (the reason says why).
+    DEGRADED = "degraded"
     PAUSED = "paused"  # stopped on purpose (disk pressure, operator)
     STOPPED = "stopped"
 
@@ -209,79 +232,6 @@ class ClosedSegment:
     damaged: bool = False  # writing failed: probe before registering
 
 
-class SegmentWriter:
-    """One open segment: stream-copies packets with timestamps relative to its start."""
-
-    def __init__(
-        self,
-        path: Path,
-        file_tags: dict[str, str],
-        video: Stream,
-        audio: Stream | None,
-        start_exact: Fraction,
-    ) -> None:
-        self.path = path
-        self.start_exact = start_exact  # exact, for the integer timestamp shift
-        self.start_ts = float(start_exact)
-        self.end_ts = self.start_ts
-        self.video_packets = 0
-        self.refused = 0
-        self._last_video: float | None = None
-        self._shift: dict[str, int] = {}
-        create_file(path)  # 0640 whatever the umask; the muxer truncates and keeps the mode
-        self._out: OutputContainer = av.open(
-            str(path), "w", format="matroska", container_options=dict(_MKV_OPTIONS)
-        )
-        try:
-            self._out.metadata.update(file_tags)
-            self._video = self._out.add_stream_from_template(video, opaque=True)
-            self._audio = self._out.add_stream_from_template(audio, opaque=True) if audio else None
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self._out.close()
-            raise
-
-    def write(self, kind: str, packet: Packet[Stream], ts: float, tb: float) -> None:
-        """Mux ``packet`` (stream time ``ts`` seconds, time base ``tb``) shifted to the start."""
-        shift = self._shift.get(kind)
-        if shift is None:
-            shift = self._shift[kind] = round(self.start_exact / packet.time_base)
-        if packet.pts is not None:
-            packet.pts -= shift
-        if packet.dts is not None:
-            packet.dts -= shift
-        target = self._video if kind == "video" else self._audio
-        if target is None:
-            return
-        packet.stream = target
-        try:
-            self._out.mux(packet)
-        except av.error.FFmpegError as exc:
-            if isinstance(exc, OSError):
-                raise  # the disk: the caller stops and keeps what is written
-            # A packet the muxer refuses (e.g. non-increasing dts from a camera):
-            # losing it is better than losing the session.
-            self.refused += 1
-            if self.refused == 1:
-                log.warning("%s: muxer refused a %s packet: %s", self.path.name, kind, exc)
-            return
-        step = (packet.duration or 0) * tb
-        if kind == "video":
-            self.video_packets += 1
-            if not step and self._last_video is not None:
-                step = ts - self._last_video  # encoders and RTP often leave duration unset
-            self._last_video = ts
-        if ts + step > self.end_ts:
-            self.end_ts = ts + step
-
-    @property
-    def seconds(self) -> float:
-        return self.end_ts - self.start_ts
-
-    def close(self) -> None:
-        self._out.close()
-
-
 # -- one source --------------------------------------------------------------------
 
 
@@ -323,6 +273,8 @@ class _Live:
     drift: float | None = None
     warnings: dict[str, str] = field(default_factory=dict)
     last_packet: float = 0.0  # monotonic
+    audio: bool = False  # the open segment records audio
+    recording: bool = False  # a session is writing segments (also when degraded)
 
 
 class Recorder:
@@ -337,6 +289,7 @@ class Recorder:
         now: Callable[[], datetime],
         clock_trusted: Callable[[], bool] = lambda: True,
         open_source_fn: Callable[[RecorderSettings], PacketSource] | None = None,
+        on_alarm: Callable[[str, dict[str, object]], None] = lambda _t, _d: None,
     ) -> None:
         self.settings = settings
         self._segment_path = segment_path
@@ -347,18 +300,23 @@ class Recorder:
         self._lock = threading.Lock()
         self._live = _Live(since=now())
         self._taps: list[PacketTap] = []
+        self._on_alarm = on_alarm
+        self._alarmed: set[str] = set()  # audio-drop reasons already raised
 
     # -- status ------------------------------------------------------------------
 
-    def set_state(self, state: str, reason: str | None = None) -> None:
+    def set_state(self, state: str, reason: str | None = None, *, recording: bool = False) -> None:
+        """``recording``: a session writes segments (also in ``degraded`` without audio)."""
         with self._lock:
             if (state, reason) != (self._live.state, self._live.reason):
                 self._live.since = self._now()
             self._live.state, self._live.reason = state, reason
             if state == State.RECONNECTING:
                 self._live.reconnects += 1
-            if state != State.RECORDING:
+            self._live.recording = recording
+            if not recording:
                 self._live.bitrate_bps = None
+                self._live.audio = False
 
     def status(self) -> SourceStatus:
         s, live = self.settings, self._live
@@ -370,7 +328,7 @@ class Recorder:
                 state=live.state,
                 reason=live.reason,
                 since=live.since,
-                audio=s.keep_audio and live.state == State.RECORDING,
+                audio=live.audio and live.recording,
                 last_segment_start=live.last_segment_start,
                 last_segment_end=live.last_segment_end,
                 segments=live.segments,
@@ -379,6 +337,10 @@ class Recorder:
                 clock_drift_seconds=live.drift,
                 warnings=tuple(live.warnings.values()),
             )
+
+    def is_recording(self) -> bool:
+        """A session is writing segments (state ``recording``, or ``degraded`` without audio)."""
+        return self._live.recording
 
     def seconds_since_packet(self) -> float:
         return time.monotonic() - self._live.last_packet
@@ -418,10 +380,15 @@ class Recorder:
     def _record(self, source: PacketSource, stop: threading.Event, result: SessionResult) -> None:
         s = self.settings
         audio_in = source.audio if s.keep_audio else None
+        plan, converter, problem = _prepare_audio(audio_in)
+        if problem is not None:
+            audio_in = None
         for tap in self._taps:
             tap.video, tap.audio = source.video, audio_in
         log.info("%s: connected to %s", s.source_id, source.description)
-        run = _Run(self, source.video, audio_in)
+        run = _Run(self, source.video, audio_in, plan, converter)
+        if problem is not None and plan is not None:
+            run.drop_audio(problem, plan.source_codec)
         order: Interleaver[tuple[Packet[Stream], float]] = Interleaver(
             ("video", "audio") if audio_in is not None else ("video",)
         )
@@ -481,6 +448,24 @@ class Recorder:
             for k, v in changes.items():
                 setattr(self._live, k, v)
 
+    def _audio_dropped(self, codec: str, reason: str) -> None:
+        log.warning("%s: recording without audio: %s", self.settings.source_id, reason)
+        if reason in self._alarmed:
+            return  # once per cause, not at every reconnect
+        self._alarmed.add(reason)
+        s = self.settings
+        self._on_alarm(
+            "alarm.audio_dropped",
+            {
+                "source_id": s.source_id,
+                "location": s.origin.location,
+                "codec": codec,
+                "reason": reason,
+                "fix": "video is recorded without audio; set the camera's audio to G.711, "
+                "AAC or Opus (docs/audio.md)",
+            },
+        )
+
     def _warn(self, key: str, text: str | None) -> None:
         with self._lock:
             if text is None:
@@ -492,10 +477,26 @@ class Recorder:
 class _Run:
     """The packet loop of one session: segment decisions, wall-clock mapping, figures."""
 
-    def __init__(self, rec: Recorder, video: Stream, audio: Stream | None) -> None:
+    def __init__(
+        self,
+        rec: Recorder,
+        video: Stream,
+        audio: Stream | None,
+        plan: AudioPlan | None = None,
+        converter: AudioConverter | None = None,
+    ) -> None:
         self.rec = rec
         self.s = rec.settings
         self.video, self.audio = video, audio
+        self.plan, self.converter = plan, converter
+        self.audio_problem: str | None = None
+        # In-band parameter sets (Annex-B sources only): a change cuts the segment.
+        ctx = video.codec_context
+        self.vcodec = str(ctx.codec.canonical_name) if ctx is not None else ""
+        extradata = bytes(ctx.extradata or b"") if ctx is not None else b""
+        self.track_params = paramsets.is_annexb(extradata) and self.vcodec in ("h264", "hevc")
+        self.baseline = paramsets.parameter_sets(self.vcodec, extradata) if extradata else None
+        self.seg_params: paramsets.ParamSets | None = None
         self.writer: SegmentWriter | None = None
         self.tags: Tags | None = None
         self.rec_id = ""
@@ -524,6 +525,11 @@ class _Run:
         """One packet, in time order, at stream time ``ts`` (from :meth:`arrived`)."""
         tb = self.tb[kind]
         now_mono = time.monotonic()
+        if kind == "audio" and self.audio is None:
+            return  # audio dropped during this session
+        params = None
+        if kind == "video" and packet.is_keyframe and self.track_params:
+            params = paramsets.parameter_sets(self.vcodec, bytes(packet))
         d = decide(
             is_video=kind == "video",
             is_keyframe=packet.is_keyframe,
@@ -532,6 +538,7 @@ class _Run:
             segment_start=self.writer.start_ts if self.writer else None,
             segment_seconds=self.s.segment_seconds,
             max_gap=self.s.max_gap,
+            params_changed=paramsets.changed(self.seg_params, params),
         )
         if d.action in (Action.CUT, Action.CLOSE):
             if d.reason == "duration" and self.writer is not None:
@@ -540,7 +547,9 @@ class _Run:
                 # a few ms past it in the file).
                 self.writer.end_ts = ts
             self.close(d.reason)
-            if d.reason != "duration":
+            if d.reason == "video parameters changed":
+                log.warning("%s: %s; new segment from this keyframe", self.s.source_id, d.reason)
+            elif d.reason != "duration":
                 log.warning("%s: %s; new segment at the next keyframe", self.s.source_id, d.reason)
                 self.last_ts.clear()
                 self.anchor = None
@@ -551,11 +560,17 @@ class _Run:
         if d.action in (Action.OPEN, Action.CUT):
             raw = packet.dts if packet.dts is not None else packet.pts
             assert raw is not None  # arrived() let only timestamped packets through
-            self.open(Fraction(raw) * packet.time_base, now_mono)
+            self.open(Fraction(raw) * packet.time_base, now_mono, params)
         self.rec._publish(kind, packet)
         assert self.writer is not None
         self.bytes += packet.size
-        self.writer.write(kind, packet, ts, tb)
+        if kind == "audio" and self.converter is not None:
+            try:
+                self.writer.write_frames(self.converter.decode(packet), ts)
+            except AudioError as exc:
+                self.drop_audio(str(exc), self.converter.plan.source_codec)
+        else:
+            self.writer.write(kind, packet, ts, tb)
         if kind == "video":
             self._figures(ts, now_mono)
 
@@ -593,7 +608,55 @@ class _Run:
 
     # -- segments ----------------------------------------------------------------------
 
-    def open(self, exact: Fraction, now_mono: float) -> None:
+    def drop_audio(self, reason: str, codec: str) -> None:
+        """Record video only from now on; the source reports ``degraded`` and raises an alarm."""
+        self.audio, self.converter = None, None
+        self.audio_problem = reason[:300]
+        self.rec._audio_dropped(codec, self.audio_problem)
+        if self.writer is not None:
+            self._set_recording()
+
+    def _set_recording(self) -> None:
+        rec = self.rec
+        if self.audio_problem is None:
+            state, reason = State.RECORDING, None
+        else:
+            state, reason = State.DEGRADED, f"recording without audio: {self.audio_problem}"
+        live = rec._live
+        if (live.state, live.reason, live.recording) != (state, reason, True):
+            rec.set_state(state, reason, recording=True)
+        has_audio = self.writer is not None and self.writer.has_audio and self.audio is not None
+        rec._note(audio=has_audio)
+
+    def open(
+        self, exact: Fraction, now_mono: float, params: paramsets.ParamSets | None = None
+    ) -> None:
+        if params is not None:
+            old = self.seg_params
+            if old is None or paramsets.changed(old, params):
+                old = self.baseline
+            self.seg_params = paramsets.merged(old, params)
+        elif self.seg_params is None:
+            self.seg_params = self.baseline
+        video_params = None
+        seg = self.seg_params
+        if seg is not None and paramsets.changed(self.baseline, seg):
+            # The stream's header (SDP) no longer describes its packets.
+            w, h = seg.dimensions() or (0, 0)
+            video_params = VideoParams(seg.annexb, w, h)
+        self.writer = self._new_writer(exact, now_mono, video_params)
+        if self.writer.audio_error is not None and self.plan is not None:
+            # The muxer refused the audio stream: this segment and the rest of the
+            # session go without it, so the file's tags must say so.
+            self.writer.close()
+            self.writer.path.unlink(missing_ok=True)
+            self.drop_audio(self.writer.audio_error, self.plan.source_codec)
+            self.writer = self._new_writer(exact, now_mono, video_params)
+        self._set_recording()
+
+    def _new_writer(
+        self, exact: Fraction, now_mono: float, video_params: VideoParams | None
+    ) -> SegmentWriter:
         s = self.s
         start = self._wall(float(exact), now_mono)
         trusted = self.rec._clock_trusted()
@@ -615,10 +678,21 @@ class _Run:
         file_tags = media.encode_tags(self.tags, recording_id=self.rec_id)
         file_tags[SOURCE_ID_TAG] = s.source_id
         file_tags["creation_time"] = iso(start)
-        self.writer = SegmentWriter(path, file_tags, self.video, self.audio, exact)
+        if self.audio is not None and self.plan is not None and self.plan.conversion:
+            file_tags[AUDIO_CONVERSION_TAG] = self.plan.conversion
+        if self.audio_problem is not None:
+            file_tags[AUDIO_DROPPED_TAG] = self.audio_problem
+        writer = SegmentWriter(
+            path,
+            file_tags,
+            self.video,
+            self.audio,
+            exact,
+            audio_plan=self.plan,
+            video_params=video_params,
+        )
         self.rec._note(last_segment_start=start)
-        if self.rec._live.state != State.RECORDING:
-            self.rec.set_state(State.RECORDING)
+        return writer
 
     def close(self, reason: str, *, damaged: bool = False) -> None:
         writer, tags = self.writer, self.tags
@@ -643,6 +717,23 @@ class _Run:
         self.rec._on_closed(closed)
 
 
+def _prepare_audio(
+    audio: Stream | None,
+) -> tuple[AudioPlan | None, AudioConverter | None, str | None]:
+    """The source's audio plan (decided once per connection), its converter, or why not."""
+    if audio is None:
+        return None, None, None
+    plan = plan_for_stream(audio, MUXER)
+    if plan.action is AudioAction.DROP:
+        return plan, None, plan.reason
+    if plan.action is AudioAction.COPY:
+        return plan, None, None
+    try:
+        return plan, AudioConverter(audio, plan), None
+    except AudioError as exc:
+        return plan, None, str(exc)
+
+
 def _open_for(settings: RecorderSettings) -> PacketSource:
     return open_source(
         settings.url,
@@ -650,101 +741,3 @@ def _open_for(settings: RecorderSettings) -> PacketSource:
         open_timeout=settings.open_timeout,
         read_timeout=settings.stall_seconds,
     )
-
-
-# -- start-up: segments left by a crash ------------------------------------------------
-
-
-def _measured_seconds(path: Path) -> tuple[float, int]:
-    """Stream time covered by the readable packets of ``path`` and their video count."""
-    first: float | None = None
-    last = 0.0
-    videos = 0
-    with av.open(str(path)) as inp:
-        streams = [s for s in inp.streams if s.type in ("video", "audio")]
-        try:
-            for packet in inp.demux(streams):
-                sec = packet_seconds(packet)
-                if sec is None:
-                    continue
-                if packet.stream.type == "video":
-                    videos += 1
-                first = sec if first is None else min(first, sec)
-                dur = float((packet.duration or 0) * packet.time_base)
-                last = max(last, sec + dur)
-        except (av.error.FFmpegError, OSError):
-            pass  # cut off mid-cluster: what came before counts
-    return (0.0 if first is None else max(0.0, last - first)), videos
-
-
-def adopt_partial(path: Path, intake: Intake, now: datetime) -> Recording | None:
-    """Register one ``.partial-`` segment the recorder left behind; None if not ours.
-
-    Readable segments are always kept: their tags (with the id) were written
-    at open, the real end comes from the packets found. An unreadable one is
-    quarantined with the reason. A partial the intake itself left (it carries
-    a ``source_sha256`` tag) is not the recorder's and is left to reconcile.
-    """
-    try:
-        info = media.probe(path)
-        seconds, videos = _measured_seconds(path)
-    except (media.MediaError, av.error.FFmpegError, OSError) as exc:
-        intake.quarantine(path, f"unreadable recorder segment: {exc}", now)
-        return None
-    if SOURCE_ID_TAG not in info.tags or media.decode_source_sha256(info.tags):
-        return None
-    try:
-        tags = media.decode_tags(info.tags)
-    except media.MediaError as exc:
-        intake.quarantine(path, f"bad_tags: {exc}", now)
-        return None
-    rec_id = media.decode_recording_id(info.tags)
-    if tags is None or rec_id is None:
-        intake.quarantine(path, "bad_tags: recorder segment without tags", now)
-        return None
-    if videos == 0:
-        intake.quarantine(path, "empty: recorder segment without a video packet", now)
-        return None
-    if intake.catalog.get_recording(rec_id) is not None:
-        log.warning("%s: recording %s is already catalogued; left for reconcile", path, rec_id)
-        return None
-    tags = replace(tags, end=tags.start + timedelta(seconds=seconds))
-    if not info.has_audio and tags.audio:
-        tags = replace(tags, audio=False)
-    origin = Origin(
-        location=tags.location,
-        site=tags.site,
-        audio_room=tags.audio,
-        signage=True,
-        purpose=tags.purpose,
-        anonymized=tags.anonymized,
-        source_id=info.tags[SOURCE_ID_TAG],
-    )
-    rec = intake.register_segment(path, tags, rec_id, origin, now)
-    log.info("adopted segment %s left by a crash (%.1fs)", path.name, seconds)
-    return rec
-
-
-def find_partials(root: Path) -> Iterator[Path]:
-    for dirpath, _dirs, files in os.walk(root):
-        for name in sorted(files):
-            if name.startswith(PARTIAL_PREFIX) and name.endswith("." + CONTAINER):
-                yield Path(dirpath) / name
-
-
-def recover_partials(root: Path, intake: Intake, now: datetime) -> list[Recording]:
-    """Adopt every readable recorder segment left under ``root`` by a crash (blocking).
-
-    Run at start-up before recording starts, so no live segment is mistaken
-    for a leftover.
-    """
-    found: list[Recording] = []
-    for path in find_partials(root):
-        try:
-            rec = adopt_partial(path, intake, now)
-        except OSError as exc:
-            log.error("cannot adopt %s: %s (left in place, retried at next start)", path, exc)
-            continue
-        if rec is not None:
-            found.append(rec)
-    return found

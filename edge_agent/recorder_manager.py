@@ -15,7 +15,9 @@ Before any source starts, segments left behind by a crash are adopted
 (:func:`~edge_agent.recorder.recover_partials`).
 
 Policy at the source: a location without signage does not record (state
-``degraded``, reason named); audio only in a signed audio room.
+``degraded``, reason named); audio only in a signed audio room. Audio that
+cannot be recorded never stops video: the source records without it, reports
+``degraded`` and an ``alarm.audio_dropped`` event says why (docs/audio.md).
 """
 
 from __future__ import annotations
@@ -97,6 +99,13 @@ def recorder_settings(cfg: Config, src: Source, ms: ManagerSettings) -> Recorder
     )
 
 
+@dataclass(frozen=True)
+class _Alarm:
+    type: str
+    data: dict[str, object]
+    at: datetime
+
+
 @dataclass(eq=False)
 class _Handle:
     recorder: Recorder
@@ -130,7 +139,8 @@ class RecorderManager:
         self._rng = rng
         self._handles: dict[str, _Handle] = {}
         self._order: list[str] = []
-        self._closed: asyncio.Queue[ClosedSegment] = asyncio.Queue()
+        # Closed segments and alarms from the recording threads, filed in order.
+        self._closed: asyncio.Queue[ClosedSegment | _Alarm] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending_taps: dict[str, list[PacketTap]] = {}
         self.recovered: list[str] = []  # ids adopted from a crash at start-up
@@ -268,6 +278,7 @@ class RecorderManager:
             rs,
             segment_path=segment_path,
             on_closed=self._segment_closed,
+            on_alarm=self._alarm,
             now=self._now,
             clock_trusted=lambda: intake.clock_trusted,
         )
@@ -379,7 +390,7 @@ class RecorderManager:
                 rec = h.recorder
                 if (
                     h.session_stop is not None
-                    and rec.status().state == State.RECORDING
+                    and rec.is_recording()
                     and rec.seconds_since_packet() > limit
                 ):
                     log.warning(
@@ -391,15 +402,19 @@ class RecorderManager:
 
     # -- closed segments -------------------------------------------------------------------
 
-    def _segment_closed(self, seg: ClosedSegment) -> None:
+    def _segment_closed(self, seg: ClosedSegment | _Alarm) -> None:
         """Called from a recording thread."""
-        if seg.damaged and self.gate is not None:
+        if isinstance(seg, ClosedSegment) and seg.damaged and self.gate is not None:
             self.gate.suspect()  # a write failed: is it the disk?
         loop = self._loop
         if loop is None:
             return
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._closed.put_nowait, seg)
+
+    def _alarm(self, type: str, data: dict[str, object]) -> None:
+        """Called from a recording thread: queued into the outbox by the filer."""
+        self._segment_closed(_Alarm(type, data, self._now()))
 
     async def _file_segments(self) -> None:
         while True:
@@ -408,12 +423,15 @@ class RecorderManager:
                 await asyncio.to_thread(self._file_one, seg)
             except Exception:
                 # Left under its .partial- name: adopted at the next start.
-                log.exception("cannot file segment %s", seg.path)
+                log.exception("cannot file %s", getattr(seg, "path", seg))
             finally:
                 self._closed.task_done()
 
-    def _file_one(self, seg: ClosedSegment) -> None:
+    def _file_one(self, seg: ClosedSegment | _Alarm) -> None:
         now = self._now()
+        if isinstance(seg, _Alarm):
+            self.intake.outbox.enqueue(seg.type, seg.data, ts=seg.at)
+            return
         why = self.gate.blocked() if self.gate is not None else None
         if why is not None:
             # Filed when the storage is back (recover_partials), if the file made it there.

@@ -47,6 +47,7 @@ def origin_for(
     anonymized: bool = False,
     source_id: str | None = None,
     wants_audio: bool = True,
+    name_timezone: str | None = None,
 ) -> Origin:
     loc = cfg.location(location_id)
     return Origin(
@@ -58,11 +59,18 @@ def origin_for(
         anonymized=anonymized,
         source_id=source_id,
         wants_audio=wants_audio,
+        name_timezone=name_timezone,
     )
 
 
 def origin_for_watch(cfg: Config, watch: Watch) -> Origin:
-    return origin_for(cfg, watch.location, watch.purpose, anonymized=watch.anonymized)
+    return origin_for(
+        cfg,
+        watch.location,
+        watch.purpose,
+        anonymized=watch.anonymized,
+        name_timezone=watch.name_timezone,
+    )
 
 
 def origin_for_source(cfg: Config, source: Source) -> Origin:
@@ -73,4 +81,5 @@ def origin_for_source(cfg: Config, source: Source) -> Origin:
         anonymized=source.anonymized,
         source_id=source.id,
         wants_audio=source.audio,
+        name_timezone=source.name_timezone,
     )

@@ -10,7 +10,10 @@ Rules:
 - a timestamp discontinuity on any stream (backwards, or forwards by more than
   ``max_gap``) closes the segment: the camera rebooted, a file looped without
   offset, or the network dropped data. The next segment starts at the next
-  keyframe, with fresh timestamps, rather than carrying a jump inside a file.
+  keyframe, with fresh timestamps, rather than carrying a jump inside a file;
+- a keyframe whose codec parameters (in-band SPS/PPS) differ from the open
+  segment's cuts: the camera's resolution or encoder settings changed, and
+  the next segment gets a header that matches its packets.
 
 Times are stream seconds (``dts`` or ``pts`` times the time base), never wall
 clock: the recorder maps them to UTC separately.
@@ -68,12 +71,14 @@ def decide(
     segment_start: float | None,
     segment_seconds: float,
     max_gap: float = DEFAULT_MAX_GAP,
+    params_changed: bool = False,
 ) -> Decision:
     """What to do with one packet.
 
     ``last_ts`` is the previous packet's time on the same stream (None after a
     (re)connect), ``segment_start`` the open segment's first keyframe time (None
-    when no segment is open).
+    when no segment is open). ``params_changed``: this keyframe carries codec
+    parameters other than the open segment's.
     """
     keyframe = is_video and is_keyframe
     if segment_start is None:
@@ -83,6 +88,8 @@ def decide(
     jump = discontinuity(last_ts, ts, max_gap)
     if jump is not None:
         return Decision(Action.CUT if keyframe else Action.CLOSE, jump)
+    if keyframe and params_changed:
+        return Decision(Action.CUT, "video parameters changed")
     if keyframe and ts - segment_start >= segment_seconds - CUT_TOLERANCE:
         return Decision(Action.CUT, "duration")
     return Decision(Action.WRITE)

@@ -2,7 +2,8 @@
 
 ``testsrc://?size=1280x720&rate=25&bitrate=2M&tone=1&gop=2`` encodes a moving
 test pattern with libx264 (ultrafast, zerolatency, a keyframe every ``gop``
-seconds) and, when ``tone=1``, a 440 Hz sine in AAC, and yields real
+seconds) and, when ``tone=1``, a 440 Hz sine in AAC (``audio=pcmu`` or
+``audio=pcma``: G.711 at 8 kHz in 20 ms packets, like most IP cameras), and yields real
 ``av.Packet``s paced to real time. The recorder treats it like any camera: it
 gets encoded packets and stream templates, never frames.
 
@@ -36,6 +37,12 @@ TONE_HZ = 440  # a whole number of cycles per second: the pre-computed second lo
 AAC_FRAME = 1024
 _PATTERN_FRAMES = 50  # distinct pictures before the pattern repeats
 _MAX_SIZE = (3840, 2160)
+# testsrc audio= -> (encoder, sample rate, samples per packet)
+_AUDIO_CODECS = {
+    "aac": ("aac", AUDIO_RATE, AAC_FRAME),
+    "pcmu": ("pcm_mulaw", 8000, 160),
+    "pcma": ("pcm_alaw", 8000, 160),
+}
 
 
 class TestSrcError(ValueError):
@@ -54,6 +61,7 @@ class TestSrcParams:
     bitrate: int = 2_000_000
     tone: bool = False
     gop_seconds: float = 2.0
+    audio_codec: str = "aac"  # "aac" | "pcmu" | "pcma"
 
 
 def _bitrate(text: str) -> int:
@@ -75,7 +83,7 @@ def parse_testsrc_url(url: str) -> TestSrcParams:
     if parts.scheme.lower() != "testsrc":
         raise TestSrcError(f"{url!r} is not a testsrc:// url")
     query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    known = {"size", "rate", "bitrate", "tone", "gop"}
+    known = {"size", "rate", "bitrate", "tone", "gop", "audio"}
     unknown = sorted(set(query) - known)
     if unknown:
         raise TestSrcError(
@@ -121,7 +129,13 @@ def parse_testsrc_url(url: str) -> TestSrcParams:
         raise TestSrcError(
             f"testsrc: gop={query['gop']!r} is not 0.1-10 seconds (write e.g. gop=2)"
         ) from None
-    return TestSrcParams(p.width, p.height, rate, bitrate, tone_text in ("1", "true"), gop)
+    audio = query.get("audio", "aac").strip().lower()
+    if audio not in _AUDIO_CODECS:
+        raise TestSrcError(
+            f"testsrc: audio={audio!r} is not one of {', '.join(_AUDIO_CODECS)} (write audio=pcmu)"
+        )
+    tone = tone_text in ("1", "true") or "audio" in query
+    return TestSrcParams(p.width, p.height, rate, bitrate, tone, gop, audio)
 
 
 def _pattern(index: int, width: int, height: int) -> av.VideoFrame:
@@ -145,10 +159,10 @@ def _pattern(index: int, width: int, height: int) -> av.VideoFrame:
     return frame
 
 
-def _tone_second() -> bytes:
+def _tone_second(rate: int = AUDIO_RATE) -> bytes:
     pcm = array(
         "h",
-        (int(6000 * math.sin(2 * math.pi * TONE_HZ * i / AUDIO_RATE)) for i in range(AUDIO_RATE)),
+        (int(6000 * math.sin(2 * math.pi * TONE_HZ * i / rate)) for i in range(rate)),
     )
     return pcm.tobytes()
 
@@ -165,7 +179,10 @@ class TestSource:
 
     def __init__(self, params: TestSrcParams) -> None:
         self.params = params
-        self._sink: OutputContainer = av.open(io.BytesIO(), "w", format="matroska")
+        encoder, self._rate, self._chunk = _AUDIO_CODECS[params.audio_codec]
+        # Matroska cannot hold G.711; QuickTime can, with the same avcC video headers.
+        sink = "mov" if params.tone and params.audio_codec != "aac" else "matroska"
+        self._sink: OutputContainer = av.open(io.BytesIO(), "w", format=sink)
         v = self._sink.add_stream("libx264", rate=params.rate)
         assert isinstance(v, VideoStream)
         v.width, v.height = params.width, params.height
@@ -184,32 +201,34 @@ class TestSource:
         self.video: VideoStream = v
         self.audio: AudioStream | None = None
         if params.tone:
-            a = self._sink.add_stream("aac", rate=AUDIO_RATE)
+            a = self._sink.add_stream(encoder, rate=self._rate)
             assert isinstance(a, AudioStream)
             a.layout = "mono"
-            a.bit_rate = 64_000
+            if encoder == "aac":
+                a.bit_rate = 64_000
             self.audio = a
         self._sink.start_encoding()
         self._frames = [_pattern(i, params.width, params.height) for i in range(_PATTERN_FRAMES)]
-        self._tone = _tone_second() if params.tone else b""
+        self._tone = _tone_second(self._rate) if params.tone else b""
         self._closed = False
 
     @property
     def description(self) -> str:
         p = self.params
-        tone = "+tone" if p.tone else ""
+        tone = f"+{p.audio_codec}" if p.tone else ""
         return f"testsrc {p.width}x{p.height}@{p.rate} {p.bitrate // 1000}k{tone}"
 
     def _audio_frame(self, first_sample: int) -> av.AudioFrame:
-        frame = av.AudioFrame(format="s16", layout="mono", samples=AAC_FRAME)
-        start = (first_sample % AUDIO_RATE) * 2
-        chunk = self._tone[start : start + AAC_FRAME * 2]
-        if len(chunk) < AAC_FRAME * 2:
-            chunk += self._tone[: AAC_FRAME * 2 - len(chunk)]
+        n, rate = self._chunk, self._rate
+        frame = av.AudioFrame(format="s16", layout="mono", samples=n)
+        start = (first_sample % rate) * 2
+        chunk = self._tone[start : start + n * 2]
+        if len(chunk) < n * 2:
+            chunk += self._tone[: n * 2 - len(chunk)]
         frame.planes[0].update(chunk)
-        frame.sample_rate = AUDIO_RATE
+        frame.sample_rate = rate
         frame.pts = first_sample
-        frame.time_base = Fraction(1, AUDIO_RATE)
+        frame.time_base = Fraction(1, rate)
         return frame
 
     def packets(self, stop: threading.Event) -> Iterator[Packet[Stream]]:
@@ -229,10 +248,10 @@ class TestSource:
             yield from self.video.encode(frame)
             index += 1
             if self.audio is not None:
-                until = index * AUDIO_RATE // rate
+                until = index * self._rate // rate
                 while audio_pos < until:
                     yield from self.audio.encode(self._audio_frame(audio_pos))
-                    audio_pos += AAC_FRAME
+                    audio_pos += self._chunk
 
     def close(self) -> None:
         if self._closed:

@@ -28,7 +28,7 @@ from av.container import OutputContainer
 from av.video.stream import VideoStream
 
 Container = Literal["mp4", "mkv", "ts", "fmp4", "mov"]
-AudioCodec = Literal["aac", "opus", "alaw"]
+AudioCodec = Literal["aac", "opus", "alaw", "pcm"]
 
 # Muxer name and options per container kind. ``use_metadata_tags`` makes the MP4
 # muxer keep arbitrary keys; without it only a fixed set of iTunes keys survives.
@@ -78,7 +78,7 @@ def _add_video(
 
 
 def _add_audio(out: OutputContainer, codec: AudioCodec) -> AudioStream:
-    name = {"aac": "aac", "opus": "libopus", "alaw": "pcm_alaw"}[codec]
+    name = {"aac": "aac", "opus": "libopus", "alaw": "pcm_alaw", "pcm": "pcm_s16le"}[codec]
     stream = out.add_stream(name, rate=8000 if codec == "alaw" else _AUDIO_RATE)
     assert isinstance(stream, AudioStream)
     stream.layout = "mono"
@@ -168,6 +168,45 @@ def make_video(
         out.mux(vstream.encode(None))
         for astream in astreams:
             out.mux(astream.encode(None))
+    return path
+
+
+def make_resolution_switch(
+    path: Path | str,
+    sizes: tuple[tuple[int, int], ...] = ((160, 120), (320, 240)),
+    *,
+    seconds_each: float = 6.0,
+    fps: int = 25,
+) -> Path:
+    """MPEG-TS H.264 whose resolution changes: a camera whose settings were edited.
+
+    One encoder per size, each with SPS/PPS in band at every keyframe (no global
+    header) and a 1 s GOP; timestamps run on across the switch.
+    """
+    path = Path(path)
+    frames_each = round(seconds_each * fps)
+    with av.open(str(path), "w", format="mpegts") as out:
+        vstream = out.add_stream("libx264", rate=fps)
+        vstream.width, vstream.height = sizes[0]
+        vstream.pix_fmt = "yuv420p"
+        index = 0
+        for size in sizes:
+            enc = av.CodecContext.create("libx264", "w")
+            assert isinstance(enc, av.VideoCodecContext)
+            enc.width, enc.height = size
+            enc.pix_fmt = "yuv420p"
+            enc.time_base = Fraction(1, fps)
+            enc.framerate = Fraction(fps)
+            enc.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(fps)}
+            frames = [_video_frame(index + i, size) for i in range(frames_each)]
+            packets = [p for f in frames for p in enc.encode(f)] + list(enc.encode(None))
+            for packet in packets:
+                assert packet.pts is not None
+                packet.pts += index
+                packet.dts = packet.pts
+                packet.stream = vstream
+                out.mux(packet)
+            index += frames_each
     return path
 
 

@@ -5,8 +5,14 @@ typelibs from Debian, which a virtualenv does not see)::
 
     /usr/bin/python3 tests/rtsp_server.py --port 8554 --path /cam --file clip.mkv
 
-It serves the Matroska file's H.264 video (and AAC audio, if any) as RTP at the
-file's own pace (the RTP sinks sync to the pipeline clock, like a camera), over
+It serves the Matroska file's H.264 video (and its audio, if any) as RTP at the
+file's own pace; ``--audio aac`` sends the file's AAC as is, ``pcmu`` and
+``pcma`` send the file's PCM audio as G.711 at 8 kHz like most IP cameras (the
+file must then carry ``pcm_s16le``, see ``mediagen.make_video(audio="pcm")``).
+An MPEG-TS file (``.ts``) is served video only: its H.264 may change resolution
+mid-stream (``mediagen.make_resolution_switch``), which the payloader follows
+with in-band SPS/PPS like a camera whose settings are edited. The RTP sinks
+sync to the pipeline clock, like a camera. Clients connect over
 UDP or TCP-interleaved as the client asks (``--protocols udp`` or ``tcp``
 offers only that one: a client asking for the other gets "461 Unsupported
 transport", which proves which transport a client really used). One shared
@@ -37,16 +43,27 @@ APT_PACKAGES = (
 )
 
 
-def _launch_line(path: Path, audio: bool) -> str:
-    video = "d.video_0 ! queue ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1"
-    line = f'filesrc location="{path}" ! matroskademux name=d {video}'
-    if audio:
-        line += " d.audio_0 ! queue ! aacparse ! rtpmp4gpay name=pay1 pt=97"
+AUDIO = ("aac", "pcmu", "pcma", "none")
+_G711 = "audioconvert ! audioresample ! audio/x-raw,rate=8000,channels=1"
+_AUDIO_PAY = {
+    "aac": "aacparse ! rtpmp4gpay name=pay1 pt=97",
+    "pcmu": f"{_G711} ! mulawenc ! rtppcmupay name=pay1 max-ptime=20000000",
+    "pcma": f"{_G711} ! alawenc ! rtppcmapay name=pay1 max-ptime=20000000",
+}
+
+
+def _launch_line(path: Path, audio: str) -> str:
+    pay = "h264parse ! rtph264pay name=pay0 pt=96 config-interval=1"
+    if path.suffix == ".ts":
+        return f'( filesrc location="{path}" ! tsdemux ! queue ! {pay} )'
+    line = f'filesrc location="{path}" ! matroskademux name=d d.video_0 ! queue ! {pay}'
+    if audio != "none":
+        line += f" d.audio_0 ! queue ! {_AUDIO_PAY[audio]}"
     return f"( {line} )"
 
 
 def serve(
-    port: int, mount: str, path: Path, audio: bool, protocols: str = "any"
+    port: int, mount: str, path: Path, audio: str, protocols: str = "any"
 ) -> None:  # pragma: no cover
     import gi
 
@@ -81,7 +98,9 @@ def available() -> str | None:
         "import gi; gi.require_version('Gst','1.0'); gi.require_version('GstRtspServer','1.0');"
         "from gi.repository import Gst, GstRtspServer; Gst.init(None);"
         "import sys; sys.exit(0 if all(Gst.ElementFactory.find(n) for n in "
-        "('matroskademux','h264parse','rtph264pay','aacparse','rtpmp4gpay')) else 3)"
+        "('matroskademux','h264parse','rtph264pay','aacparse','rtpmp4gpay','tsdemux',"
+        "'mulawenc','alawenc','rtppcmupay','rtppcmapay','audioconvert','audioresample'))"
+        " else 3)"
     )
     rc = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=30).returncode
     if rc != 0:
@@ -90,12 +109,21 @@ def available() -> str | None:
 
 
 def start(
-    port: int, path: Path, *, mount: str = "/cam", audio: bool = True, protocols: str = "any"
+    port: int,
+    path: Path,
+    *,
+    mount: str = "/cam",
+    audio: bool | str = True,
+    protocols: str = "any",
 ) -> subprocess.Popen[str]:
     """Spawn the server and wait until it listens; the caller kills it.
 
-    ``protocols`` is ``any``, ``udp`` (plain unicast UDP only) or ``tcp`` (interleaved only).
+    ``protocols`` is ``any``, ``udp`` (plain unicast UDP only) or ``tcp`` (interleaved only);
+    ``audio`` is one of :data:`AUDIO` (True: ``aac``, False: ``none``).
     """
+    kind = audio if isinstance(audio, str) else ("aac" if audio else "none")
+    if kind not in AUDIO:
+        raise ValueError(f"audio must be one of {AUDIO}, got {audio!r}")
     if protocols not in PROTOCOLS:
         raise ValueError(f"protocols must be one of {PROTOCOLS}, got {protocols!r}")
     proc = subprocess.Popen(
@@ -108,7 +136,7 @@ def start(
             mount,
             "--file",
             str(path),
-            *([] if audio else ["--no-audio"]),
+            *("--audio", kind),
             *("--protocols", protocols),
         ],
         stdout=subprocess.PIPE,
@@ -129,10 +157,10 @@ def main() -> None:  # pragma: no cover
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--path", default="/cam")
     ap.add_argument("--file", type=Path, required=True)
-    ap.add_argument("--no-audio", action="store_true")
+    ap.add_argument("--audio", choices=AUDIO, default="aac")
     ap.add_argument("--protocols", choices=PROTOCOLS, default="any")
     args = ap.parse_args()
-    serve(args.port, args.path, args.file.resolve(), not args.no_audio, args.protocols)
+    serve(args.port, args.path, args.file.resolve(), args.audio, args.protocols)
 
 
 if __name__ == "__main__":

@@ -221,7 +221,7 @@ INVALID = {
     "unknown key in array of tables": (
         ("priority = 5", "priority = 5\nprio = 1"),
         "sources[1].prio: unknown key (did you mean 'priority'? known keys: id, url, location, "
-        "purpose, audio, segment_seconds, priority, rtsp_transport, anonymized)",
+        "purpose, audio, segment_seconds, priority, rtsp_transport, anonymized, name_timezone)",
     ),
     "bad device id": (
         ('id = "gw-test-01"', 'id = "GW_01"'),

@@ -335,10 +335,13 @@ def test_remux_g711_falls_back_to_quicktime(tmp_path: Path) -> None:
     assert ff["format"]["tags"]["edge_agent.x"] == "1"
     stripped = media.remux(src, dst, tags={"edge_agent.x": "1"}, drop_audio=True)
     assert (stripped.muxer, stripped.dropped_streams) == ("mp4", ("1:audio:pcm_alaw",))
-    with pytest.raises(MediaError) as info:
-        media.remux(src, tmp_path / "f.mp4", tags={}, drop_audio=False, container="mp4")
-    assert info.value.reason == Reason.UNSUPPORTED and "pcm_alaw" in info.value.message
-    assert not (tmp_path / "f.mp4").exists()
+    # Forced into MP4, G.711 no longer makes the remux fail: it is decoded to PCM.
+    forced = media.remux(src, tmp_path / "f.mp4", tags={}, drop_audio=False, container="mp4")
+    assert forced.audio_conversion == ("pcm_alaw->pcm_s16le",) and forced.audio_packets > 0
+    assert [s["codec_name"] for s in ffprobe(tmp_path / "f.mp4")["streams"]] == [
+        "h264",
+        "pcm_s16le",
+    ]
 
 
 def test_output_container_for(sources: dict[tuple[str, str | None], Path], tmp_path: Path) -> None:
