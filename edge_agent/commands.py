@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 ENVELOPE_VERSION = 1
 COMMAND_NAMES = ("hold", "release", "erase", "restrict", "clock-confirm", "status", "reload")
-# Destructive: change or remove footage, or what protects it (SPEC §5).
+# Destructive: change or remove footage, or what protects it (docs/mqtt.md).
 SIGNED_COMMANDS = frozenset({"hold", "release", "erase", "restrict", "clock-confirm"})
 DEFAULT_SKEW = timedelta(seconds=60)
 # Replay memory lasts until expiry, so the longest validity bounds its size.

@@ -1,4 +1,4 @@
-"""The agent's TOML configuration (SPEC §3): models, loading and error lines.
+"""The agent's TOML configuration (docs/operator-guide.md): models, loading and error lines.
 
 Every section is a frozen pydantic model with ``extra="forbid"``: a typo is an
 error, not a silently ignored key. Loading happens in three steps — TOML
@@ -64,7 +64,7 @@ from edge_agent.profiles import (
     load_profile,
 )
 
-# The clock is distrusted when it reads earlier than this (SPEC §2 clock guard);
+# The clock is distrusted when it reads earlier than this (docs/design/time.md);
 # bump it with each release.
 RELEASE_DATE = datetime(2026, 11, 1, tzinfo=UTC)
 START_TIME_FLOOR = datetime(2020, 1, 1, tzinfo=UTC)

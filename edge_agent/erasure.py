@@ -1,4 +1,6 @@
-"""Data-subject requests (SPEC §2): erase or restrict footage of a place and time window.
+"""Data-subject requests: erase or restrict footage of a place and time window.
+
+The rules are in docs/retention-policy.md.
 
 :func:`edge_agent.policy.evaluate_erase` decides; this module carries the
 decision out and writes the receipt. Erasure uses the janitor's crash-safe

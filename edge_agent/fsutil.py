@@ -1,7 +1,7 @@
 """Small durable-file helpers: fsync a file or a directory, atomic replace, hashing.
 
 Adoption and remux write to a temporary name in the target directory, fsync it,
-rename it over the final name and fsync the directory (SPEC §6), so that after
+rename it over the final name and fsync the directory (docs/design/deletion.md), so that after
 a crash the final name points either at nothing or at a complete file.
 """
 

@@ -1,4 +1,6 @@
-"""The janitor: carries out the retention plan, continuously (SPEC §2, §6).
+"""The janitor: carries out the retention plan, continuously.
+
+The rules: docs/retention-policy.md; the protocol: docs/design/deletion.md.
 
 Each pass (:meth:`Janitor.sweep_once`, synchronous) finishes interrupted
 deletions, asks the clock guard, then pages through the catalog's due

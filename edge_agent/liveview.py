@@ -1,4 +1,4 @@
-"""Live preview for installers: a WHEP endpoint per source and a small page (SPEC §3).
+"""Live preview for installers: a WHEP endpoint per source and a small page.
 
 ``POST /whep/{source_id}`` (``Authorization: Bearer <token>``,
 ``Content-Type: application/sdp``) answers an SDP offer with ``201``, the SDP

@@ -1,4 +1,4 @@
-"""The media layer: probe, tag, strip audio, verify (SPEC §1–2). PyAV only.
+"""The media layer: probe, tag, strip audio, verify (docs/retention-policy.md). PyAV only.
 
 This module is the one to import; it re-exports :mod:`edge_agent.media_probe`
 and :mod:`edge_agent.media_remux` and owns the mapping between

@@ -1,7 +1,8 @@
 """Read a media file's container and stream metadata with PyAV.
 
-Only headers and packets are read, never frames: SPEC §2 forbids analysing
-footage. Every failure, whatever PyAV or the OS raised, leaves this module as a
+Only headers and packets are read, never frames: the privacy notice forbids
+analysing footage (docs/retention-policy.md). Every failure, whatever PyAV or
+the OS raised, leaves this module as a
 :class:`MediaError` carrying a short reason code that callers can switch on
 (quarantine reason, event field) and a message a person can act on.
 """

@@ -1,4 +1,4 @@
-"""``testsrc://`` — a virtual camera for demos and tests (SPEC §3).
+"""``testsrc://`` — a virtual camera for demos and tests (docs/operator-guide.md).
 
 ``testsrc://?size=1280x720&rate=25&bitrate=2M&tone=1&gop=2`` encodes a moving
 test pattern with libx264 (ultrafast, zerolatency, a keyframe every ``gop``

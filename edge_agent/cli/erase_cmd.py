@@ -1,4 +1,7 @@
-"""``edge-agent erase``: a data-subject request to erase or restrict footage (SPEC §2)."""
+"""``edge-agent erase``: erase or restrict footage of a place and time window.
+
+The rules are in docs/retention-policy.md.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``edge-agent hold add|list|release|extend``: holds stop deletion (SPEC §2)."""
+"""``edge-agent hold add|list|release|extend``: holds stop deletion (docs/retention-policy.md)."""
 
 from __future__ import annotations
 
