@@ -292,8 +292,8 @@ else
 fi
 [ "$LIVE" -eq 1 ] && chgrp "$USER_NAME" "$ETC"/* 2>/dev/null || true
 
-# Units, and a drop-in that opens the configured folders outside the state dir
-# (ProtectSystem=strict makes everything else read-only).
+# Units, and a drop-in that waits for the recordings disk and opens the configured
+# folders outside the state dir (ProtectSystem=strict makes everything else read-only).
 mkdir -p "$UNITS"
 for u in "${UNIT_FILES[@]}"; do install -m 0644 "$REPO/systemd/$u" "$UNITS/$u"; done
 paths="$(venv_run python - "$(seen_path /etc/edge-agent/config.toml)" <<'EOF' 2>/dev/null || true
@@ -308,21 +308,28 @@ seen = []
 for p in wanted:
     if p != state and state not in p.parents and p not in seen:
         seen.append(p)
+# The storage root may be its own disk even inside the state dir: always wait for it.
+print(f"mount {cfg.storage.root}")
 for p in seen:
-    print(p)
+    print(f"rw {p}")
 EOF
 )"
+mounts="$(echo "$paths" | sed -n 's/^mount //p; s/^rw //p' | awk '!seen[$0]++')"
+rw="$(echo "$paths" | sed -n 's/^rw //p')"
 for unit in edge-agent.service edge-agent-reconcile.service; do
     dropin="$UNITS/$unit.d/10-paths.conf"
-    if [ -n "$paths" ]; then
+    if [ -n "$mounts" ]; then
         mkdir -p "$UNITS/$unit.d"
         {
-            echo "# Written by deploy/install.sh from /etc/edge-agent/config.toml: folders outside"
-            echo "# /var/lib/edge-agent the agent writes to. Re-run install.sh after changing them."
+            echo "# Written by deploy/install.sh from /etc/edge-agent/config.toml: the disks the"
+            echo "# agent records to, and folders outside /var/lib/edge-agent it writes to."
+            echo "# Re-run install.sh after changing them."
             echo "[Unit]"
-            echo "$paths" | sed 's/^/RequiresMountsFor=/'
-            echo "[Service]"
-            echo "$paths" | sed 's/^/ReadWritePaths=-/'
+            echo "$mounts" | sed 's/^/RequiresMountsFor=/'
+            if [ -n "$rw" ]; then
+                echo "[Service]"
+                echo "$rw" | sed 's/^/ReadWritePaths=-/'
+            fi
         } >"$dropin"
     else
         rm -f "$dropin"

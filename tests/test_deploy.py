@@ -124,8 +124,11 @@ def test_install_upgrade_uninstall_purge(tmp_path: Path, wheelhouse: Path) -> No
     assert "z     /etc/edge-agent/config.toml      0640 root       edge-agent" in tmpfiles
     assert config.stat().st_uid == os.getuid()
     assert (units / "edge-agent-background.slice").is_file()
-    # Everything is in the default state dir: no drop-in needed.
-    assert not (units / "edge-agent.service.d").exists()
+    # Everything is in the default state dir: nothing to open up, but the unit
+    # still waits for the recordings disk, which may be mounted there.
+    dropin = (units / "edge-agent.service.d/10-paths.conf").read_text()
+    assert "RequiresMountsFor=/var/lib/edge-agent/recordings" in dropin
+    assert "ReadWritePaths" not in dropin
 
     # The staged program runs (here through its bin/python, whose link to
     # /usr/bin/python3 also exists on this machine) and accepts the config it
