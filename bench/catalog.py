@@ -29,8 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_agent.catalog import Catalog
-from edge_agent.model import (
+from edge_agent.core.model import (
     Purpose,
     Recording,
     RecState,
@@ -38,6 +37,7 @@ from edge_agent.model import (
     Tags,
     TimeSource,
 )
+from edge_agent.store.catalog import Catalog
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 LOCATIONS = [f"cam-{i:02d}" for i in range(12)]

@@ -161,8 +161,8 @@ def measure(config: Path, seconds: float, warmup: float, pythonpath: str = "") -
     # migrated, so the daemon does not load the migration tooling (sqlite-utils).
     subprocess.run(
         [sys.executable, "-c",
-         "import sys; from edge_agent.config import load_config; "
-         "from edge_agent.catalog import open_catalog_from_config; "
+         "import sys; from edge_agent.config.config import load_config; "
+         "from edge_agent.store.catalog import open_catalog_from_config; "
          "open_catalog_from_config(load_config(__import__('pathlib').Path(sys.argv[1]))).close()",
          str(config)],
         env=env, check=True,
@@ -265,7 +265,7 @@ def import_rss_steps(module: str) -> list[tuple[str, float]]:
         "sqlite_utils",
         "paho.mqtt.client",
         "cryptography.hazmat.primitives.asymmetric.ed25519",
-        "edge_agent.config",
+        "edge_agent.config.config",
         module,
     ]
     code = (
@@ -367,10 +367,10 @@ def main() -> int:
         result: dict[str, object] = {"runs": runs, "tmpfs": args.tmpfs}
         result["import_rss_mib"] = {
             m: import_rss(m)
-            for m in ("edge_agent.daemon", "av", "paho.mqtt.client", "pydantic", "aiortc")
+            for m in ("edge_agent.app.daemon", "av", "paho.mqtt.client", "pydantic", "aiortc")
         }
-        result["import_rss_steps_mib"] = import_rss_steps("edge_agent.daemon")
-        result["import_time_ms_top"] = top_imports("edge_agent.daemon")
+        result["import_rss_steps_mib"] = import_rss_steps("edge_agent.app.daemon")
+        result["import_time_ms_top"] = top_imports("edge_agent.app.daemon")
         off = runs["two_cameras"]
         result["target_rss_mib"] = TARGET_RSS / 2**20
         result["rss_within_target"] = float(off["rss_mib"]) * 2**20 <= TARGET_RSS  # type: ignore[arg-type]

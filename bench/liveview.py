@@ -48,10 +48,10 @@ MODES = ("passthrough", "reencode-vp8", "reencode-h264")
 
 
 async def _serve(port: int, passthrough: bool) -> None:
-    from edge_agent.config import LiveView as LiveViewSettings
-    from edge_agent.liveview import LiveView, SourceInfo
-    from edge_agent.packethub import PacketHub, pump
-    from edge_agent.testsrc import open_testsrc
+    from edge_agent.config.config import LiveView as LiveViewSettings
+    from edge_agent.liveview.liveview import LiveView, SourceInfo
+    from edge_agent.media.testsrc import open_testsrc
+    from edge_agent.recording.packethub import PacketHub, pump
 
     hub = PacketHub()
     stop = threading.Event()

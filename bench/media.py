@@ -3,7 +3,7 @@
 Generates one input (default: 60 s of 1280x720 H.264 at 2 Mbit/s plus AAC, in
 MP4) and times, as the median of several warm runs:
 
-- probe:         edge_agent.media.probe       vs  ffprobe -show_format -show_streams
+- probe:         edge_agent.media.media.probe       vs  ffprobe -show_format -show_streams
 - count packets: media.count_packets (video)  vs  ffprobe -count_packets -select_streams v
 - drop audio:    media.remux(drop_audio=True) vs  ffmpeg -i in -map 0:v -c copy out
 
@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_agent import media  # noqa: E402
+from edge_agent.media import media  # noqa: E402
 from tests.mediagen import make_video  # noqa: E402
 
 

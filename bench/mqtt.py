@@ -33,11 +33,11 @@ import paho.mqtt.client as paho
 from broker import Broker
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.catalog import Catalog
-from edge_agent.model import utcnow
-from edge_agent.mqtt import MqttLink, MqttSettings
-from edge_agent.outbox_store import Outbox
-from edge_agent.publisher import Publisher
+from edge_agent.comms.mqtt import MqttLink, MqttSettings
+from edge_agent.comms.publisher import Publisher
+from edge_agent.core.model import utcnow
+from edge_agent.store.catalog import Catalog
+from edge_agent.store.outbox_store import Outbox
 
 TOPIC = "bench/gw-1/events"
 

@@ -78,11 +78,11 @@ def ffmpeg_cpu(clip: Path, out: Path, seconds: float, audio: str = "copy") -> fl
 DRIVER = """
 import asyncio, json, resource, sys, time
 from pathlib import Path
-from edge_agent.catalog import Catalog
-from edge_agent.config import parse_config
-from edge_agent.intake import Intake
-from edge_agent.recorder_manager import RecorderManager
-from edge_agent.runtime import intake_settings
+from edge_agent.store.catalog import Catalog
+from edge_agent.config.config import parse_config
+from edge_agent.intake.intake import Intake
+from edge_agent.recording.recorder_manager import RecorderManager
+from edge_agent.intake.runtime import intake_settings
 
 tmp, clip, seconds = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 cfg = parse_config(f'''

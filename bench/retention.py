@@ -29,11 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.catalog import build as build_catalog
-from edge_agent.catalog import Catalog
-from edge_agent.clock import FakeClock
-from edge_agent.clockguard import ClockGuard, ClockGuardSettings
-from edge_agent.janitor import Janitor
-from edge_agent.model import (
+from edge_agent.core.clock import FakeClock
+from edge_agent.core.model import (
     NOTICE_PERIODS,
     Purpose,
     Recording,
@@ -41,7 +38,10 @@ from edge_agent.model import (
     Tags,
     TimeSource,
 )
-from edge_agent.retention_plan import plan
+from edge_agent.core.retention_plan import plan
+from edge_agent.retention.clockguard import ClockGuard, ClockGuardSettings
+from edge_agent.retention.janitor import Janitor
+from edge_agent.store.catalog import Catalog
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 PER_DIR = 1000

@@ -299,7 +299,7 @@ for u in "${UNIT_FILES[@]}"; do install -m 0644 "$REPO/systemd/$u" "$UNITS/$u"; 
 paths="$(venv_run python - "$(seen_path /etc/edge-agent/config.toml)" <<'EOF' 2>/dev/null || true
 import sys
 from pathlib import Path
-from edge_agent.config import load_config
+from edge_agent.config.config import load_config
 
 cfg = load_config(Path(sys.argv[1]), check_files=False)
 state = Path("/var/lib/edge-agent")

@@ -21,8 +21,8 @@ import atheris
 with atheris.instrument_imports():
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from edge_agent.command_limits import check_reply_topic, label, too_deep
-    from edge_agent.commands import (
+    from edge_agent.core.command_limits import check_reply_topic, label, too_deep
+    from edge_agent.core.commands import (
         COMMAND_NAMES,
         MAX_DETAIL,
         CommandEnvelope,

@@ -1,5 +1,5 @@
 """The config loader and its checks fed arbitrary bytes: the only failure allowed is
-:class:`~edge_agent.config.ConfigError` with at least one non-empty line, and a
+:class:`~edge_agent.config.config.ConfigError` with at least one non-empty line, and a
 config that loads must answer everything the daemon asks of it.
 
 Half the inputs are raw file bytes (TOML syntax, UTF-8, structure); the other
@@ -17,7 +17,7 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
-    from edge_agent.config import ConfigError, load_config
+    from edge_agent.config.config import ConfigError, load_config
 
 HERE = Path(
     tempfile.mkdtemp(prefix="fuzz-config-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
@@ -124,7 +124,7 @@ def _document(fdp: atheris.FuzzedDataProvider) -> bytes:
 
 def _use(cfg: object) -> None:
     """What the daemon and the CLI ask of a loaded config."""
-    from edge_agent.config import Config
+    from edge_agent.config.config import Config
 
     assert isinstance(cfg, Config)
     for line in cfg.warnings():

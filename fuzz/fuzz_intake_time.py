@@ -1,7 +1,7 @@
 """The intake's handling of times and names from a watched folder, fed arbitrary input.
 
 A file name (any bytes), a ``creation_time`` tag, an mtime and a packet span
-become a start and an end exactly as :class:`edge_agent.intake.Intake` computes
+become a start and an end exactly as :class:`edge_agent.intake.intake.Intake` computes
 them. Allowed outcomes: a plausible start (or ``now``, untrusted), an end after
 it, or a clean ValueError for the length; the name's display form is bounded
 text that encodes as UTF-8. Anything else escaping is a crash.
@@ -16,16 +16,16 @@ from datetime import UTC, datetime, timedelta
 import atheris
 
 with atheris.instrument_imports():
-    from edge_agent.intake_source import DISPLAY_MAX, display_name
-    from edge_agent.media_probe import PacketScan, parse_creation_time
-    from edge_agent.model import TimeSource
-    from edge_agent.timesource import (
+    from edge_agent.core.model import TimeSource
+    from edge_agent.core.timesource import (
         DEFAULT_FLOOR,
         DEFAULT_MAX_FUTURE,
         choose_start,
         recording_end,
         start_candidates,
     )
+    from edge_agent.intake.intake_source import DISPLAY_MAX, display_name
+    from edge_agent.media.media_probe import PacketScan, parse_creation_time
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 

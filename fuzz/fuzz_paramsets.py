@@ -9,7 +9,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from edge_agent.paramsets import annexb_nals, h264_sps_dimensions, parameter_sets
+    from edge_agent.core.paramsets import annexb_nals, h264_sps_dimensions, parameter_sets
 
 
 def test_one(data: bytes) -> None:

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import atheris
 
 with atheris.instrument_imports():
-    from edge_agent.model import TimeSource, parse_ts
-    from edge_agent.timesource import choose_start, parse_segment_name
+    from edge_agent.core.model import TimeSource, parse_ts
+    from edge_agent.core.timesource import choose_start, parse_segment_name
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 

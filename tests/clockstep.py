@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from edge_agent.catalog import Catalog
-from edge_agent.clock import SystemClock
-from edge_agent.clockguard import REFERENCE_KEY
-from edge_agent.model import iso, utcnow
+from edge_agent.core.clock import SystemClock
+from edge_agent.core.model import iso, utcnow
+from edge_agent.retention.clockguard import REFERENCE_KEY
+from edge_agent.store.catalog import Catalog
 
 
 def step_forward(cat: Catalog, hours: float = 2.0) -> None:

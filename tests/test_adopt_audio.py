@@ -10,11 +10,11 @@ from pathlib import Path
 import av
 import pytest
 
-from edge_agent.catalog import Catalog
-from edge_agent.intake import Intake, IntakeSettings, Origin, Outcome
-from edge_agent.media_probe import probe
-from edge_agent.media_remux import audio_plan, can_keep_audio
-from edge_agent.model import NOTICE_PERIODS, Purpose, Site
+from edge_agent.core.model import NOTICE_PERIODS, Purpose, Site
+from edge_agent.intake.intake import Intake, IntakeSettings, Origin, Outcome
+from edge_agent.media.media_probe import probe
+from edge_agent.media.media_remux import audio_plan, can_keep_audio
+from edge_agent.store.catalog import Catalog
 from tests.mediagen import ffprobe, make_video
 
 LAB = Origin(location="lab", site=Site.PREMISES, audio_room=True, signage=True, purpose=Purpose.RND)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.audit import GENESIS_HASH, AuditLog, canonical_json, head_file_path
-from edge_agent.catalog import Catalog
-from edge_agent.model import Purpose
+from edge_agent.core.model import Purpose
+from edge_agent.store.audit import GENESIS_HASH, AuditLog, canonical_json, head_file_path
+from edge_agent.store.catalog import Catalog
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
 N = 10
@@ -138,7 +138,7 @@ def test_reordered_rows_detected(log: AuditLog, paths: tuple[Path, Path]) -> Non
 
 def test_rehashed_edit_detected_by_next_link(log: AuditLog, paths: tuple[Path, Path]) -> None:
     """An editor who recomputes the edited entry's own hash still breaks the next link."""
-    from edge_agent.audit import entry_hash
+    from edge_agent.store.audit import entry_hash
 
     conn = _raw(paths)
     seq, ts, _actor, action, subject, data, prev = conn.execute(
@@ -205,7 +205,7 @@ def test_chain_survives_reopen(paths: tuple[Path, Path], log: AuditLog) -> None:
 def test_append_many_continues_the_same_chain(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
-    from edge_agent.catalog import Catalog
+    from edge_agent.store.catalog import Catalog
 
     root = tmp_path / "root"
     root.mkdir()

@@ -14,15 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.catalog import (
-    STORAGE_MARKER,
-    Catalog,
-    CatalogError,
-    CatalogMismatch,
-    PurposeStats,
-    UnknownRecord,
-)
-from edge_agent.model import (
+from edge_agent.core.model import (
     EraseRequest,
     Hold,
     HoldKind,
@@ -34,7 +26,15 @@ from edge_agent.model import (
     Tags,
     TimeSource,
 )
-from edge_agent.outbox_store import Outbox
+from edge_agent.store.catalog import (
+    STORAGE_MARKER,
+    Catalog,
+    CatalogError,
+    CatalogMismatch,
+    PurposeStats,
+    UnknownRecord,
+)
+from edge_agent.store.outbox_store import Outbox
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
 

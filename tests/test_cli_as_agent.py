@@ -191,9 +191,9 @@ def test_agent_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     """Catalog, WAL, shm, marker, audit head and a partial segment under umask 000."""
     import av
 
-    from edge_agent.audit import AuditLog
-    from edge_agent.catalog import STORAGE_MARKER, Catalog
-    from edge_agent.recorder import SegmentWriter
+    from edge_agent.recording.recorder import SegmentWriter
+    from edge_agent.store.audit import AuditLog
+    from edge_agent.store.catalog import STORAGE_MARKER, Catalog
 
     old = os.umask(0)
     try:

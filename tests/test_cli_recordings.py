@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.audit import AuditLog
-from edge_agent.catalog import Catalog
-from edge_agent.model import Purpose, Recording, RecState, Site, Tags, TimeSource
+from edge_agent.core.model import Purpose, Recording, RecState, Site, Tags, TimeSource
+from edge_agent.store.audit import AuditLog
+from edge_agent.store.catalog import Catalog
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[1]

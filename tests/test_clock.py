@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from edge_agent.clock import (
+from edge_agent.core.clock import (
     ClockSample,
     ClockVerdict,
     FakeClock,
@@ -15,7 +15,7 @@ from edge_agent.clock import (
     read_boot_id,
     take_sample,
 )
-from edge_agent.model import Purpose, Recording, Site, Tags, TimeSource
+from edge_agent.core.model import Purpose, Recording, Site, Tags, TimeSource
 
 RELEASE = datetime(2026, 11, 1, tzinfo=UTC)
 NOW = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)

@@ -13,8 +13,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from edge_agent.catalog import Catalog
-from edge_agent.model import Purpose, RecState
+from edge_agent.core.model import Purpose, RecState
+from edge_agent.store.catalog import Catalog
 from tests.clockstep import step_forward
 from tests.test_janitor import NOW, adopt, env
 from tests.test_retention_cli import run

@@ -18,14 +18,14 @@ import pytest
 from broker import Broker, Subscriber, start_agent, write_agent_config
 from mediagen import make_video
 
-from edge_agent.catalog import Catalog
 from edge_agent.cli import main as cli_main
-from edge_agent.clock import ClockSample, command_evidence
-from edge_agent.commands import load_private_key, sign
-from edge_agent.config import load_config
-from edge_agent.intake import Intake
-from edge_agent.model import Purpose, utcnow
-from edge_agent.runtime import intake_settings, origin_for
+from edge_agent.config.config import load_config
+from edge_agent.core.clock import ClockSample, command_evidence
+from edge_agent.core.commands import load_private_key, sign
+from edge_agent.core.model import Purpose, utcnow
+from edge_agent.intake.intake import Intake
+from edge_agent.intake.runtime import intake_settings, origin_for
+from edge_agent.store.catalog import Catalog
 from tests.clockstep import step_forward
 from tests.test_mqtt_commands import _publish
 

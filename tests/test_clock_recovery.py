@@ -14,12 +14,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.audit import AuditLog
-from edge_agent.clock import ClockSample, FakeClock, SyncEvidence, confirming_evidence
-from edge_agent.clockguard import ClockAcceptError, ClockGuard, ClockGuardSettings, alarm_due
-from edge_agent.janitor import Janitor
-from edge_agent.model import NOTICE_PERIODS, Purpose, RecState
-from edge_agent.timesync import TimeSyncSources, parse_chrony_tracking
+from edge_agent.core.clock import ClockSample, FakeClock, SyncEvidence, confirming_evidence
+from edge_agent.core.model import NOTICE_PERIODS, Purpose, RecState
+from edge_agent.retention.clockguard import (
+    ClockAcceptError,
+    ClockGuard,
+    ClockGuardSettings,
+    alarm_due,
+)
+from edge_agent.retention.janitor import Janitor
+from edge_agent.retention.timesync import TimeSyncSources, parse_chrony_tracking
+from edge_agent.store.audit import AuditLog
 from tests.test_janitor import NOW, RELEASE, adopt, env
 
 

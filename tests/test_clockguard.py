@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from edge_agent.audit import AuditLog
-from edge_agent.catalog import Catalog
-from edge_agent.clock import FakeClock
-from edge_agent.clockguard import STATE_KEY, ClockGuard, ClockGuardSettings
-from edge_agent.model import Purpose, Recording, Site, Tags, TimeSource
+from edge_agent.core.clock import FakeClock
+from edge_agent.core.model import Purpose, Recording, Site, Tags, TimeSource
+from edge_agent.retention.clockguard import STATE_KEY, ClockGuard, ClockGuardSettings
+from edge_agent.store.audit import AuditLog
+from edge_agent.store.catalog import Catalog
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 SETTINGS = ClockGuardSettings(release_date=datetime(2026, 1, 1, tzinfo=UTC))

@@ -40,14 +40,14 @@ from mediagen import make_video
 from paho.mqtt.enums import CallbackAPIVersion
 from tmpfs import mounted_tmpfs
 
-from edge_agent.audit import AuditLog
-from edge_agent.catalog import Catalog
 from edge_agent.cli import main as cli_main
-from edge_agent.commands import load_private_key, sign
-from edge_agent.config import load_config
-from edge_agent.intake import Intake
-from edge_agent.model import Purpose, RecState, iso, utcnow
-from edge_agent.runtime import intake_settings, origin_for
+from edge_agent.config.config import load_config
+from edge_agent.core.commands import load_private_key, sign
+from edge_agent.core.model import Purpose, RecState, iso, utcnow
+from edge_agent.intake.intake import Intake
+from edge_agent.intake.runtime import intake_settings, origin_for
+from edge_agent.store.audit import AuditLog
+from edge_agent.store.catalog import Catalog
 
 ROOT = "edge/gw-1"
 MiB = 1024 * 1024

@@ -21,14 +21,14 @@ import pytest
 from broker import Broker, Subscriber, write_agent_config
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.audit import AuditLog
-from edge_agent.catalog import Catalog
-from edge_agent.command_dispatch import CommandDispatcher
-from edge_agent.command_results import INTERRUPTED, ResultStore
-from edge_agent.commands import CommandResult, TrustedKey, sign
-from edge_agent.config import Config, load_config
-from edge_agent.model import iso, utcnow
-from edge_agent.mqtt import InMessage, MqttLink, MqttSettings
+from edge_agent.comms.command_dispatch import CommandDispatcher
+from edge_agent.comms.mqtt import InMessage, MqttLink, MqttSettings
+from edge_agent.config.config import Config, load_config
+from edge_agent.core.commands import CommandResult, TrustedKey, sign
+from edge_agent.core.model import iso, utcnow
+from edge_agent.store.audit import AuditLog
+from edge_agent.store.catalog import Catalog
+from edge_agent.store.command_results import INTERRUPTED, ResultStore
 
 ROOT = "edge/gw-1"
 REPLY = f"{ROOT}/reply/dashboard"
@@ -174,7 +174,7 @@ def test_a_command_cut_short_by_a_stop_is_failed_audited_and_not_run_again(
 def test_migration_marks_results_sent_before_it_as_acked(tmp_path: Path) -> None:
     from sqlite_utils import Database
 
-    from edge_agent.migrations import MIGRATIONS, apply_migrations
+    from edge_agent.store.migrations import MIGRATIONS, apply_migrations
 
     conn = sqlite3.connect(str(tmp_path / "old.db"), isolation_level=None)
     db = Database(conn, execute_plugins=False)

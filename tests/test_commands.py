@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.command_limits import (
+from edge_agent.core.command_limits import (
     MAX_DEPTH,
     MAX_PAYLOAD_BYTES,
     RejectionLimiter,
@@ -18,7 +18,7 @@ from edge_agent.command_limits import (
     label,
     too_deep,
 )
-from edge_agent.commands import (
+from edge_agent.core.commands import (
     MAX_DETAIL,
     CommandEnvelope,
     EraseArgs,
@@ -362,7 +362,7 @@ def test_rejection_limiter_writes_a_burst_then_one_summary_per_window() -> None:
 def test_command_limits_in_the_config() -> None:
     from pydantic import ValidationError
 
-    from edge_agent.config import Commands
+    from edge_agent.config.config import Commands
 
     c = Commands()
     assert (c.max_payload, c.queue_depth, c.workers) == (MAX_PAYLOAD_BYTES, 64, 2)

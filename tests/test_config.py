@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.config import Config, ConfigError, is_longer, load_config
-from edge_agent.model import NOTICE_PERIODS, Period, Purpose, Site
+from edge_agent.config.config import Config, ConfigError, is_longer, load_config
+from edge_agent.core.model import NOTICE_PERIODS, Period, Purpose, Site
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "config.toml"
@@ -514,7 +514,7 @@ def test_run_logs_the_config_warnings(tmp_path: Path, caplog: pytest.LogCaptureF
     from edge_agent.cli.run_cmd import _log_warnings
 
     cfg = _with_token_file(tmp_path, "0123456789abcdef0123", 0o644, "0.0.0.0:8088")
-    with caplog.at_level("WARNING", logger="edge_agent.config"):
+    with caplog.at_level("WARNING", logger="edge_agent.config.config"):
         _log_warnings(cfg)
     text = caplog.text
     assert "liveview.listen" in text and "chmod 640" in text

@@ -23,11 +23,11 @@ import pytest
 from broker import REPO, Broker, Subscriber
 from mediagen import make_video
 
-from edge_agent.config import parse_config
-from edge_agent.health import HealthReading, HealthSettings, OutboxProgress, problems
-from edge_agent.pressure import PressureValve
-from edge_agent.reload import effective_config, plan_reload
-from edge_agent.supervisor import Failure, RestartPolicy, Supervised
+from edge_agent.app.health import HealthReading, HealthSettings, OutboxProgress, problems
+from edge_agent.app.reload import effective_config, plan_reload
+from edge_agent.app.supervisor import Failure, RestartPolicy, Supervised
+from edge_agent.config.config import parse_config
+from edge_agent.core.pressure import PressureValve
 
 SRC = "testsrc://?size=320x240&rate=10&bitrate=200k&gop=1"
 ROOT = "edge/gw-1"

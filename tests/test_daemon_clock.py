@@ -15,10 +15,10 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.catalog import open_catalog_from_config
-from edge_agent.clock import FakeClock, wall_step
-from edge_agent.config import parse_config
-from edge_agent.daemon import Agent
+from edge_agent.app.daemon import Agent
+from edge_agent.config.config import parse_config
+from edge_agent.core.clock import FakeClock, wall_step
+from edge_agent.store.catalog import open_catalog_from_config
 
 
 @given(
@@ -104,7 +104,7 @@ async def test_untrusted_clock_alarms_then_recovers_on_sync_evidence(tmp_path: P
     time, then trusted again within a tick of timesyncd's flag file appearing."""
     import os
 
-    from edge_agent.audit import AuditLog
+    from edge_agent.store.audit import AuditLog
 
     flag = tmp_path / "synchronized"
     text = f"""

@@ -17,11 +17,11 @@ NOT_IN_THE_DAEMON = (
     "cryptography",  # only with commands.trusted_keys
     "dns",  # paho's connect_srv(), never used
     "sqlite_utils",  # only while migrations are pending
-    "edge_agent.doctor",
-    "edge_agent.provision",
-    "edge_agent.demo",
+    "edge_agent.app.doctor",
+    "edge_agent.config.provision",
+    "edge_agent.app.demo",
     "ctypes.util",  # find_library runs subprocesses
-    "edge_agent.testsrc",  # virtual cameras: demo and tests
+    "edge_agent.media.testsrc",  # virtual cameras: demo and tests
     "importlib.metadata",  # pydantic's plugin scan (plugins are off in the daemon)
     "email",  # importlib.metadata and urllib.request
     "http",  # urllib.request, which paho reads proxies from only with PySocks
@@ -35,7 +35,7 @@ def _daemon_modules() -> set[str]:
         "from edge_agent.cli import build_parser, prepare\n"
         "prepare('run')\n"
         "build_parser(only='run')\n"
-        "import edge_agent.daemon\n"
+        "import edge_agent.app.daemon\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -53,7 +53,7 @@ def test_run_does_not_import_what_it_does_not_use() -> None:
 def test_paho_still_works_and_dns_stays_importable() -> None:
     code = (
         "import sys\n"
-        "import edge_agent.mqtt as m\n"
+        "import edge_agent.comms.mqtt as m\n"
         "assert m.paho.Client is not None and 'dns' not in sys.modules\n"
         "import dns.resolver  # live view (aioice) imports it later: must still work\n"
         "print('ok')\n"
@@ -67,7 +67,7 @@ def test_what_the_daemon_defers_still_works_when_asked_for() -> None:
         "import sys\n"
         "from edge_agent.cli import prepare\n"
         "prepare('run')\n"
-        "import edge_agent.config, edge_agent.mqtt\n"
+        "import edge_agent.config.config, edge_agent.comms.mqtt\n"
         "assert 'importlib.metadata' not in sys.modules and 'http.client' not in sys.modules\n"
         "from pydantic.plugin import _loader\n"
         "assert not list(_loader.get_plugins())  # disabled in the daemon\n"

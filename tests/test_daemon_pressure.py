@@ -23,8 +23,8 @@ from mediagen import make_video
 from test_daemon import ROOT, NotifySocket, segments, start, stop, wait_until, write_config
 from tmpfs import mounted_tmpfs
 
-from edge_agent import media
-from edge_agent.pressure import PAUSE_REASON
+from edge_agent.core.pressure import PAUSE_REASON
+from edge_agent.media import media
 
 MiB = 1024 * 1024
 FLOOR = 24 * MiB

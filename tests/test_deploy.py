@@ -228,7 +228,7 @@ def test_bad_options_exit_2(tmp_path: Path) -> None:
 
 def test_agent_unit_sets_a_file_descriptor_limit() -> None:
     """Issue 12 item 6: the default 1024 let idle HTTP connections starve recording."""
-    from edge_agent.liveview_gate import recording_fd_reserve
+    from edge_agent.liveview.liveview_gate import recording_fd_reserve
 
     unit = (Path(__file__).parent.parent / "systemd/edge-agent.service").read_text()
     values = [

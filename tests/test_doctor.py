@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.doctor import Level, check_storage_mounted, run_checks
+from edge_agent.app.doctor import Level, check_storage_mounted, run_checks
 from tests.broker import free_port, running_broker
 
 
@@ -208,7 +208,7 @@ def test_invalid_config_exits_2(tmp_path: Path) -> None:
 
 
 def test_catalog_of_another_device_fails(tmp_path: Path, rtsp: RtspAnswerer) -> None:
-    from edge_agent.catalog import Catalog
+    from edge_agent.store.catalog import Catalog
 
     Catalog.open(
         tmp_path / "catalog.db", device_id="someone-else", storage_root=tmp_path / "rec"
@@ -255,7 +255,7 @@ def test_clear_text_password_and_open_liveview_are_warned(tmp_path: Path) -> Non
 
 
 def _clock_cfg(tmp_path: Path, extra: str = "") -> Any:  # a Config
-    from edge_agent.config import parse_config
+    from edge_agent.config.config import parse_config
 
     text = f"""
 [device]
@@ -277,7 +277,7 @@ def test_doctor_names_the_timesyncd_evidence(tmp_path: Path) -> None:
     import os
     from datetime import UTC, datetime
 
-    from edge_agent.doctor import check_clock
+    from edge_agent.app.doctor import check_clock
 
     cfg = _clock_cfg(tmp_path)
     now = datetime.now(UTC)
@@ -290,7 +290,7 @@ def test_doctor_names_the_timesyncd_evidence(tmp_path: Path) -> None:
 
 
 def test_doctor_warns_without_rtc_and_wait_sync(tmp_path: Path) -> None:
-    from edge_agent.doctor import check_rtc_or_wait_sync
+    from edge_agent.app.doctor import check_rtc_or_wait_sync
 
     cfg = _clock_cfg(tmp_path)
     no_rtc = tmp_path / "rtc"

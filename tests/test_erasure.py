@@ -6,10 +6,10 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from edge_agent.audit import AuditLog
-from edge_agent.erasure import execute_request
-from edge_agent.holds import place_hold, release_hold
-from edge_agent.model import EraseRequest, HoldKind, Purpose, RecState, RequestMode
+from edge_agent.core.model import EraseRequest, HoldKind, Purpose, RecState, RequestMode
+from edge_agent.retention.erasure import execute_request
+from edge_agent.retention.holds import place_hold, release_hold
+from edge_agent.store.audit import AuditLog
 from tests.test_janitor import NOW, adopt, env
 
 T = NOW - timedelta(hours=6)

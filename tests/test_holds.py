@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.audit import AuditLog
-from edge_agent.catalog import Catalog
-from edge_agent.holds import HoldError, extend_hold, place_hold, release_hold
-from edge_agent.model import HoldKind, Purpose, Recording, Site, Tags, TimeSource
+from edge_agent.core.model import HoldKind, Purpose, Recording, Site, Tags, TimeSource
+from edge_agent.retention.holds import HoldError, extend_hold, place_hold, release_hold
+from edge_agent.store.audit import AuditLog
+from edge_agent.store.catalog import Catalog
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

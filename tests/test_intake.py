@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import media
-from edge_agent.audit import AuditLog
-from edge_agent.catalog import Catalog
-from edge_agent.intake import Intake, IntakeSettings, Origin, Outcome
-from edge_agent.model import NOTICE_PERIODS, Purpose, RecState, Site, TimeSource
-from edge_agent.outbox_store import Outbox
+from edge_agent.core.model import NOTICE_PERIODS, Purpose, RecState, Site, TimeSource
+from edge_agent.intake.intake import Intake, IntakeSettings, Origin, Outcome
+from edge_agent.media import media
+from edge_agent.store.audit import AuditLog
+from edge_agent.store.catalog import Catalog
+from edge_agent.store.outbox_store import Outbox
 from tests.mediagen import (
     ffprobe,
     make_audio_only,
@@ -95,7 +95,7 @@ def test_non_audio_room_strips_audio_keeps_video(env, container, audio) -> None:
     fmt_tags = {k.lower(): v for k, v in after["format"]["tags"].items()}
     assert fmt_tags["edge_agent.location"] == "gate"
     assert fmt_tags["edge_agent.purpose"] == "security"
-    assert fmt_tags["edge_agent.audio"] == "false"
+    assert fmt_tags["edge_agent.media.audio"] == "false"
     assert fmt_tags["edge_agent.id"] == rec.id
     assert result.audio_removed == (audio is not None)
     assert rec.tags.audio is False
@@ -252,7 +252,7 @@ def test_full_disk_leaves_the_original(env, monkeypatch) -> None:
         raise media.MediaError("write_failed", "No space left on device")
 
     monkeypatch.setattr(media, "remux", full)
-    from edge_agent.intake import IntakeIOError
+    from edge_agent.intake.intake import IntakeIOError
 
     with pytest.raises(IntakeIOError):
         intake.adopt(src, GATE, NOW)
@@ -305,7 +305,7 @@ def test_real_full_disk_keeps_the_original_and_leaves_nothing_half_written(
     )
     assert big.stat().st_size > 2 * 1024 * 1024
     digest = media.sha256_file(big)
-    from edge_agent.intake import IntakeIOError
+    from edge_agent.intake.intake import IntakeIOError
 
     with pytest.raises(IntakeIOError):
         intake.adopt(big, GATE, NOW)

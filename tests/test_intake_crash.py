@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import media
+from edge_agent.media import media
 from tests.mediagen import make_video
 
 RUNS = 12

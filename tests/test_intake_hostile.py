@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import media
-from edge_agent.adopter import FolderAdopter, WatchSpec
-from edge_agent.audit import AuditLog
-from edge_agent.catalog import STORAGE_MARKER, Catalog
-from edge_agent.intake import Intake, IntakeSettings, Origin, Outcome
-from edge_agent.intake_source import display_name
-from edge_agent.model import NOTICE_PERIODS, Purpose, RecState, Site, TimeSource
+from edge_agent.core.model import NOTICE_PERIODS, Purpose, RecState, Site, TimeSource
+from edge_agent.intake.adopter import FolderAdopter, WatchSpec
+from edge_agent.intake.intake import Intake, IntakeSettings, Origin, Outcome
+from edge_agent.intake.intake_source import display_name
+from edge_agent.media import media
+from edge_agent.store.audit import AuditLog
+from edge_agent.store.catalog import STORAGE_MARKER, Catalog
 from tests.mediagen import make_video, write_garbage
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -339,7 +339,7 @@ def test_folders_and_files_get_their_modes_whatever_the_umask(env, umask: int) -
 
 
 def test_outside_times_become_absent_or_a_clean_value_error() -> None:
-    from edge_agent.timesource import recording_end, start_candidates, time_from_epoch
+    from edge_agent.core.timesource import recording_end, start_candidates, time_from_epoch
 
     for bad in (1e20, -1e20, float("nan"), float("inf"), 253402300800.0):
         assert time_from_epoch(bad) is None
@@ -355,7 +355,7 @@ def test_outside_times_become_absent_or_a_clean_value_error() -> None:
 def test_running_out_of_descriptors_is_a_retry_not_a_verdict(env, free: int) -> None:
     import resource
 
-    from edge_agent.intake import IntakeIOError
+    from edge_agent.intake.intake import IntakeIOError
 
     intake, _cat, drop, _root, tmp = env
     src = make_video(drop / "cam.mkv", container="mkv", seconds=1)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.interleave import Interleaver
+from edge_agent.recording.interleave import Interleaver
 
 Item = tuple[str, float]
 

@@ -8,15 +8,8 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from edge_agent.audit import AuditLog
-from edge_agent.catalog import Catalog
-from edge_agent.clock import FakeClock, SystemClock
-from edge_agent.clockguard import ClockGuard, ClockGuardSettings
-from edge_agent.deletion import finish_interrupted
-from edge_agent.holds import place_hold
-from edge_agent.intake import Intake, IntakeSettings, Origin
-from edge_agent.janitor import Janitor
-from edge_agent.model import (
+from edge_agent.core.clock import FakeClock, SystemClock
+from edge_agent.core.model import (
     NOTICE_PERIODS,
     HoldKind,
     Purpose,
@@ -26,6 +19,13 @@ from edge_agent.model import (
     Tags,
     TimeSource,
 )
+from edge_agent.intake.intake import Intake, IntakeSettings, Origin
+from edge_agent.retention.clockguard import ClockGuard, ClockGuardSettings
+from edge_agent.retention.deletion import finish_interrupted
+from edge_agent.retention.holds import place_hold
+from edge_agent.retention.janitor import Janitor
+from edge_agent.store.audit import AuditLog
+from edge_agent.store.catalog import Catalog
 from tests.mediagen import make_video
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -236,7 +236,7 @@ async def test_run_wakes_at_the_deadline_and_on_poke(tmp_path: Path) -> None:
 
 
 def test_storage_budget_charges_the_catalog_to_nobody_but_the_operator() -> None:
-    from edge_agent.pressure import CATALOG_MIN_FREE, storage_budget
+    from edge_agent.core.pressure import CATALOG_MIN_FREE, storage_budget
 
     mib = 1 << 20
     # Footage filled the disk: pressure as before, no alarm (a small catalog).

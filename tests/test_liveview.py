@@ -23,13 +23,14 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 from mediagen import make_video
 
-from edge_agent.catalog import Catalog
-from edge_agent.config import LiveView as LiveViewSettings
-from edge_agent.config import parse_config
-from edge_agent.intake import Intake
-from edge_agent.liveview import LiveView, SourceInfo, sources_from_config
-from edge_agent.liveview_tracks import Timeline
-from edge_agent.packethub import (
+from edge_agent.config.config import LiveView as LiveViewSettings
+from edge_agent.config.config import parse_config
+from edge_agent.intake.intake import Intake
+from edge_agent.intake.runtime import intake_settings
+from edge_agent.liveview.liveview import LiveView, SourceInfo, sources_from_config
+from edge_agent.liveview.liveview_tracks import Timeline
+from edge_agent.media.testsrc import open_testsrc
+from edge_agent.recording.packethub import (
     Channel,
     CodecInfo,
     H264Normalizer,
@@ -38,9 +39,8 @@ from edge_agent.packethub import (
     attach_to_recorder,
     pump,
 )
-from edge_agent.recorder_manager import RecorderManager
-from edge_agent.runtime import intake_settings
-from edge_agent.testsrc import open_testsrc
+from edge_agent.recording.recorder_manager import RecorderManager
+from edge_agent.store.catalog import Catalog
 
 TOKEN = "liveview-test-token-0123456789"
 URL = "testsrc://?size=640x360&rate=25&bitrate=1M&tone=1&gop=1"

@@ -23,9 +23,9 @@ import aiohttp
 import pytest
 from test_liveview import SOURCES, TOKEN, URL, settings
 
-from edge_agent.liveview import LiveView
-from edge_agent.packethub import PacketHub, pump
-from edge_agent.testsrc import open_testsrc
+from edge_agent.liveview.liveview import LiveView
+from edge_agent.media.testsrc import open_testsrc
+from edge_agent.recording.packethub import PacketHub, pump
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

@@ -7,10 +7,15 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from edge_agent.liveview import LiveView
-from edge_agent.liveview_tracks import G711AudioTrack, OpusAudioTrack, audio_track, g711_mime
-from edge_agent.packethub import Channel, CodecInfo, PacketHub, pump
-from edge_agent.testsrc import open_testsrc
+from edge_agent.liveview.liveview import LiveView
+from edge_agent.liveview.liveview_tracks import (
+    G711AudioTrack,
+    OpusAudioTrack,
+    audio_track,
+    g711_mime,
+)
+from edge_agent.media.testsrc import open_testsrc
+from edge_agent.recording.packethub import Channel, CodecInfo, PacketHub, pump
 from tests.test_liveview import SOURCES, frames, settings, watch
 
 PCMU = "testsrc://?size=320x240&rate=25&bitrate=300k&gop=1&audio=pcmu"

@@ -21,10 +21,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from edge_agent.config import LiveView as LiveViewSettings
-from edge_agent.liveview import ACCEPT_BACKLOG, LiveView, SourceInfo
-from edge_agent.liveview_gate import DropLog, ServerLimits, open_fd_count
-from edge_agent.packethub import PacketHub
+from edge_agent.config.config import LiveView as LiveViewSettings
+from edge_agent.liveview.liveview import ACCEPT_BACKLOG, LiveView, SourceInfo
+from edge_agent.liveview.liveview_gate import DropLog, ServerLimits, open_fd_count
+from edge_agent.recording.packethub import PacketHub
 
 TOKEN = "limits-test-token-0123456789"
 SOURCE = SourceInfo("cam", "gate", "security", "premises", audio_room=False, signage=True)
@@ -91,7 +91,7 @@ async def test_idle_flood_is_closed_and_a_legit_client_is_served(
     """300 silent connections: the excess is closed at once, the rest at the header
     deadline, fds stay bounded, another host is served meanwhile, two log lines at most."""
     assert small.port is not None and small.gate is not None
-    caplog.set_level(logging.WARNING, logger="edge_agent.liveview")
+    caplog.set_level(logging.WARNING, logger="edge_agent.liveview.liveview")
     before = open_fd_count()
     assert before is not None
     t0 = time.monotonic()
@@ -251,10 +251,10 @@ _CHILD = textwrap.dedent(
     import asyncio, json, os, resource, sys
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (FDLIMIT, hard))
-    from edge_agent.config import LiveView as S
-    from edge_agent.liveview import ACCEPT_BACKLOG, LiveView, SourceInfo
-    from edge_agent.liveview_gate import ServerLimits, open_fd_count, recording_fd_reserve
-    from edge_agent.packethub import PacketHub
+    from edge_agent.config.config import LiveView as S
+    from edge_agent.liveview.liveview import ACCEPT_BACKLOG, LiveView, SourceInfo
+    from edge_agent.liveview.liveview_gate import ServerLimits, open_fd_count, recording_fd_reserve
+    from edge_agent.recording.packethub import PacketHub
 
     async def main():
         src = SourceInfo("cam", "gate", "security", "premises", audio_room=False, signage=True)

@@ -13,9 +13,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from edge_agent.catalog import Catalog
-from edge_agent.location_drift import LocationFootage, location_drift
-from edge_agent.model import Purpose, RecState, Site
+from edge_agent.core.location_drift import LocationFootage, location_drift
+from edge_agent.core.model import Purpose, RecState, Site
+from edge_agent.store.catalog import Catalog
 from tests.test_janitor import NOW, adopt, env
 from tests.test_retention_cli import run
 
@@ -173,10 +173,10 @@ def test_kind_change_keeps_the_recorded_deadline(tmp_path: Path) -> None:
 async def test_reload_that_removes_a_location_warns_and_keeps_commands_working(
     tmp_path: Path,
 ) -> None:
-    from edge_agent.catalog import open_catalog_from_config
-    from edge_agent.clock import FakeClock
-    from edge_agent.config import load_config
-    from edge_agent.daemon import Agent
+    from edge_agent.app.daemon import Agent
+    from edge_agent.config.config import load_config
+    from edge_agent.core.clock import FakeClock
+    from edge_agent.store.catalog import open_catalog_from_config
 
     _footage(tmp_path)
     path = _config(tmp_path, with_old_lab=True)
@@ -192,7 +192,7 @@ async def test_reload_that_removes_a_location_warns_and_keeps_commands_working(
         drift = agent.gatherer.location_drift
         assert [d["location"] for d in drift] == ["old-lab"] and drift[0]["count"] == 2
         snap = await asyncio.to_thread(agent.gatherer.gather, datetime.now(UTC))
-        from edge_agent.telemetry import build_telemetry
+        from edge_agent.comms.telemetry import build_telemetry
 
         payload = build_telemetry(snap).model_dump(mode="json")
         assert payload["retention"]["location_drift"][0]["kind"] == "removed"

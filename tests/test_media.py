@@ -20,10 +20,10 @@ from mediagen import (
     write_garbage,
 )
 
-from edge_agent import media
-from edge_agent.fsutil import atomic_write_bytes, fsync_dir, fsync_file
-from edge_agent.media import MediaError, Reason
-from edge_agent.model import Purpose, Site, Tags, TimeSource
+from edge_agent.core.model import Purpose, Site, Tags, TimeSource
+from edge_agent.host.fsutil import atomic_write_bytes, fsync_dir, fsync_file
+from edge_agent.media import media
+from edge_agent.media.media import MediaError, Reason
 
 CREATED = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 SECONDS = 2.0
@@ -210,7 +210,7 @@ def test_decode_tags_refuses_partial_or_malformed() -> None:
         media.decode_tags({**encoded, "edge_agent.purpose": "surveillance"})
     assert info.value.reason == Reason.BAD_TAGS and "surveillance" in info.value.message
     with pytest.raises(MediaError):
-        media.decode_tags({**encoded, "edge_agent.audio": "maybe"})
+        media.decode_tags({**encoded, "edge_agent.media.audio": "maybe"})
 
 
 # --- remux -----------------------------------------------------------------

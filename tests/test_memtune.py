@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from edge_agent import libc, memtune
+from edge_agent.host import libc, memtune
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 
@@ -17,7 +17,7 @@ glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only
 def test_tune_and_trim_return_freed_memory_to_the_kernel() -> None:
     # A child process, so that tuning does not change this test process.
     code = (
-        "from edge_agent import memtune\n"
+        "from edge_agent.host import memtune\n"
         "def anon():\n"
         "    for line in open('/proc/self/status'):\n"
         "        if line.startswith('RssAnon'):\n"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlite_utils import Database
 
-from edge_agent.catalog import Catalog
-from edge_agent.migrations import (
+from edge_agent.store.catalog import Catalog
+from edge_agent.store.migrations import (
     MIGRATIONS,
     Migration,
     MigrationError,

@@ -19,14 +19,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_agent.audit import AuditLog
-from edge_agent.catalog import Catalog
 from edge_agent.cli import main as cli_main
-from edge_agent.commands import load_private_key, sign
-from edge_agent.config import load_config
-from edge_agent.intake import Intake
-from edge_agent.model import Purpose, RecState, iso, utcnow
-from edge_agent.runtime import intake_settings, origin_for
+from edge_agent.config.config import load_config
+from edge_agent.core.commands import load_private_key, sign
+from edge_agent.core.model import Purpose, RecState, iso, utcnow
+from edge_agent.intake.intake import Intake
+from edge_agent.intake.runtime import intake_settings, origin_for
+from edge_agent.store.audit import AuditLog
+from edge_agent.store.catalog import Catalog
 
 ROOT = "edge/gw-1"
 
@@ -305,8 +305,8 @@ def test_poison_messages_never_block_the_signed_channel(setup: dict[str, Any]) -
 def test_signed_erase_of_a_location_removed_from_the_config(setup: dict[str, Any]) -> None:
     """Footage of a decommissioned room can still be erased by place and time."""
     cfg, key, sub, broker = setup["cfg"], setup["key"], setup["sub"], setup["broker"]
-    from edge_agent.intake import Origin
-    from edge_agent.model import Site
+    from edge_agent.core.model import Site
+    from edge_agent.intake.intake import Origin
 
     cat = Catalog.open(cfg.storage.catalog, device_id="gw-1", storage_root=cfg.storage.root)
     try:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from broker import Broker, Subscriber, start_agent, write_agent_config
 
-from edge_agent.catalog import Catalog
-from edge_agent.model import utcnow
-from edge_agent.outbox_store import Outbox
+from edge_agent.core.model import utcnow
+from edge_agent.store.catalog import Catalog
+from edge_agent.store.outbox_store import Outbox
 
 OUTAGE_S = float(os.environ.get("EDGE_MQTT_OUTAGE_S", "30"))
 EVENTS = 1000

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from broker import Broker, Subscriber, start_agent, write_agent_config
 
-from edge_agent.mqtt import MqttLink, MqttSettings
+from edge_agent.comms.mqtt import MqttLink, MqttSettings
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.adopter import FolderAdopter, WatchSpec
-from edge_agent.catalog import Catalog
-from edge_agent.config import ConfigError, parse_config
-from edge_agent.intake import Intake, Outcome
-from edge_agent.name_clock import advice, hour_offset
-from edge_agent.policy import deadline
-from edge_agent.runtime import intake_settings, origin_for_source, origin_for_watch
+from edge_agent.config.config import ConfigError, parse_config
+from edge_agent.config.name_clock import advice, hour_offset
+from edge_agent.core.policy import deadline
+from edge_agent.intake.adopter import FolderAdopter, WatchSpec
+from edge_agent.intake.intake import Intake, Outcome
+from edge_agent.intake.runtime import intake_settings, origin_for_source, origin_for_watch
+from edge_agent.store.catalog import Catalog
 from tests.mediagen import make_video
 
 PARIS_WATCH = """

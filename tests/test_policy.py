@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.model import (
+from edge_agent.core.model import (
     NOTICE_PERIODS,
     EraseRequest,
     Hold,
@@ -25,7 +25,7 @@ from edge_agent.model import (
     Tags,
     TimeSource,
 )
-from edge_agent.policy import (
+from edge_agent.core.policy import (
     add_period,
     adopted_audio_decision,
     audio_decision,

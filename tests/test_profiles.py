@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.profiles import (
+from edge_agent.config.profiles import (
     PROFILES_DIR,
     ProfileError,
     SpaceFloor,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.config import load_config
-from edge_agent.provision import parse_location, parse_source, parse_watch
+from edge_agent.config.config import load_config
+from edge_agent.config.provision import parse_location, parse_source, parse_watch
 
 
 def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

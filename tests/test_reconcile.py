@@ -7,9 +7,9 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from edge_agent.audit import AuditLog
-from edge_agent.model import Purpose, RecState
-from edge_agent.reconcile import rebuild, reconcile
+from edge_agent.app.reconcile import rebuild, reconcile
+from edge_agent.core.model import Purpose, RecState
+from edge_agent.store.audit import AuditLog
 from tests.mediagen import make_video
 from tests.test_janitor import NOW, adopt, env
 
@@ -73,8 +73,8 @@ def test_reconcile_refuses_when_half_the_catalog_would_change(tmp_path: Path) ->
 
 
 def test_rebuild_keeps_old_catalog_and_holds(tmp_path: Path) -> None:
-    from edge_agent.holds import place_hold
-    from edge_agent.model import HoldKind
+    from edge_agent.core.model import HoldKind
+    from edge_agent.retention.holds import place_hold
 
     cat, settings = env(tmp_path)
     recs = [

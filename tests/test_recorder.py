@@ -28,20 +28,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.catalog import Catalog
-from edge_agent.config import Config, ConfigError, parse_config
-from edge_agent.intake import PARTIAL_PREFIX, Intake
-from edge_agent.model import Recording, utcnow
-from edge_agent.recorder import State, find_partials, recover_partials
-from edge_agent.recorder_manager import (
+from edge_agent.config.config import Config, ConfigError, parse_config
+from edge_agent.core.model import Recording, utcnow
+from edge_agent.core.segmenter import Action, decide
+from edge_agent.intake.intake import PARTIAL_PREFIX, Intake
+from edge_agent.intake.runtime import intake_settings
+from edge_agent.media.sources import SourceError, open_source
+from edge_agent.recording.recorder import State, find_partials, recover_partials
+from edge_agent.recording.recorder_manager import (
     ManagerSettings,
     RecorderManager,
     backoff_delay,
     recorder_settings,
 )
-from edge_agent.runtime import intake_settings
-from edge_agent.segmenter import Action, decide
-from edge_agent.sources import SourceError, open_source
+from edge_agent.store.catalog import Catalog
 from tests import rtsp_server
 from tests.mediagen import ffprobe, make_video, write_garbage
 

@@ -19,23 +19,23 @@ from pathlib import Path
 import av
 import pytest
 
-from edge_agent.audio import (
-    OPUS_BITRATE_PER_CHANNEL,
-    AudioAction,
-    plan_audio,
-    plan_for_stream,
-)
-from edge_agent.model import Recording
-from edge_agent.outbox_store import Outbox
-from edge_agent.paramsets import (
+from edge_agent.core.model import Recording
+from edge_agent.core.paramsets import (
     ParamSets,
     changed,
     h264_sps_dimensions,
     merged,
     parameter_sets,
 )
-from edge_agent.recorder import State
-from edge_agent.segmenter import Action, decide
+from edge_agent.core.segmenter import Action, decide
+from edge_agent.media.audio import (
+    OPUS_BITRATE_PER_CHANNEL,
+    AudioAction,
+    plan_audio,
+    plan_for_stream,
+)
+from edge_agent.recording.recorder import State
+from edge_agent.store.outbox_store import Outbox
 from tests import rtsp_server
 from tests.mediagen import ffprobe, make_resolution_switch, make_video
 from tests.test_recorder import free_port, kinds, open_rig, running, source, state, until

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.catalog import Catalog
-from edge_agent.model import Purpose, RecState
+from edge_agent.core.model import Purpose, RecState
+from edge_agent.store.catalog import Catalog
 from tests.test_janitor import NOW, adopt, env
 
 REPO = Path(__file__).resolve().parents[1]

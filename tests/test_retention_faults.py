@@ -22,15 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.audit import AuditLog
-from edge_agent.catalog import STORAGE_MARKER, Catalog
-from edge_agent.clock import FakeClock
-from edge_agent.clockguard import ClockGuard, ClockGuardSettings
-from edge_agent.deletion import finish_interrupted
-from edge_agent.holds import place_hold
-from edge_agent.intake import Intake, IntakeSettings
-from edge_agent.janitor import Janitor
-from edge_agent.model import (
+from edge_agent.app.reconcile import rebuild, reconcile
+from edge_agent.core.clock import FakeClock
+from edge_agent.core.model import (
     NOTICE_PERIODS,
     HoldKind,
     Purpose,
@@ -40,8 +34,14 @@ from edge_agent.model import (
     Tags,
     TimeSource,
 )
-from edge_agent.reconcile import rebuild, reconcile
-from edge_agent.runtime import Origin
+from edge_agent.intake.intake import Intake, IntakeSettings
+from edge_agent.intake.runtime import Origin
+from edge_agent.retention.clockguard import ClockGuard, ClockGuardSettings
+from edge_agent.retention.deletion import finish_interrupted
+from edge_agent.retention.holds import place_hold
+from edge_agent.retention.janitor import Janitor
+from edge_agent.store.audit import AuditLog
+from edge_agent.store.catalog import STORAGE_MARKER, Catalog
 from tests.mediagen import make_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,11 +125,11 @@ DRIVER = """
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from edge_agent.catalog import Catalog
-from edge_agent.clock import SystemClock
-from edge_agent.clockguard import ClockGuard, ClockGuardSettings
-from edge_agent.janitor import Janitor
-from edge_agent.model import NOTICE_PERIODS
+from edge_agent.store.catalog import Catalog
+from edge_agent.core.clock import SystemClock
+from edge_agent.retention.clockguard import ClockGuard, ClockGuardSettings
+from edge_agent.retention.janitor import Janitor
+from edge_agent.core.model import NOTICE_PERIODS
 base = Path(sys.argv[1])
 cat = Catalog.open(base / "catalog.db", device_id="gw-test", storage_root=base / "rec")
 release = datetime(2026, 1, 1, tzinfo=UTC)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.model import (
+from edge_agent.core.model import (
     Hold,
     HoldKind,
     Purpose,
@@ -18,8 +18,8 @@ from edge_agent.model import (
     Tags,
     TimeSource,
 )
-from edge_agent.policy import deadline_for, hold_covers
-from edge_agent.retention_plan import (
+from edge_agent.core.policy import deadline_for, hold_covers
+from edge_agent.core.retention_plan import (
     DeletionReason,
     SourcePriority,
     choose_for_pressure,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge_agent.schemas import MODELS, SCHEMA_DIR, drift
+from edge_agent.comms.schemas import MODELS, SCHEMA_DIR, drift
 
 
 def test_schemas_have_not_drifted() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import sdnotify
+from edge_agent.host import sdnotify
 
 
 def _recv_fields(sock: socket.socket) -> dict[str, str]:
@@ -125,6 +125,6 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_child_process_notifies(path_socket: socket.socket) -> None:
     # What the daemon test does: a subprocess inherits NOTIFY_SOCKET.
-    code = "from edge_agent import sdnotify; sdnotify.ready('child up')"
+    code = "from edge_agent.host import sdnotify; sdnotify.ready('child up')"
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
     assert _recv_fields(path_socket) == {"READY": "1", "STATUS": "child up"}

@@ -11,12 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import media
-from edge_agent.audit import AuditLog
-from edge_agent.catalog import STORAGE_MARKER, Catalog
-from edge_agent.erasure import execute_request, standing_verdict
-from edge_agent.intake import PARTIAL_PREFIX, Intake, IntakeSettings, Origin, Outcome
-from edge_agent.model import (
+from edge_agent.core.model import (
     NOTICE_PERIODS,
     POLICY_VERSION,
     EraseRequest,
@@ -30,7 +25,12 @@ from edge_agent.model import (
     Tags,
     TimeSource,
 )
-from edge_agent.outbox_store import Outbox
+from edge_agent.intake.intake import PARTIAL_PREFIX, Intake, IntakeSettings, Origin, Outcome
+from edge_agent.media import media
+from edge_agent.retention.erasure import execute_request, standing_verdict
+from edge_agent.store.audit import AuditLog
+from edge_agent.store.catalog import STORAGE_MARKER, Catalog
+from edge_agent.store.outbox_store import Outbox
 from tests.mediagen import make_video
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -212,7 +212,7 @@ def test_media_tags_of_an_erased_arrival_are_gone_with_it(env) -> None:
 
 
 def test_reconcile_readoption_meets_the_request_in_force(env) -> None:
-    from edge_agent.reconcile import reconcile
+    from edge_agent.app.reconcile import reconcile
 
     intake, cat, drop, root = env
     first = intake.adopt(clip(drop, "a.mkv", T0 + timedelta(minutes=3)), GATE, NOW)

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from tmpfs import mounted_tmpfs
 
-from edge_agent.catalog import Catalog
-from edge_agent.clock import FakeClock
-from edge_agent.clockguard import ClockGuard, ClockGuardSettings
-from edge_agent.doctor import Level, run_checks
-from edge_agent.janitor import Janitor
-from edge_agent.model import NOTICE_PERIODS
-from edge_agent.pressure import PAUSE_REASON
-from edge_agent.storage_checks import NOTHING_DELETABLE
+from edge_agent.app.doctor import Level, run_checks
+from edge_agent.config.storage_checks import NOTHING_DELETABLE
+from edge_agent.core.clock import FakeClock
+from edge_agent.core.model import NOTICE_PERIODS
+from edge_agent.core.pressure import PAUSE_REASON
+from edge_agent.retention.clockguard import ClockGuard, ClockGuardSettings
+from edge_agent.retention.janitor import Janitor
+from edge_agent.store.catalog import Catalog
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime.now(UTC).replace(microsecond=0)

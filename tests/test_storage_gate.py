@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 from tmpfs import mounted_tmpfs
 
-from edge_agent.catalog import STORAGE_MARKER
-from edge_agent.pressure import PAUSE_REASON
-from edge_agent.profiles import SpaceFloor
-from edge_agent.storage_checks import NOTHING_DELETABLE, floor_problem, full_reason
-from edge_agent.storage_gate import (
+from edge_agent.config.profiles import SpaceFloor
+from edge_agent.config.storage_checks import NOTHING_DELETABLE, floor_problem, full_reason
+from edge_agent.core.pressure import PAUSE_REASON
+from edge_agent.retention.storage_gate import (
     Health,
     Identity,
     Observation,
@@ -29,6 +28,7 @@ from edge_agent.storage_gate import (
     observe,
     retry_delay,
 )
+from edge_agent.store.catalog import STORAGE_MARKER
 
 ID = Identity("abc", os.makedev(8, 17))
 GOOD = Observation(True, True, ID.dev, "abc")
@@ -239,12 +239,12 @@ def test_a_real_tmpfs_remounted_read_only_and_back(tmp_path: Path) -> None:
 def test_adoption_and_janitor_stand_still_while_the_disk_is_gone(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from edge_agent.catalog import Catalog
-    from edge_agent.clock import FakeClock
-    from edge_agent.clockguard import ClockGuard, ClockGuardSettings
-    from edge_agent.intake import Intake, IntakeIOError, IntakeSettings, Origin
-    from edge_agent.janitor import Janitor
-    from edge_agent.model import NOTICE_PERIODS, Purpose, RecState, Site
+    from edge_agent.core.clock import FakeClock
+    from edge_agent.core.model import NOTICE_PERIODS, Purpose, RecState, Site
+    from edge_agent.intake.intake import Intake, IntakeIOError, IntakeSettings, Origin
+    from edge_agent.retention.clockguard import ClockGuard, ClockGuardSettings
+    from edge_agent.retention.janitor import Janitor
+    from edge_agent.store.catalog import Catalog
     from tests.mediagen import make_video
 
     now = datetime.now(UTC).replace(microsecond=0)
@@ -331,7 +331,7 @@ def test_a_remount_is_tried_at_once_not_after_the_backoff(tmp_path: Path) -> Non
 
 
 def test_mount_signature_reads_mountinfo(tmp_path: Path) -> None:
-    from edge_agent.storage_gate import mount_signature
+    from edge_agent.retention.storage_gate import mount_signature
 
     info = tmp_path / "mountinfo"
     info.write_text(

@@ -28,8 +28,8 @@ from mediagen import make_video
 from test_daemon import ROOT, start, stop, wait_until, write_config
 from tmpfs import mounted_tmpfs
 
-from edge_agent import media
-from edge_agent.catalog import STORAGE_MARKER
+from edge_agent.media import media
+from edge_agent.store.catalog import STORAGE_MARKER
 
 CAM = "cam-door"
 

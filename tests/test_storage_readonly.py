@@ -24,7 +24,7 @@ from broker import Broker, Subscriber
 from test_daemon import ROOT, start, stop, wait_until, write_config
 from test_storage_lost import events, files, rows
 
-from edge_agent import media
+from edge_agent.media import media
 
 CAM = "cam-door"
 

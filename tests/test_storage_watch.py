@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import storage_watch
-from edge_agent.catalog import open_catalog_from_config
-from edge_agent.config import parse_config
-from edge_agent.daemon import Agent
-from edge_agent.storage_gate import Health, StorageGate
+from edge_agent.app import storage_watch
+from edge_agent.app.daemon import Agent
+from edge_agent.config.config import parse_config
+from edge_agent.retention.storage_gate import Health, StorageGate
+from edge_agent.store.catalog import open_catalog_from_config
 
 
 async def _until(pred: Callable[[], object], within: float = 10.0) -> None:

@@ -6,14 +6,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from edge_agent.audit import AuditLog
-from edge_agent.catalog import Catalog, PurposeStats
-from edge_agent.model import Purpose
-from edge_agent.outbox_store import Outbox
-from edge_agent.profiles import TemperatureSensor
-from edge_agent.publisher import OutboxLimits, enforce_limits
-from edge_agent.status import status_bytes
-from edge_agent.telemetry import (
+from edge_agent.comms.publisher import OutboxLimits, enforce_limits
+from edge_agent.comms.status import status_bytes
+from edge_agent.comms.telemetry import (
     ClockState,
     HostStats,
     MountStats,
@@ -26,6 +21,11 @@ from edge_agent.telemetry import (
     read_host,
     significant_change,
 )
+from edge_agent.config.profiles import TemperatureSensor
+from edge_agent.core.model import Purpose
+from edge_agent.store.audit import AuditLog
+from edge_agent.store.catalog import Catalog, PurposeStats
+from edge_agent.store.outbox_store import Outbox
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 HOST = HostStats(

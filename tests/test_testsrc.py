@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from edge_agent.testsrc import TestSrcError, TestSrcParams, open_testsrc, parse_testsrc_url
+from edge_agent.media.testsrc import TestSrcError, TestSrcParams, open_testsrc, parse_testsrc_url
 
 
 def test_defaults_and_spec_example() -> None:

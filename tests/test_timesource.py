@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.model import TimeSource
-from edge_agent.timesource import StartChoice, choose_start, parse_segment_name
+from edge_agent.core.model import TimeSource
+from edge_agent.core.timesource import StartChoice, choose_start, parse_segment_name
 
 NOW = datetime(2026, 11, 29, 8, 30, tzinfo=UTC)
 FLOOR = datetime(2020, 1, 1, tzinfo=UTC)
@@ -150,7 +150,7 @@ def test_parse_round_trips_the_agents_own_names(dt: datetime) -> None:
     ],
 )
 def test_parse_ts_out_of_range_is_a_value_error(text: str) -> None:
-    from edge_agent.model import parse_ts
+    from edge_agent.core.model import parse_ts
 
     with pytest.raises(ValueError):
         parse_ts(text)
@@ -163,7 +163,7 @@ def test_segment_name_at_the_edges_of_time_is_not_a_time() -> None:
 
 @given(st.text(max_size=80))
 def test_parse_ts_only_raises_value_error(text: str) -> None:
-    from edge_agent.model import parse_ts
+    from edge_agent.core.model import parse_ts
 
     with contextlib.suppress(ValueError):
         parse_ts(text)
@@ -173,7 +173,7 @@ def test_parse_ts_only_raises_value_error(text: str) -> None:
 
 
 def _paris() -> tzinfo:
-    from edge_agent.timesource import zone
+    from edge_agent.core.timesource import zone
 
     return zone("Europe/Paris")
 
@@ -197,7 +197,7 @@ def test_names_in_local_time(name: str, utc: datetime) -> None:
 
 
 def test_unknown_zone_names_the_fix() -> None:
-    from edge_agent.timesource import zone
+    from edge_agent.core.timesource import zone
 
     with pytest.raises(ValueError, match="IANA"):
         zone("Europe/Atlantis")

@@ -84,7 +84,7 @@ def prepare(command: str | None) -> None:
         # folders or files readable by every user.
         os.umask(os.umask(0o027) | 0o027)
         _raise_fd_limit()
-        from edge_agent import lean, memtune
+        from edge_agent.host import lean, memtune
 
         memtune.tune()  # before the daemon's imports allocate and its threads start
         lean.for_daemon()

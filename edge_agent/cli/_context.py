@@ -19,14 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.catalog import Catalog, CatalogError, CatalogMismatch, open_catalog_from_config
 from edge_agent.cli._base import EXIT_BAD_INPUT, EXIT_FAILURE, CliError, error
-from edge_agent.migrations import MigrationError
+from edge_agent.store.catalog import (
+    Catalog,
+    CatalogError,
+    CatalogMismatch,
+    open_catalog_from_config,
+)
+from edge_agent.store.migrations import MigrationError
 
 
 def load_cli_config(path: Path) -> Any:
     """The config, or CliError (exit 2) with one line per problem."""
-    from edge_agent.config import ConfigError, load_config
+    from edge_agent.config.config import ConfigError, load_config
 
     try:
         # Reading and maintenance commands do not need the key and certificate files.
@@ -76,7 +81,7 @@ def _tighten_umask() -> None:
 
 def _foreign_state(cfg: Any, owner: Owner) -> list[Path]:
     """Catalog files a previous root run left, which ``owner`` could not write."""
-    from edge_agent.audit import head_file_path
+    from edge_agent.store.audit import head_file_path
 
     catalog = Path(cfg.storage.catalog)
     names = [catalog, Path(f"{catalog}-wal"), Path(f"{catalog}-shm"), head_file_path(catalog)]

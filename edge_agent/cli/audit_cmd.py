@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edge_agent.audit import AuditLog
 from edge_agent.cli._base import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -17,6 +16,7 @@ from edge_agent.cli._base import (
     print_json_lines,
 )
 from edge_agent.cli.recordings_cmd import open_catalog_for_cli, utc_time
+from edge_agent.store.audit import AuditLog
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from edge_agent.cli._base import (
     print_json,
 )
 from edge_agent.cli._context import load_cli_config, open_cli_catalog
-from edge_agent.model import iso
+from edge_agent.core.model import iso
 
 MAX_REASON = 500
 
@@ -62,7 +62,7 @@ def _print(doc: dict[str, Any]) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from edge_agent.janitor import Janitor
+    from edge_agent.retention.janitor import Janitor
 
     cfg = load_cli_config(args.config)
     cat = open_cli_catalog(cfg)
@@ -76,9 +76,9 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _accept(args: argparse.Namespace) -> int:
-    from edge_agent.clock import SyncEvidence
-    from edge_agent.clockguard import ClockAcceptError
-    from edge_agent.janitor import Janitor
+    from edge_agent.core.clock import SyncEvidence
+    from edge_agent.retention.clockguard import ClockAcceptError
+    from edge_agent.retention.janitor import Janitor
 
     reason = args.reason.strip()
     if not reason or len(reason) > MAX_REASON or not reason.isprintable():

@@ -18,8 +18,8 @@ from edge_agent.cli._base import (
     add_command,
     add_group,
 )
-from edge_agent.commands import COMMAND_NAMES, MAX_TTL, load_private_key, sign
-from edge_agent.model import Period, utcnow
+from edge_agent.core.commands import COMMAND_NAMES, MAX_TTL, load_private_key, sign
+from edge_agent.core.model import Period, utcnow
 
 
 def parse_args_list(items: list[str]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from edge_agent.cli._base import (
     add_json_arg,
     print_json,
 )
-from edge_agent.config import ConfigError, load_config
+from edge_agent.config.config import ConfigError, load_config
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,8 +47,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _footage_warnings(cfg: Any) -> list[str]:
     # Read-only: config check never creates, migrates or takes over a catalog.
-    from edge_agent.catalog import read_footage_by_location
-    from edge_agent.location_drift import configured, location_drift
+    from edge_agent.core.location_drift import configured, location_drift
+    from edge_agent.store.catalog import read_footage_by_location
 
     rows = read_footage_by_location(cfg.storage.catalog)
     return [d.message for d in location_drift(configured(cfg.locations), rows or [])]

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_agent.demo import run_demo
+    from edge_agent.app.demo import run_demo
 
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from edge_agent.app.doctor import DEFAULT_TIMEOUT, Level, failed, run_checks
 from edge_agent.cli._base import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
@@ -22,7 +23,6 @@ from edge_agent.cli._base import (
     add_json_arg,
     print_json,
 )
-from edge_agent.doctor import DEFAULT_TIMEOUT, Level, failed, run_checks
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,7 +61,7 @@ def _become_owner(config_path: Path) -> None:
     if os.geteuid() != 0:
         return
     from edge_agent.cli._context import state_owner, switch_user, unreadable_code
-    from edge_agent.config import ConfigError, load_config
+    from edge_agent.config.config import ConfigError, load_config
 
     try:
         cfg = load_config(config_path, check_files=False)

@@ -22,8 +22,8 @@ from edge_agent.cli._base import (
 )
 from edge_agent.cli._context import check_location, load_cli_config, open_cli_catalog
 from edge_agent.cli.recordings_cmd import utc_time
-from edge_agent.erasure import execute_request
-from edge_agent.model import EraseRequest, RequestMode, iso, utcnow
+from edge_agent.core.model import EraseRequest, RequestMode, iso, utcnow
+from edge_agent.retention.erasure import execute_request
 
 
 def _print_receipt(doc: dict[str, Any]) -> None:

@@ -7,7 +7,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from edge_agent.catalog import Catalog
 from edge_agent.cli._base import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -20,8 +19,9 @@ from edge_agent.cli._base import (
 )
 from edge_agent.cli._context import check_location, load_cli_config, open_cli_catalog
 from edge_agent.cli.recordings_cmd import utc_time
-from edge_agent.holds import HoldError, extend_hold, hold_doc, place_hold, release_hold
-from edge_agent.model import Hold, HoldKind, utcnow
+from edge_agent.core.model import Hold, HoldKind, utcnow
+from edge_agent.retention.holds import HoldError, extend_hold, hold_doc, place_hold, release_hold
+from edge_agent.store.catalog import Catalog
 
 
 def _add(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from edge_agent.cli._base import (
     print_json,
 )
 from edge_agent.cli._context import act_as_agent, load_cli_config, open_cli_catalog
-from edge_agent.model import Purpose, iso, utcnow
+from edge_agent.core.model import Purpose, iso, utcnow
 
 EXAMPLE = (
     "edge-agent ingest --config /etc/edge-agent/config.toml "
@@ -51,8 +51,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    from edge_agent.intake import Intake, IntakeIOError, Outcome
-    from edge_agent.runtime import intake_settings, origin_for
+    from edge_agent.intake.intake import Intake, IntakeIOError, Outcome
+    from edge_agent.intake.runtime import intake_settings, origin_for
 
     cfg = load_cli_config(args.config)
     try:
@@ -109,7 +109,7 @@ def _check_consumable(paths: list[Path], user: str) -> None:
 
 
 def _print_line(result: object) -> None:
-    from edge_agent.intake import IntakeResult
+    from edge_agent.intake.intake import IntakeResult
 
     assert isinstance(result, IntakeResult)
     if result.recording is not None:

@@ -20,7 +20,7 @@ from edge_agent.cli._base import (
     add_json_arg,
     print_json,
 )
-from edge_agent.commands import key_id, private_pem, public_pem
+from edge_agent.core.commands import key_id, private_pem, public_pem
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

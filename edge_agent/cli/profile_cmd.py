@@ -14,7 +14,13 @@ from edge_agent.cli._base import (
     add_json_arg,
     print_json,
 )
-from edge_agent.profiles import HwProfile, ProfileError, format_size, list_profiles, load_profile
+from edge_agent.config.profiles import (
+    HwProfile,
+    ProfileError,
+    format_size,
+    list_profiles,
+    load_profile,
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from edge_agent.cli._base import EXIT_BAD_INPUT, EXIT_OK, CliError, add_command, error
-from edge_agent.config import ConfigError
-from edge_agent.profiles import profile_names
-from edge_agent.provision import (
+from edge_agent.config.config import ConfigError
+from edge_agent.config.profiles import profile_names
+from edge_agent.config.provision import (
     DEFAULT_CATALOG,
     DEFAULT_LIVEVIEW_LISTEN,
     DEFAULT_STORAGE_ROOT,

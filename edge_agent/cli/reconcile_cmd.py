@@ -17,12 +17,12 @@ from edge_agent.cli._base import (
     print_json,
 )
 from edge_agent.cli._context import act_as_agent, load_cli_config, open_cli_catalog
-from edge_agent.intake import IntakeSettings
-from edge_agent.model import utcnow
+from edge_agent.core.model import utcnow
+from edge_agent.intake.intake import IntakeSettings
 
 
 def _settings(cfg: Any) -> IntakeSettings:
-    from edge_agent.runtime import intake_settings
+    from edge_agent.intake.runtime import intake_settings
 
     try:
         return intake_settings(cfg)
@@ -31,7 +31,7 @@ def _settings(cfg: Any) -> IntakeSettings:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from edge_agent.reconcile import reconcile
+    from edge_agent.app.reconcile import reconcile
 
     cfg = load_cli_config(args.config)
     settings = _settings(cfg)
@@ -82,7 +82,7 @@ def _reconcile(args: argparse.Namespace) -> int:
 
 
 def _rebuild(args: argparse.Namespace) -> int:
-    from edge_agent.reconcile import rebuild
+    from edge_agent.app.reconcile import rebuild
 
     cfg = load_cli_config(args.config)
     settings = _settings(cfg)

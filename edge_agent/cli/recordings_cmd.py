@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge_agent.catalog import Catalog
 from edge_agent.cli._base import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -19,7 +18,8 @@ from edge_agent.cli._base import (
     print_json,
 )
 from edge_agent.cli._context import load_cli_config, open_cli_catalog
-from edge_agent.model import Purpose, Recording, RecState, iso, parse_ts
+from edge_agent.core.model import Purpose, Recording, RecState, iso, parse_ts
+from edge_agent.store.catalog import Catalog
 
 
 def utc_time(text: str) -> Any:

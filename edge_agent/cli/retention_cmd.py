@@ -7,7 +7,6 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from edge_agent.catalog import Catalog
 from edge_agent.cli._base import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -19,7 +18,8 @@ from edge_agent.cli._base import (
 )
 from edge_agent.cli._context import check_location, load_cli_config, open_cli_catalog
 from edge_agent.cli.recordings_cmd import utc_time
-from edge_agent.model import iso, utcnow
+from edge_agent.core.model import iso, utcnow
+from edge_agent.store.catalog import Catalog
 
 __all__ = ["check_location", "load_cli_config", "open_cli_catalog", "register"]
 
@@ -28,8 +28,8 @@ __all__ = ["check_location", "load_cli_config", "open_cli_catalog", "register"]
 
 
 def _plan_doc(cfg: Any, cat: Catalog, at: datetime, limit: int) -> dict[str, Any]:
-    from edge_agent.janitor import Janitor
-    from edge_agent.retention_plan import plan
+    from edge_agent.core.retention_plan import plan
+    from edge_agent.retention.janitor import Janitor
 
     janitor = Janitor.from_config(cfg, cat)
     verdict = janitor.guard.check(persist=False)
@@ -125,7 +125,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from edge_agent.janitor import Janitor
+    from edge_agent.retention.janitor import Janitor
 
     cfg = load_cli_config(args.config)
     cat = open_cli_catalog(cfg)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge_agent.catalog import CatalogError
 from edge_agent.cli._base import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
@@ -14,14 +13,15 @@ from edge_agent.cli._base import (
     add_config_arg,
     error,
 )
-from edge_agent.config import ConfigError
-from edge_agent.migrations import MigrationError
+from edge_agent.config.config import ConfigError
+from edge_agent.store.catalog import CatalogError
+from edge_agent.store.migrations import MigrationError
 
 
 def _run(args: argparse.Namespace) -> int:
     import logging
 
-    from edge_agent import daemon
+    from edge_agent.app import daemon
 
     # The daemon's log is its journal: INFO unless asked for less.
     if args.verbose == 0:
@@ -43,10 +43,10 @@ def _log_warnings(config: Path) -> None:
     passwords, a live view open to the network), once at start in the journal."""
     import logging
 
-    from edge_agent.config import load_config
+    from edge_agent.config.config import load_config
 
     for line in load_config(config).warnings():
-        logging.getLogger("edge_agent.config").warning("config: %s", line)
+        logging.getLogger("edge_agent.config.config").warning("config: %s", line)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -14,14 +14,14 @@ from edge_agent.cli._base import (
     print_json,
 )
 from edge_agent.cli._context import load_cli_config, open_cli_catalog
-from edge_agent.model import utcnow
+from edge_agent.core.model import utcnow
 
 
 def status_document(config_path: Any) -> dict[str, Any]:
-    from edge_agent.daemon import make_gatherer
-    from edge_agent.janitor import Janitor
-    from edge_agent.status import SESSION_KEY
-    from edge_agent.telemetry import ClockState, availability, build_telemetry
+    from edge_agent.app.daemon import make_gatherer
+    from edge_agent.comms.status import SESSION_KEY
+    from edge_agent.comms.telemetry import ClockState, availability, build_telemetry
+    from edge_agent.retention.janitor import Janitor
 
     cfg = load_cli_config(config_path)
     cat = open_cli_catalog(cfg)
@@ -37,7 +37,7 @@ def status_document(config_path: Any) -> dict[str, Any]:
             guard.paused_since(),
         )
         gatherer.clock = lambda: clock
-        from edge_agent.location_drift import configured, location_drift
+        from edge_agent.core.location_drift import configured, location_drift
 
         drift = location_drift(configured(cfg.locations), cat.footage_by_location())
         gatherer.location_drift = tuple(d.as_dict() for d in drift)

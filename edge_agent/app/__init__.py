@@ -1,0 +1,1 @@
+"""The running agent: daemon wiring, supervision, reload, recovery, demo, doctor."""

@@ -1,0 +1,1 @@
+"""Talking to the fleet: the MQTT link, publisher, status, telemetry, commands, schemas."""

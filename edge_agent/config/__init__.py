@@ -1,0 +1,1 @@
+"""The configuration: models, checks, hardware profiles, provisioning."""

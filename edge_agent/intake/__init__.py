@@ -1,0 +1,1 @@
+"""Bringing files into the catalog: intake, folder adoption, watching, stability."""

@@ -1,0 +1,636 @@
+"""The one path by which a file becomes a catalogued recording.
+
+Adopted files (watched folders, ``edge-agent ingest``) and the recorder's own
+closed segments both end here, so tagging, the audio rule, the catalog row, the
+audit entry and the outbox event are written the same way for every recording.
+
+Crash safety: output is written under a hidden temporary name in its final
+folder, fsynced, then renamed; the catalog row, audit entry and event are
+written in one transaction after the rename; the source is removed last. A
+crash therefore leaves the original, the finished file, or both (reconcile
+re-adopts a finished file without a row from its embedded tags), never
+neither, and never a row pointing at a half-written file. A failure that is
+not a crash (the catalog refuses the row, a full disk) removes the copy again
+in the same step: the source is still there to be retried, and storage never
+holds a file that no row, and so no deadline, governs.
+
+The source is opened once, by descriptor (:mod:`edge_agent.intake.intake_source`):
+what is hashed, probed and remuxed is the inode that was checked. Names from
+the disk reach catalog, audit, events and logs only as
+:func:`~edge_agent.intake.intake_source.display_name` text.
+
+Synchronous on purpose: callers run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import stat
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edge_agent.core.model import (
+    POLICY_VERSION,
+    Purpose,
+    Recording,
+    RecState,
+    RetentionPeriods,
+    Site,
+    Tags,
+    TimeSource,
+    iso,
+)
+from edge_agent.core.policy import adopted_audio_decision, deadline
+from edge_agent.core.timesource import (
+    StartChoice,
+    choose_start,
+    recording_end,
+    start_candidates,
+    zone,
+)
+from edge_agent.host.fsutil import fsync_dir, fsync_file
+from edge_agent.intake.intake_source import TRANSIENT_ERRNOS, Source, display_name, open_source
+from edge_agent.media import media
+from edge_agent.retention.erasure import Standing, apply_standing, finish_standing
+from edge_agent.store.audit import AuditLog
+from edge_agent.store.catalog import Catalog
+from edge_agent.store.outbox_store import Outbox
+
+if TYPE_CHECKING:
+    from edge_agent.retention.storage_gate import StorageGate
+
+log = logging.getLogger(__name__)
+
+PARTIAL_PREFIX = ".partial-"
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+
+
+class Outcome(StrEnum):
+    ADOPTED = "adopted"
+    DUPLICATE = "duplicate"
+    QUARANTINED = "quarantined"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a file comes from and what it is for (from a watch or a source)."""
+
+    location: str
+    site: Site
+    audio_room: bool
+    signage: bool
+    purpose: Purpose
+    anonymized: bool = False
+    source_id: str | None = None
+    wants_audio: bool = True
+    recorder_start: datetime | None = None
+    name_timezone: str | None = None  # IANA zone of offset-less names (None: UTC)
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    device_id: str
+    storage_root: Path
+    quarantine_dir: Path
+    periods: RetentionPeriods
+    start_floor: datetime = datetime(2020, 1, 1, tzinfo=UTC)
+    max_future: timedelta = timedelta(minutes=5)
+    fsync: bool = True
+    reader_gid: int | None = None
+    max_streams: int = 16
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    outcome: Outcome
+    source: str
+    reason: str | None = None
+    recording: Recording | None = None
+    audio_removed: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, object]:
+        doc: dict[str, object] = {
+            "outcome": str(self.outcome),
+            "source": self.source,
+            "reason": self.reason,
+            "audio_removed": self.audio_removed,
+        }
+        if self.recording is not None:
+            r = self.recording
+            doc["recording"] = {
+                "id": r.id,
+                "path": r.path,
+                "location": r.tags.location,
+                "purpose": str(r.tags.purpose),
+                "site": str(r.tags.site),
+                "audio": r.tags.audio,
+                "anonymized": r.tags.anonymized,
+                "start": iso(r.tags.start),
+                "end": iso(r.tags.end),
+                "time_source": str(r.tags.time_source),
+                "deadline": iso(r.deadline) if r.deadline else None,
+                "size": r.size,
+            }
+        return doc
+
+
+@dataclass
+class Examined:
+    """A source opened, hashed and read, not yet adopted (:meth:`Intake.complete`)."""
+
+    source: Source
+    origin: Origin
+    source_sha: str
+    probe: media.ProbeResult
+    scan: media.PacketScan
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class Intake:
+    """Carries out adoption decisions against one catalog and storage root."""
+
+    # The running daemon's (edge_agent.retention.storage_gate): nothing is written to a storage
+    # root that is not the disk the agent started on, or that fails. None in the CLI.
+    gate: StorageGate | None = None
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        settings: IntakeSettings,
+        *,
+        clock_trusted: bool = True,
+        actor: str = "agent",
+    ) -> None:
+        self.catalog = catalog
+        self.settings = settings
+        self.audit = AuditLog(catalog)
+        self.outbox = Outbox(catalog)
+        self.clock_trusted = clock_trusted
+        self.actor = actor
+
+    # -- safety checks -------------------------------------------------------
+
+    def check_path(self, path: Path, *, within: Path | None = None) -> str | None:
+        """A cheap first look by name; :func:`open_source` decides on the descriptor."""
+        if ".." in path.parts:
+            return "path_escape: path contains '..'"
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            return "missing: file disappeared before adoption"
+        except OSError as exc:
+            return f"unreadable: {exc.strerror}"
+        if stat.S_ISLNK(st.st_mode):
+            return "symlink: symlinks are refused (they may point outside the storage root)"
+        if not stat.S_ISREG(st.st_mode):
+            return "not_regular: only regular files are adopted"
+        return None
+
+    # -- adoption ------------------------------------------------------------
+
+    def adopt(
+        self,
+        path: Path,
+        origin: Origin,
+        now: datetime,
+        *,
+        within: Path | None = None,
+        expect: tuple[int, int] | None = None,
+    ) -> IntakeResult:
+        """Adopt one file: probe, audio rule, tag/strip, rename, catalog, audit, event."""
+        found = self.examine(path, origin, now, within=within, expect=expect)
+        if isinstance(found, IntakeResult):
+            return found
+        try:
+            return self.complete(found, now)
+        finally:
+            found.close()
+
+    def examine(
+        self,
+        path: Path,
+        origin: Origin,
+        now: datetime,
+        *,
+        within: Path | None = None,
+        expect: tuple[int, int] | None = None,
+    ) -> Examined | IntakeResult:
+        """Open once, hash, probe and scan the packets; only reads (and refusals).
+
+        The slow part of an adoption, so a watched folder runs it outside the
+        lock all folders share. Raises :class:`SourceChanged` when ``expect``
+        no longer matches. The caller closes the result.
+        """
+        shown = display_name(path)
+        refusal = self.check_path(path, within=within)
+        try:
+            opened = open_source(path, within=within, expect=expect) if refusal is None else refusal
+        except OSError as exc:  # out of descriptors or memory: retry later
+            raise IntakeIOError(f"cannot open {shown}: {exc.strerror or exc}") from exc
+        if isinstance(opened, str):
+            # Moving a symlink or a path outside our folders is itself unsafe: refuse in place.
+            self._audit_only("recording.refused", shown, opened, now)
+            return IntakeResult(Outcome.REFUSED, shown, opened)
+        try:
+            sha = opened.sha256()
+            probe = media.probe(opened.proc, max_streams=self.settings.max_streams)
+            scan = media.scan_packets(opened.proc)
+        except OSError as exc:
+            if _transient(exc):
+                opened.close()
+                raise IntakeIOError(f"cannot read {shown}: {exc.strerror or exc}") from exc
+            return self._quarantine_open(opened, f"unreadable: {exc.strerror or exc}", now)
+        except media.MediaError as exc:
+            if _transient(exc.__cause__):
+                opened.close()
+                raise IntakeIOError(f"cannot read {shown}: {exc.message}") from exc
+            return self._quarantine_open(opened, f"{exc.reason}: {exc.message}", now)
+        except BaseException:
+            opened.close()
+            raise
+        return Examined(opened, origin, sha, probe, scan)
+
+    def complete(self, ex: Examined, now: datetime) -> IntakeResult:
+        """Duplicate check, remux, verify, catalogue and remove the source (closes ``ex``)."""
+        with ex.source as src:
+            return self._complete(ex, src, now)
+
+    def _complete(self, ex: Examined, src: Source, now: datetime) -> IntakeResult:
+        if self.gate is not None:
+            try:
+                self.gate.check()
+            except OSError as exc:  # the source stays where it is, retried later
+                raise IntakeIOError(f"storage unavailable: {exc.strerror}") from exc
+        origin, probe, scan = ex.origin, ex.probe, ex.scan
+        existing = self.catalog.find_by_source_sha256(ex.source_sha)
+        if existing is not None:
+            return self._drop_duplicate(src, existing, now)
+        start_choice = self._choose_start(src.path, origin, probe.creation_time, src.st, now)
+        truncated = scan.truncated(probe.duration)
+        try:
+            # The end is where the packets end, not what the header claims.
+            end = recording_end(start_choice.start, scan.seconds)
+        except ValueError as exc:
+            return self._quarantine_src(src, f"{media.Reason.ABSURD_METADATA}: {exc}", now)
+        keep_audio = adopted_audio_decision(
+            probe.has_audio and origin.wants_audio, origin.audio_room, origin.signage
+        ).keep and media.can_keep_audio(probe)
+        rec_id = uuid.uuid4().hex
+        tags = Tags(
+            location=origin.location,
+            purpose=origin.purpose,
+            site=origin.site,
+            audio=keep_audio and probe.has_audio,
+            anonymized=origin.anonymized,
+            start=start_choice.start,
+            end=end,
+            time_source=start_choice.source,
+            device=self.settings.device_id,
+            policy_version=POLICY_VERSION,
+        )
+        container = media.output_container_for(probe, drop_audio=not keep_audio)
+        final = self.final_path(tags, rec_id, src.path.stem, container)
+        tmp = final.with_name(f"{PARTIAL_PREFIX}{final.name}")
+        file_tags = media.encode_tags(tags, recording_id=rec_id, source_sha256=ex.source_sha)
+        if truncated:
+            file_tags[media.TRUNCATED_TAG] = "true"
+        mux_tags = dict(file_tags)
+        if probe.creation_time is None:
+            # TS and some camera files carry none; keep the chosen start inside the file.
+            # Muxers reformat it, so it is not part of what verify compares.
+            mux_tags["creation_time"] = iso(tags.start)
+        try:
+            media.remux(
+                src.proc, tmp, tags=mux_tags, drop_audio=not keep_audio, container=container
+            )
+            media.verify(probe, scan.video_packets, tmp, expect_audio=tags.audio, tags=file_tags)
+        except media.MediaError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.reason == "write_failed":
+                # Disk full or I/O error on our side: the file is fine, retry later.
+                raise IntakeIOError(f"cannot write {tmp}: {exc}") from exc
+            return self._quarantine_src(src, f"{exc.reason}: {exc.message}", now)
+        except OSError as exc:
+            # Disk full or similar: the original stays where it is and is retried later.
+            tmp.unlink(missing_ok=True)
+            raise IntakeIOError(f"cannot write {tmp}: {exc}") from exc
+        audio_removed = probe.has_audio and not keep_audio
+        extra: dict[str, object] = {"audio_removed": audio_removed, "from": src.shown}
+        if truncated:
+            extra["header_seconds"] = probe.duration
+        try:
+            rec = self._install(
+                tmp, final, tags, rec_id, ex.source_sha, origin, now,
+                extra=extra, discard_on_failure=True, truncated=truncated,
+            )  # fmt: skip
+        except (OSError, sqlite3.OperationalError) as exc:
+            # The copy is already gone again (_install); the source waits for a retry.
+            raise IntakeIOError(f"cannot catalogue {src.shown}: {exc}") from exc
+        self._remove_source(src)
+        notes = ("truncated",) if truncated else ()
+        return IntakeResult(
+            Outcome.ADOPTED, src.shown, recording=rec, audio_removed=audio_removed, notes=notes
+        )
+
+    def register_segment(
+        self, path: Path, tags: Tags, rec_id: str, origin: Origin, now: datetime
+    ) -> Recording:
+        """Catalogue a closed recorder segment that already carries its tags.
+
+        The recorder wrote it under a temporary name in its final folder; the
+        file is not rewritten a second time. It is the only copy of that
+        footage, so a failure leaves it where it is (crash recovery files it).
+        """
+        sha = media.sha256_file(path)
+        final = path.with_name(path.name.removeprefix(PARTIAL_PREFIX))
+        return self._install(
+            path, final, tags, rec_id, sha, origin, now,
+            extra={}, file_sha=sha, discard_on_failure=False,
+        )  # fmt: skip
+
+    # -- internals -----------------------------------------------------------
+
+    def _choose_start(
+        self,
+        path: Path,
+        origin: Origin,
+        creation_time: datetime | None,
+        st: os.stat_result,
+        now: datetime,
+    ) -> StartChoice:
+        tz = zone(origin.name_timezone) if origin.name_timezone else None
+        candidates = start_candidates(
+            os.fsdecode(path.name), origin.recorder_start, creation_time, st.st_mtime, tz
+        )
+        return choose_start(
+            candidates, now, floor=self.settings.start_floor, max_future=self.settings.max_future
+        )
+
+    def final_path(self, tags: Tags, rec_id: str, stem: str, container: str) -> Path:
+        day = tags.start.astimezone(UTC)
+        folder = (
+            self.settings.storage_root / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}" / tags.location
+        )
+        # Undecodable bytes arrive as lone surrogates, which are not alphanumeric.
+        safe_stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80]
+        name = f"{day:%Y%m%dT%H%M%SZ}_{safe_stem}_{rec_id[:8]}.{container}"
+        if self.gate is not None:
+            self.gate.check()  # before any folder or file: raises StorageUnavailable
+        self._make_dirs(folder)
+        return folder / name
+
+    def _make_dirs(self, folder: Path) -> None:
+        root = self.settings.storage_root
+        missing = []
+        p = folder
+        while p != root and not p.exists():
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir(mode=DIR_MODE)
+            except FileExistsError:
+                continue  # made meanwhile by the recorder or another intake
+            # mkdir's mode passes through the umask (077 under a strict shell): set it.
+            os.chmod(d, DIR_MODE)
+            if self.settings.reader_gid is not None:
+                os.chown(d, -1, self.settings.reader_gid)
+            if self.settings.fsync:
+                fsync_dir(d.parent)
+
+    def _install(
+        self,
+        tmp: Path,
+        final: Path,
+        tags: Tags,
+        rec_id: str,
+        source_sha: str,
+        origin: Origin,
+        now: datetime,
+        *,
+        extra: dict[str, object],
+        discard_on_failure: bool,
+        file_sha: str | None = None,
+        truncated: bool = False,
+    ) -> Recording:
+        """Rename into place and catalogue in one step: if anything fails once the copy
+        exists (the catalog, encoding, a full disk), a copy of a source that still
+        exists is removed again, so storage never holds an uncatalogued orphan."""
+        placed = tmp
+        try:
+            rec, standing = self._place_and_catalogue(
+                tmp, final, tags, rec_id, source_sha, origin, now, extra, file_sha, truncated
+            )
+        except BaseException:
+            if discard_on_failure:
+                for candidate in (tmp, final):
+                    with contextlib.suppress(OSError):
+                        candidate.unlink()
+                        placed = candidate
+                if self.settings.fsync:
+                    with contextlib.suppress(OSError):
+                        fsync_dir(placed.parent)
+            raise
+        try:
+            rec = finish_standing(
+                self.catalog, self.settings.storage_root, standing,
+                actor=self.actor, now=now, fsync=self.settings.fsync,
+            )  # fmt: skip
+        except Exception:
+            # The row is `deleting`: finish_interrupted completes it at the next sweep.
+            log.exception("erasing %s on arrival is unfinished", rec.id)
+        log.info("adopted %s as %s (%s)", extra.get("from", final.name), rec.id, rec.path)
+        return rec
+
+    def _place_and_catalogue(
+        self,
+        tmp: Path,
+        final: Path,
+        tags: Tags,
+        rec_id: str,
+        source_sha: str,
+        origin: Origin,
+        now: datetime,
+        extra: dict[str, object],
+        file_sha: str | None,
+        truncated: bool,
+    ) -> tuple[Recording, Standing]:
+        os.chmod(tmp, FILE_MODE)
+        if self.settings.reader_gid is not None:
+            os.chown(tmp, -1, self.settings.reader_gid)
+        if self.settings.fsync:
+            fsync_file(tmp)
+        size = tmp.stat().st_size
+        # A recorder segment is its own source: its hash is already known.
+        sha = file_sha or media.sha256_file(tmp)
+        os.rename(tmp, final)
+        if self.settings.fsync:
+            fsync_dir(final.parent)
+        trusted = self.clock_trusted and tags.time_source is not TimeSource.UNTRUSTED
+        dl = deadline(tags.purpose, tags.site, tags.anonymized, tags.start, self.settings.periods)
+        rec = Recording(
+            id=rec_id,
+            path=str(final.relative_to(self.settings.storage_root)),
+            tags=tags,
+            size=size,
+            sha256=sha,
+            state=RecState.ACTIVE,
+            deadline=dl if trusted else None,
+            source_id=origin.source_id,
+            source_sha256=source_sha,
+        )
+        event: dict[str, object] = {
+            "recording_id": rec.id,
+            "path": rec.path,
+            "location": tags.location,
+            "purpose": str(tags.purpose),
+            "site": str(tags.site),
+            "audio": tags.audio,
+            "start": iso(tags.start),
+            "end": iso(tags.end),
+            "time_source": str(tags.time_source),
+            "deadline": iso(dl) if (dl and trusted) else None,
+            "size": size,
+        }
+        if truncated:
+            event["truncated"] = True
+        with self.catalog.transaction():
+            self.catalog.add_recording(rec)
+            if truncated:
+                self.catalog.mark_truncated(rec.id)
+            self.audit.append(
+                "recording.added", actor=self.actor, subject=rec.id, data={**event, **extra}, ts=now
+            )
+            self.outbox.enqueue("recording.added", event, ts=now)
+            if extra.get("audio_removed"):
+                self.outbox.enqueue(
+                    "recording.audio_removed",
+                    {
+                        "recording_id": rec.id,
+                        "location": tags.location,
+                        "reason": "not an audio room",
+                    },
+                    ts=now,
+                )
+            # Requests in force for this window apply before anyone can see the row.
+            standing = apply_standing(self.catalog, rec, actor=self.actor, now=now)
+        return standing.rec, standing
+
+    def _remove_source(self, src: Source) -> None:
+        if not src.still_named():
+            log.warning("%s changed after adoption; not removed", src.shown)
+            return
+        try:
+            src.path.unlink()
+        except FileNotFoundError:
+            return
+        if self.settings.fsync:
+            fsync_dir(src.path.parent)
+
+    def _drop_duplicate(self, src: Source, existing: Recording, now: datetime) -> IntakeResult:
+        reason = f"duplicate: same content as recording {existing.id}"
+        with self.catalog.transaction():
+            self.audit.append(
+                "recording.duplicate",
+                actor=self.actor,
+                subject=existing.id,
+                data={"source": src.shown},
+                ts=now,
+            )
+        # Byte-identical to a catalogued recording: a kept copy would escape retention.
+        self._remove_source(src)
+        return IntakeResult(Outcome.DUPLICATE, src.shown, reason, recording=existing)
+
+    def _quarantine_open(self, src: Source, reason: str, now: datetime) -> IntakeResult:
+        with src:
+            return self._quarantine_src(src, reason, now)
+
+    def _quarantine_src(self, src: Source, reason: str, now: datetime) -> IntakeResult:
+        return self.quarantine(src.path, reason, now, ident=src.ident)
+
+    def quarantine(
+        self,
+        path: Path,
+        reason: str,
+        now: datetime,
+        *,
+        ident: tuple[int, int] | None = None,
+    ) -> IntakeResult:
+        """Move ``path`` aside with a reason file; ``ident``: only if it is still that inode."""
+        shown = display_name(path)
+        if ident is not None:
+            try:
+                st = path.lstat()
+            except OSError:
+                st = None
+            if st is None or (st.st_dev, st.st_ino) != ident:
+                why = f"{reason}; not quarantined: the file was replaced or removed meanwhile"
+                self._audit_only("recording.quarantine_failed", shown, why, now)
+                return IntakeResult(Outcome.REFUSED, shown, why)
+        qdir = self.settings.quarantine_dir
+        if not qdir.is_dir():
+            qdir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            os.chmod(qdir, DIR_MODE)
+        stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        safe = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in shown)[:120]
+        dest = qdir / f"{stamp}_{safe}"
+        reason_doc = {"source": shown, "reason": reason, "ts": iso(now)}
+        try:
+            shutil.move(path, dest)
+        except OSError as exc:
+            reason = f"{reason}; could not move to quarantine: {exc.strerror or exc}"
+            self._audit_only("recording.quarantine_failed", shown, reason, now)
+            return IntakeResult(Outcome.REFUSED, shown, reason)
+        with contextlib.suppress(OSError):
+            os.chmod(dest, FILE_MODE, follow_symlinks=False)
+        fd = os.open(
+            dest.with_name(dest.name + ".reason.json"),
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+            FILE_MODE,
+        )
+        os.fchmod(fd, FILE_MODE)
+        with open(fd, "w", encoding="utf-8") as fh:
+            json.dump(reason_doc, fh, indent=2)
+            fh.write("\n")
+        if self.settings.fsync:
+            fsync_dir(qdir)
+        self._audit_only("recording.quarantined", shown, reason, now, extra={"to": dest.name})
+        log.warning("quarantined %s: %s", shown, reason)
+        return IntakeResult(Outcome.QUARANTINED, shown, reason, notes=(str(dest),))
+
+    def _audit_only(
+        self,
+        action: str,
+        source: str,
+        reason: str,
+        now: datetime,
+        *,
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        data: dict[str, object] = {"source": source, "reason": reason, **(extra or {})}
+        with self.catalog.transaction():
+            self.audit.append(action, actor=self.actor, subject=None, data=data, ts=now)
+            self.outbox.enqueue(action, data, ts=now)
+
+
+def _transient(exc: BaseException | None) -> bool:
+    """Our side ran short (descriptors, memory): the file is not to blame."""
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
+
+
+class IntakeIOError(Exception):
+    """Storage failed (disk full, I/O error); the source is left untouched for a retry."""

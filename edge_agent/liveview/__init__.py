@@ -1,0 +1,1 @@
+"""The on-demand WebRTC live view."""

@@ -1,0 +1,1 @@
+"""Media files and sources: probing, remuxing, audio, camera and test sources."""

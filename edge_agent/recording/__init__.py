@@ -1,0 +1,1 @@
+"""Recording cameras: sessions, segment writing, crash recovery, the packet hub."""

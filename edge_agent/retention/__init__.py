@@ -1,0 +1,1 @@
+"""Enforcing retention: janitor, deletion, erasure, holds, clock guard, storage."""

@@ -1,0 +1,381 @@
+"""The crash-safe deletion protocol (docs/design/deletion.md), shared by the janitor and erasure.
+
+1. One transaction marks every chosen row ``deleting`` (re-checking holds and
+   state inside it, so a hold placed after the plan was made still wins).
+2. The files are unlinked.
+3. Each directory that lost a file is fsynced once (batched per directory).
+4. One transaction marks the rows ``deleted`` with time and reason, appends a
+   ``recording.deleted`` audit entry and queues the ``recording.deleted`` event.
+
+A crash after 1 leaves rows in ``deleting``: :func:`finish_interrupted` (run at
+start-up and before every sweep) completes them. Step 4 only touches rows that
+are still ``deleting``, so a deletion is audited exactly once even when two
+processes finish the same interrupted row. A file exists without a row in a
+live or ``deleting`` state never: the row only leaves ``deleting`` after the
+unlink is durable.
+
+Synchronous: the janitor calls it from a worker thread.
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import logging
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from edge_agent.core.model import Recording, RecState, iso
+from edge_agent.core.policy import holds_covering
+from edge_agent.host.fsutil import fsync_dir
+from edge_agent.store.audit import AuditLog
+from edge_agent.store.catalog import Catalog
+from edge_agent.store.outbox_store import Outbox
+
+__all__ = [
+    "DeletionOutcome",
+    "Doomed",
+    "delete_recordings",
+    "finish_interrupted",
+    "prune_empty_dirs",
+]
+
+log = logging.getLogger(__name__)
+
+LIVE = ("active", "restricted")
+_DATE_DIR = re.compile(r"^(\d{4})(?:/(\d{2})(?:/(\d{2}))?)?(?:/|$)")
+
+
+@dataclass(frozen=True)
+class Doomed:
+    """A recording to delete and why (``reason`` is a short code, ``detail`` one line)."""
+
+    rec: Recording
+    reason: str
+    detail: str
+
+
+@dataclass
+class DeletionOutcome:
+    deleted: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (id, why)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # unlink failed, row stays deleting
+    bytes_freed: int = 0
+
+    def merge(self, other: DeletionOutcome) -> None:
+        self.deleted += other.deleted
+        self.skipped += other.skipped
+        self.failed += other.failed
+        self.bytes_freed += other.bytes_freed
+
+
+def _event(
+    rec: Recording, reason: str, now: datetime, now_iso: str | None = None
+) -> dict[str, Any]:
+    t = rec.tags
+    return {
+        "recording_id": rec.id,
+        "path": rec.path,
+        "location": t.location,
+        "purpose": str(t.purpose),
+        "start": iso(t.start),
+        "end": iso(t.end),
+        "deadline": iso(rec.deadline) if rec.deadline else None,
+        "size": rec.size,
+        "reason": reason,
+        "deleted_at": now_iso or iso(now),
+    }
+
+
+def delete_recordings(
+    catalog: Catalog,
+    storage_root: Path,
+    doomed: Sequence[Doomed],
+    *,
+    actor: str,
+    now: datetime,
+    fsync: bool = True,
+    from_states: Sequence[str] = LIVE,
+) -> DeletionOutcome:
+    """Run the protocol over one batch. Held or already changed rows are skipped."""
+    out = DeletionOutcome()
+    marked = mark_deleting(catalog, doomed, now=now, from_states=from_states, out=out)
+    unlinked = unlink_marked(storage_root, marked, fsync=fsync)
+    out.merge(record_deleted(catalog, storage_root, unlinked, actor=actor, now=now, fsync=fsync))
+    return out
+
+
+@dataclass
+class Unlinked:
+    """Step 2's result: files gone (and their folders fsynced), or why not."""
+
+    done: list[Doomed] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    dirs: set[Path] = field(default_factory=set)
+
+
+def mark_deleting(
+    catalog: Catalog,
+    doomed: Sequence[Doomed],
+    *,
+    now: datetime,
+    from_states: Sequence[str] = LIVE,
+    out: DeletionOutcome,
+) -> list[Doomed]:
+    """Step 1, one transaction: rows still deletable and unheld become ``deleting``."""
+    marked: list[Doomed] = []
+    if not doomed:
+        return marked
+    with catalog.transaction():
+        holds = catalog.list_holds()
+        now_s = now.timestamp()
+        unheld: list[Doomed] = []
+        for d in doomed:
+            held = holds_covering(d.rec, holds, now)
+            if held:
+                out.skipped.append((d.rec.id, f"held by {', '.join(held)}"))
+            else:
+                unheld.append(d)
+        # Inside this IMMEDIATE transaction nobody else writes, so reading the states
+        # first and then updating in one executemany is the same as per-row checks.
+        deletable = _ids_in_states(catalog, [d.rec.id for d in unheld], from_states)
+        for d in unheld:
+            if d.rec.id in deletable:
+                marked.append(d)
+            else:
+                out.skipped.append((d.rec.id, "no longer in a deletable state"))
+        catalog.conn.executemany(
+            "UPDATE recordings SET state = 'deleting', delete_reason = ?, state_reason = ?, "
+            "updated_at = ? WHERE id = ?",
+            [(d.reason, d.detail, now_s, d.rec.id) for d in marked],
+        )
+    return marked
+
+
+_BULK_MIN = 64
+
+
+def _bulk_unlink(paths: Sequence[str]) -> None:
+    """Unlink a batch in a child process (``xargs -0 rm -f --``).
+
+    Each unlink waits on the filesystem, and in this process every return from
+    the kernel must win the GIL back from the thread writing the catalog; a child
+    process has no such contention (measured: janitor vs ``find -delete`` from
+    0.43x to 0.6x). Best effort only: the caller unlinks every path afterwards.
+    """
+    data = b"\0".join(os.fsencode(p) for p in paths)
+    try:
+        subprocess.run(
+            ["xargs", "-0", "rm", "-f", "--"],
+            input=data,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+            timeout=600,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.debug("bulk unlink helper unavailable (%s); unlinking in-process", exc)
+
+
+def _unlink(path: str) -> str | None:
+    """None when the file is gone (a crash after unlink, or already gone: the row still
+    closes); the error text when it could not be removed."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
+
+
+def unlink_marked(storage_root: Path, marked: Sequence[Doomed], *, fsync: bool) -> Unlinked:
+    """Step 2, no catalog access (safe in a worker thread): unlink, then fsync the folders."""
+    res = Unlinked()
+    paths = [os.path.join(storage_root, d.rec.path) for d in marked]
+    if len(paths) >= _BULK_MIN:
+        _bulk_unlink(paths)
+    # Every path is unlinked (again) here: after a bulk pass that is a cheap ENOENT, and
+    # it is what decides success, so nothing rests on the helper process's word.
+    errors = [_unlink(p) for p in paths]
+    for d, path, err in zip(marked, paths, errors, strict=True):
+        if err is not None:
+            log.error("cannot delete %s (recording %s): %s", path, d.rec.id, err)
+            res.failed.append((d.rec.id, err))
+            continue
+        res.dirs.add(Path(path).parent)
+        res.done.append(d)
+    if fsync:
+        for folder in sorted(res.dirs):
+            with contextlib.suppress(FileNotFoundError):
+                fsync_dir(folder)
+    return res
+
+
+def record_deleted(
+    catalog: Catalog,
+    storage_root: Path,
+    unlinked: Unlinked,
+    *,
+    actor: str,
+    now: datetime,
+    fsync: bool,
+) -> DeletionOutcome:
+    """Step 3, one transaction: close the rows, one audit entry and one event each."""
+    out = DeletionOutcome(failed=list(unlinked.failed))
+    if not unlinked.done:
+        return out
+    audit = AuditLog(catalog)
+    outbox = Outbox(catalog)
+    now_s = now.timestamp()
+    with catalog.transaction():
+        # Only rows still in `deleting` are closed: another process may have finished an
+        # interrupted deletion first, and each deletion is audited exactly once.
+        still = _ids_in_states(catalog, [d.rec.id for d in unlinked.done], ("deleting",))
+        closed = [d for d in unlinked.done if d.rec.id in still]
+        catalog.conn.executemany(
+            "UPDATE recordings SET state = 'deleted', deleted_at = ?, updated_at = ? WHERE id = ?",
+            [(now_s, now_s, d.rec.id) for d in closed],
+        )
+        now_iso = iso(now)
+        events = [_event(d.rec, d.reason, now, now_iso) for d in closed]
+        # One audit entry and one event per recording, written as a batch in the same
+        # transaction that closes the rows.
+        audit.append_many(
+            [
+                ("recording.deleted", d.rec.id, {**data, "detail": d.detail})
+                for d, data in zip(closed, events, strict=True)
+            ],
+            actor=actor,
+            ts=now,
+        )
+        outbox.enqueue_many([("recording.deleted", data) for data in events], ts=now)
+        for d in closed:
+            out.deleted.append(d.rec.id)
+            out.bytes_freed += max(d.rec.size, 0)
+    prune_empty_dirs(storage_root, unlinked.dirs, now, fsync=fsync)
+    return out
+
+
+def _unlink_and_record(
+    catalog: Catalog,
+    storage_root: Path,
+    marked: Sequence[Doomed],
+    *,
+    actor: str,
+    now: datetime,
+    fsync: bool,
+) -> DeletionOutcome:
+    unlinked = unlink_marked(storage_root, marked, fsync=fsync)
+    return record_deleted(catalog, storage_root, unlinked, actor=actor, now=now, fsync=fsync)
+
+
+def _ids_in_states(catalog: Catalog, ids: Sequence[str], states: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    states_sql = ", ".join("?" * len(states))
+    for i in range(0, len(ids), 500):
+        chunk = list(ids[i : i + 500])
+        rows = catalog.conn.execute(
+            # `+state` keeps SQLite on the primary key: the state index would scan.
+            f"SELECT id FROM recordings WHERE id IN ({', '.join('?' * len(chunk))}) "
+            f"AND +state IN ({states_sql})",
+            (*chunk, *states),
+        ).fetchall()
+        found.update(str(r[0]) for r in rows)
+    return found
+
+
+def finish_interrupted(
+    catalog: Catalog,
+    storage_root: Path,
+    now: datetime,
+    *,
+    actor: str = "agent",
+    fsync: bool = True,
+) -> DeletionOutcome:
+    """Complete every row left in ``deleting`` by a crash (unlink, fsync, record)."""
+    out = DeletionOutcome()
+    failed: set[str] = set()
+    while True:
+        rows = [
+            r
+            for r in catalog.recordings_in_state(RecState.DELETING, limit=1000 + len(failed))
+            if r.id not in failed
+        ]
+        if not rows:
+            return out
+        reasons = {
+            str(r[0]): (str(r[1] or "unknown"), str(r[2] or "interrupted deletion finished"))
+            for r in catalog.query(
+                "SELECT id, delete_reason, state_reason FROM recordings WHERE state = 'deleting'"
+                f" AND id IN ({', '.join('?' * len(rows))})",
+                [r.id for r in rows],
+            )
+        }
+        batch = [
+            Doomed(r, *reasons.get(r.id, ("unknown", "interrupted deletion finished")))
+            for r in rows
+        ]
+        done = _unlink_and_record(catalog, storage_root, batch, actor=actor, now=now, fsync=fsync)
+        failed.update(i for i, _ in done.failed)
+        out.merge(done)
+        if done.failed:
+            log.error("%d interrupted deletion(s) could not be finished", len(done.failed))
+        if not done.deleted and not done.failed:
+            return out
+
+
+def _last_day(year: str, month: str | None, day: str | None) -> date | None:
+    """Last calendar day a ``YYYY[/MM[/DD]]`` folder can hold footage for."""
+    try:
+        if day is not None and month is not None:
+            return date(int(year), int(month), int(day))
+        if month is not None:
+            y, mo = int(year), int(month)
+            return date(y, mo, calendar.monthrange(y, mo)[1])
+        return date(int(year), 12, 31)
+    except ValueError:
+        return None
+
+
+def prune_empty_dirs(
+    storage_root: Path, dirs: Iterable[Path], now: datetime, *, fsync: bool = True
+) -> list[Path]:
+    """Remove emptied ``YYYY/MM/DD/<location>`` folders and their empty parents.
+
+    Only days before yesterday (UTC): the recorder and intake create today's
+    folders just before writing into them, and removing one in between would
+    make that write fail. Deleted footage is days old, so its folders qualify.
+    """
+    cutoff = (now.astimezone(UTC) - timedelta(days=1)).date()
+    root = storage_root.resolve()
+    removed: list[Path] = []
+    for folder in sorted(set(dirs), key=lambda p: len(p.parts), reverse=True):
+        p = folder
+        while True:
+            try:
+                rel = p.resolve().relative_to(root).as_posix()
+            except (ValueError, OSError):
+                break
+            m = _DATE_DIR.match(rel)
+            if not rel or rel == "." or not m:
+                break
+            last = _last_day(m[1], m[2], m[3])
+            if last is None or last >= cutoff:
+                break
+            try:
+                os.rmdir(p)
+            except OSError:
+                break  # not empty (or already gone): parents are not empty either
+            removed.append(p)
+            if fsync:
+                with contextlib.suppress(OSError):
+                    fsync_dir(p.parent)
+            p = p.parent
+    return removed

@@ -1,0 +1,1 @@
+"""What is kept on disk: the catalog database, migrations, audit, outbox, results."""

@@ -1,0 +1,357 @@
+"""Hash-chained, append-only audit log in the catalog.
+
+Each entry's hash covers its own content and the previous entry's hash, so an
+edited, removed or reordered entry breaks the chain from that point. Cutting
+entries off the end keeps a valid chain, so the head (last seq and hash) is
+anchored twice: in ``meta`` (same transaction as the entry) and in a side file
+``<catalog>.audit-head`` written after commit (tmp + fsync + rename). A crash
+between commit and that write leaves the file one transaction behind, which
+:meth:`AuditLog.verify` accepts as long as it names an entry that is still in
+the chain; a head file *ahead* of the chain means entries were cut off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from edge_agent.core.model import iso
+from edge_agent.store.catalog import Catalog, _write_json_atomic, to_epoch
+
+GENESIS_HASH = "0" * 64
+HEAD_SEQ_KEY = "audit_head_seq"
+HEAD_HASH_KEY = "audit_head_hash"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    ts: str  # ISO 8601 UTC, exactly as hashed
+    actor: str
+    action: str
+    subject: str | None
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "actor": self.actor,
+            "action": self.action,
+            "subject": self.subject,
+            "data": self.data,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+@dataclass(frozen=True)
+class AuditVerdict:
+    ok: bool
+    entries: int
+    first_bad_seq: int | None = None
+    reason: str | None = None
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"audit data value {value!r} ({type(value).__name__}) is not JSON")
+
+
+def canonical_json(doc: Any) -> str:
+    """Sorted keys, no spaces, UTF-8 kept as is: the form that is hashed."""
+    return json.dumps(
+        doc,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+        default=_json_default,
+    )
+
+
+def entry_hash(
+    seq: int,
+    ts: str,
+    actor: str,
+    action: str,
+    subject: str | None,
+    data: dict[str, Any],
+    prev_hash: str,
+) -> str:
+    doc = {
+        "seq": seq,
+        "ts": ts,
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "data": data,
+        "prev_hash": prev_hash,
+    }
+    return hashlib.sha256(canonical_json(doc).encode("utf-8")).hexdigest()
+
+
+def head_file_path(catalog_path: Path) -> Path:
+    return catalog_path.with_name(catalog_path.name + ".audit-head")
+
+
+class AuditLog:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.head_path = head_file_path(catalog.path)
+
+    def append(
+        self,
+        action: str,
+        *,
+        actor: str,
+        subject: str | None = None,
+        data: dict[str, Any] | None = None,
+        ts: datetime,
+    ) -> AuditEntry:
+        """Add an entry; inside an open ``catalog.transaction()`` it joins it."""
+        # Normalise through JSON once so the stored text re-hashes identically.
+        clean: dict[str, Any] = json.loads(canonical_json(data or {}))
+        ts_text = iso(ts)
+        cat = self.catalog
+        with cat.transaction():
+            seq_text = cat.get_meta(HEAD_SEQ_KEY)
+            seq = int(seq_text) + 1 if seq_text else 1
+            prev = cat.get_meta(HEAD_HASH_KEY) or GENESIS_HASH
+            digest = entry_hash(seq, ts_text, actor, action, subject, clean, prev)
+            cat.conn.execute(
+                "INSERT INTO audit (seq, ts, ts_epoch, actor, action, subject, data, "
+                "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    seq,
+                    ts_text,
+                    to_epoch(ts),
+                    actor,
+                    action,
+                    subject,
+                    canonical_json(clean),
+                    prev,
+                    digest,
+                ),
+            )
+            cat.set_meta(HEAD_SEQ_KEY, str(seq))
+            cat.set_meta(HEAD_HASH_KEY, digest)
+            cat.after_commit("audit-head", lambda: self._write_head(seq, digest))
+        return AuditEntry(seq, ts_text, actor, action, subject, clean, prev, digest)
+
+    def append_many(
+        self,
+        items: Sequence[tuple[str, str | None, dict[str, Any]]],
+        *,
+        actor: str,
+        ts: datetime,
+    ) -> list[AuditEntry]:
+        """Add several ``(action, subject, data)`` entries with one insert and one head update.
+
+        Same chain as calling :meth:`append` for each in order; used by batch
+        deletions, where per-entry statements dominate the cost.
+        """
+        if not items:
+            return []
+        ts_text = iso(ts)
+        ts_epoch = to_epoch(ts)
+        cat = self.catalog
+        entries: list[AuditEntry] = []
+        with cat.transaction():
+            seq_text = cat.get_meta(HEAD_SEQ_KEY)
+            seq = int(seq_text) if seq_text else 0
+            prev = cat.get_meta(HEAD_HASH_KEY) or GENESIS_HASH
+            rows = []
+            for action, subject, data in items:
+                seq += 1
+                # Callers pass JSON-native data (str, numbers, bool, None, lists, dicts), so
+                # no normalising round trip: its canonical text re-hashes identically.
+                clean = data
+                text = canonical_json(clean)
+                digest = entry_hash(seq, ts_text, actor, action, subject, clean, prev)
+                rows.append((seq, ts_text, ts_epoch, actor, action, subject, text, prev, digest))
+                entries.append(
+                    AuditEntry(seq, ts_text, actor, action, subject, clean, prev, digest)
+                )
+                prev = digest
+            cat.conn.executemany(
+                "INSERT INTO audit (seq, ts, ts_epoch, actor, action, subject, data, "
+                "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            last_seq, last_hash = seq, prev
+            cat.set_meta(HEAD_SEQ_KEY, str(last_seq))
+            cat.set_meta(HEAD_HASH_KEY, last_hash)
+            cat.after_commit("audit-head", lambda: self._write_head(last_seq, last_hash))
+        return entries
+
+    def _write_head(self, seq: int, digest: str) -> None:
+        _write_json_atomic(self.head_path, {"seq": seq, "hash": digest})
+
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the newest entry as anchored in meta; (0, zeros) when empty."""
+        seq_text = self.catalog.get_meta(HEAD_SEQ_KEY)
+        if not seq_text:
+            return 0, GENESIS_HASH
+        return int(seq_text), self.catalog.get_meta(HEAD_HASH_KEY) or ""
+
+    def _rows(self, since: datetime | None = None) -> Iterator[AuditEntry]:
+        # Read in pages so a long log neither holds the catalog lock for the whole
+        # walk nor sits in memory.
+        where = "seq > ?"
+        extra: tuple[Any, ...] = ()
+        if since is not None:
+            where += " AND ts_epoch >= ?"
+            extra = (to_epoch(since),)
+        last = 0
+        while True:
+            rows = self.catalog.query(
+                "SELECT seq, ts, actor, action, subject, data, prev_hash, hash FROM audit "
+                f"WHERE {where} ORDER BY seq LIMIT 5000",
+                (last, *extra),
+            )
+            if not rows:
+                return
+            for r in rows:
+                yield AuditEntry(int(r[0]), r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
+            last = int(rows[-1][0])
+
+    def export(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """Entries in seq order as dicts (``since`` filters on the entry time)."""
+        for entry in self._rows(since):
+            yield entry.as_dict()
+
+    def verify(self) -> AuditVerdict:
+        """Walk the chain, then check it against both head anchors."""
+        head_file = self._read_head_file()
+        file_seq = head_file[0] if isinstance(head_file, tuple) else 0
+        hash_at_file_seq: str | None = None
+        count = 0
+        prev_hash = GENESIS_HASH
+        for e in self._rows():
+            expected = count + 1
+            if e.seq != expected:
+                return _bad(
+                    count,
+                    expected,
+                    f"entry {expected} is missing (entry {e.seq} follows entry "
+                    f"{expected - 1}): entries were removed",
+                )
+            recomputed = entry_hash(e.seq, e.ts, e.actor, e.action, e.subject, e.data, e.prev_hash)
+            if recomputed != e.hash:
+                return _bad(
+                    count,
+                    e.seq,
+                    f"entry {e.seq} ({e.action}) does not match its hash: it was edited "
+                    "or moved from another position",
+                )
+            if e.prev_hash != prev_hash:
+                return _bad(
+                    count,
+                    e.seq,
+                    f"entry {e.seq} ({e.action}) does not follow entry {e.seq - 1}: "
+                    "entries were removed, replaced or reordered",
+                )
+            if e.seq == file_seq:
+                hash_at_file_seq = e.hash
+            prev_hash = e.hash
+            count += 1
+        return (
+            self._check_meta_head(count, prev_hash)
+            or self._check_head_file(count, head_file, hash_at_file_seq)
+            or AuditVerdict(True, count)
+        )
+
+    def _check_meta_head(self, last_seq: int, last_hash: str) -> AuditVerdict | None:
+        seq_text = self.catalog.get_meta(HEAD_SEQ_KEY)
+        if seq_text is None:
+            if last_seq == 0:
+                return None
+            return _bad(
+                last_seq,
+                None,
+                "the head anchor in the catalog meta table is missing: it was deleted",
+            )
+        meta_seq = int(seq_text)
+        if meta_seq > last_seq:
+            return _bad(
+                last_seq,
+                last_seq + 1,
+                f"entries {last_seq + 1}..{meta_seq} are missing at the end "
+                f"(the catalog head anchor says {meta_seq}): the log was truncated",
+            )
+        if meta_seq < last_seq:
+            return _bad(
+                last_seq,
+                meta_seq + 1,
+                f"entries after {meta_seq} are beyond the catalog head anchor: "
+                "they were added outside edge-agent",
+            )
+        if self.catalog.get_meta(HEAD_HASH_KEY) != last_hash:
+            return _bad(
+                last_seq, last_seq, f"entry {last_seq} does not match the catalog head anchor"
+            )
+        return None
+
+    def _read_head_file(self) -> tuple[int, str] | str | None:
+        """(seq, hash), None when absent, or why it cannot be read."""
+        try:
+            doc = json.loads(self.head_path.read_text(encoding="utf-8"))
+            return int(doc["seq"]), str(doc["hash"])
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    def _check_head_file(
+        self, last_seq: int, head_file: tuple[int, str] | str | None, hash_at_seq: str | None
+    ) -> AuditVerdict | None:
+        if head_file is None:
+            if last_seq == 0:
+                return None
+            return _bad(
+                last_seq,
+                None,
+                f"head anchor file {self.head_path} is missing, so a truncated log cannot "
+                "be ruled out: restore it from a backup",
+            )
+        if isinstance(head_file, str):
+            return _bad(
+                last_seq, None, f"head anchor file {self.head_path} is unreadable ({head_file})"
+            )
+        file_seq, file_hash = head_file
+        if file_seq > last_seq:
+            return _bad(
+                last_seq,
+                last_seq + 1,
+                f"entries {last_seq + 1}..{file_seq} are missing at the end "
+                f"({self.head_path} says {file_seq}): the log was truncated",
+            )
+        # Behind the chain is allowed (crash between commit and the file write), but
+        # the entry it names must still be the one it anchored.
+        if file_seq > 0 and hash_at_seq != file_hash:
+            return _bad(
+                last_seq,
+                file_seq,
+                f"entry {file_seq} does not match {self.head_path}: the log was rewritten",
+            )
+        return None
+
+
+def _bad(entries: int, seq: int | None, reason: str) -> AuditVerdict:
+    return AuditVerdict(False, entries, seq, reason)

@@ -1,0 +1,140 @@
+"""Durable event outbox in the catalog (the MQTT side drains it).
+
+Events are written in the same transaction as the change they report, so an
+event exists if and only if its change committed. ``seq`` comes from a counter
+in ``meta`` bumped inside that transaction: a rollback gives the number back,
+acknowledged (deleted) rows never free theirs, so receivers see a gap-free,
+monotonic sequence per device across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from edge_agent.core.model import iso
+from edge_agent.store.audit import canonical_json
+from edge_agent.store.catalog import Catalog, from_epoch, to_epoch
+
+NEXT_SEQ_KEY = "outbox_next_seq"
+CLASSES = ("audit", "telemetry")
+RESERVED_KEYS = frozenset({"id", "seq", "ts", "type"})
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    seq: int
+    id: str
+    ts: datetime
+    type: str
+    payload: dict[str, Any]
+    cls: str = "audit"
+
+
+class Outbox:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def enqueue(
+        self, type: str, data: dict[str, Any], *, ts: datetime, cls: str = "audit"
+    ) -> OutboxEntry:
+        """Queue an event; inside an open ``catalog.transaction()`` it joins it."""
+        if cls not in CLASSES:
+            raise ValueError(f"outbox class {cls!r}: use one of {', '.join(CLASSES)}")
+        clash = RESERVED_KEYS & data.keys()
+        if clash:
+            raise ValueError(
+                f"event {type!r} data uses reserved key(s) {sorted(clash)}: rename them"
+            )
+        event_id = str(uuid.uuid4())
+        cat = self.catalog
+        with cat.transaction():
+            seq = int(cat.get_meta(NEXT_SEQ_KEY) or 1)
+            payload: dict[str, Any] = {"id": event_id, "seq": seq, "ts": iso(ts), "type": type}
+            payload.update(json.loads(canonical_json(data)))
+            cat.execute(
+                "INSERT INTO outbox (seq, id, ts, type, class, payload, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (seq, event_id, to_epoch(ts), type, cls, canonical_json(payload), time.time()),
+            )
+            cat.set_meta(NEXT_SEQ_KEY, str(seq + 1))
+        return OutboxEntry(seq, event_id, ts, type, payload, cls)
+
+    def enqueue_many(
+        self, items: Sequence[tuple[str, dict[str, Any]]], *, ts: datetime, cls: str = "audit"
+    ) -> list[OutboxEntry]:
+        """Queue several ``(type, data)`` events with one insert; seq stays gap-free."""
+        if cls not in CLASSES:
+            raise ValueError(f"outbox class {cls!r}: use one of {', '.join(CLASSES)}")
+        if not items:
+            return []
+        ts_text, ts_epoch, created = iso(ts), to_epoch(ts), time.time()
+        cat = self.catalog
+        out: list[OutboxEntry] = []
+        with cat.transaction():
+            seq = int(cat.get_meta(NEXT_SEQ_KEY) or 1)
+            rows = []
+            for type, data in items:
+                clash = RESERVED_KEYS & data.keys()
+                if clash:
+                    raise ValueError(
+                        f"event {type!r} data uses reserved key(s) {sorted(clash)}: rename them"
+                    )
+                event_id = str(uuid.uuid4())
+                # JSON-native data (see AuditLog.append_many): no normalising round trip.
+                payload: dict[str, Any] = {**data, "id": event_id, "seq": seq, "ts": ts_text}
+                payload["type"] = type
+                rows.append((seq, event_id, ts_epoch, type, cls, canonical_json(payload), created))
+                out.append(OutboxEntry(seq, event_id, ts, type, payload, cls))
+                seq += 1
+            cat.conn.executemany(
+                "INSERT INTO outbox (seq, id, ts, type, class, payload, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            cat.set_meta(NEXT_SEQ_KEY, str(seq))
+        return out
+
+    def peek(self, limit: int = 100, *, cls: str | None = None) -> list[OutboxEntry]:
+        """The oldest unacknowledged entries, in seq order."""
+        sql = "SELECT seq, id, ts, type, payload, class FROM outbox"
+        params: tuple[Any, ...] = ()
+        if cls is not None:
+            sql += " WHERE class = ?"
+            params = (cls,)
+        rows = self.catalog.query(sql + " ORDER BY seq LIMIT ?", (*params, int(limit)))
+        return [
+            OutboxEntry(int(r[0]), r[1], from_epoch(r[2]), r[3], json.loads(r[4]), r[5])
+            for r in rows
+        ]
+
+    def ack(self, seqs: list[int] | tuple[int, ...] | set[int]) -> int:
+        """Forget delivered entries; returns how many were still queued."""
+        seq_list = sorted(set(seqs))
+        done = 0
+        with self.catalog.transaction():
+            for i in range(0, len(seq_list), 500):
+                chunk = seq_list[i : i + 500]
+                cur = self.catalog.execute(
+                    f"DELETE FROM outbox WHERE seq IN ({', '.join('?' * len(chunk))})", chunk
+                )
+                done += cur.rowcount
+        return done
+
+    def depth(self) -> int:
+        return int(self.catalog.query("SELECT COUNT(*) FROM outbox")[0][0])
+
+    def oldest_age(self, now: datetime) -> float | None:
+        """Seconds since the oldest queued event's ``ts``; None when empty."""
+        value = self.catalog.query("SELECT ts FROM outbox ORDER BY seq LIMIT 1")
+        if not value:
+            return None
+        return max(0.0, to_epoch(now) - float(value[0][0]))
+
+    def next_seq(self) -> int:
+        return int(self.catalog.get_meta(NEXT_SEQ_KEY) or 1)
