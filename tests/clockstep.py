@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from edge_agent.core.clock import SystemClock
 from edge_agent.core.model import iso, utcnow
+from edge_agent.host.sysclock import SystemClock
 from edge_agent.retention.clockguard import REFERENCE_KEY
 from edge_agent.store.catalog import Catalog
 

@@ -8,14 +8,12 @@ from edge_agent.core.clock import (
     ClockSample,
     ClockVerdict,
     FakeClock,
-    SystemClock,
     evaluate_clock,
-    kernel_clock_synced,
     newest_trusted_start,
-    read_boot_id,
     take_sample,
 )
 from edge_agent.core.model import Purpose, Recording, Site, Tags, TimeSource
+from edge_agent.host.sysclock import SystemClock, kernel_clock_synced, read_boot_id
 
 RELEASE = datetime(2026, 11, 1, tzinfo=UTC)
 NOW = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)

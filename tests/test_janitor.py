@@ -8,7 +8,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from edge_agent.core.clock import FakeClock, SystemClock
+from edge_agent.core.clock import FakeClock
 from edge_agent.core.model import (
     NOTICE_PERIODS,
     HoldKind,
@@ -19,6 +19,7 @@ from edge_agent.core.model import (
     Tags,
     TimeSource,
 )
+from edge_agent.host.sysclock import SystemClock
 from edge_agent.intake.intake import Intake, IntakeSettings, Origin
 from edge_agent.retention.clockguard import ClockGuard, ClockGuardSettings
 from edge_agent.retention.deletion import finish_interrupted

@@ -29,6 +29,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent.config.config import Config, ConfigError, parse_config
+from edge_agent.core.backoff import backoff_delay
 from edge_agent.core.model import Recording, utcnow
 from edge_agent.core.segmenter import Action, decide
 from edge_agent.intake.intake import PARTIAL_PREFIX, Intake
@@ -38,7 +39,6 @@ from edge_agent.recording.recorder import State, find_partials, recover_partials
 from edge_agent.recording.recorder_manager import (
     ManagerSettings,
     RecorderManager,
-    backoff_delay,
     recorder_settings,
 )
 from edge_agent.store.catalog import Catalog

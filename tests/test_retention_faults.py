@@ -126,7 +126,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from edge_agent.store.catalog import Catalog
-from edge_agent.core.clock import SystemClock
+from edge_agent.host.sysclock import SystemClock
 from edge_agent.retention.clockguard import ClockGuard, ClockGuardSettings
 from edge_agent.retention.janitor import Janitor
 from edge_agent.core.model import NOTICE_PERIODS

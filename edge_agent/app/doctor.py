@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from edge_agent.config.config import Config, ConfigError, Mqtt, Source, load_config, redact_url
 from edge_agent.config.name_clock import check_watch_names
 from edge_agent.config.storage_checks import mount_problem
-from edge_agent.core.clock import kernel_clock_synced
+from edge_agent.host.sysclock import kernel_clock_synced
 
 DEFAULT_TIMEOUT = 3.0
 _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from edge_agent.recording.recorder_manager import backoff_delay
+from edge_agent.core.backoff import backoff_delay
 
 log = logging.getLogger(__name__)
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from edge_agent.config.config import Config, Source
+from edge_agent.core.backoff import backoff_delay
 from edge_agent.core.model import Tags, utcnow
 from edge_agent.core.policy import audio_decision
 from edge_agent.intake.intake import Intake
@@ -68,17 +69,6 @@ class ManagerSettings:
     fail_after: int = 3  # consecutive failed attempts before the state says "failed"
     max_drift: float = 10.0
     shutdown_timeout: float = 20.0
-
-
-def backoff_delay(attempt: int, base: float, cap: float, rnd: float) -> float:
-    """Full-jitter exponential backoff: uniform in [base/2, min(cap, base * 2^(attempt-1))].
-
-    The floor keeps a flapping camera from being hammered; the jitter keeps a
-    switch reboot from making every camera reconnect in the same instant.
-    """
-    top = min(cap, base * 2 ** max(0, attempt - 1))
-    low = min(base / 2, top)
-    return float(low + (top - low) * rnd)
 
 
 def recorder_settings(cfg: Config, src: Source, ms: ManagerSettings) -> RecorderSettings:

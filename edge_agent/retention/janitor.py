@@ -242,7 +242,7 @@ class Janitor:
         on_alarm: AlarmCallback | None = None,
     ) -> Janitor:
         """Build from an ``edge_agent.config.config.Config`` (real clocks and disk unless given)."""
-        from edge_agent.core.clock import SystemClock
+        from edge_agent.host.sysclock import SystemClock
         from edge_agent.retention.clockguard import ClockGuardSettings
 
         clock = clock or SystemClock(kernel_flag=cfg.clock.kernel_flag)
