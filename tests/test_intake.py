@@ -95,7 +95,7 @@ def test_non_audio_room_strips_audio_keeps_video(env, container, audio) -> None:
     fmt_tags = {k.lower(): v for k, v in after["format"]["tags"].items()}
     assert fmt_tags["edge_agent.location"] == "gate"
     assert fmt_tags["edge_agent.purpose"] == "security"
-    assert fmt_tags["edge_agent.media.audio"] == "false"
+    assert fmt_tags["edge_agent.audio"] == "false"
     assert fmt_tags["edge_agent.id"] == rec.id
     assert result.audio_removed == (audio is not None)
     assert rec.tags.audio is False

@@ -210,7 +210,7 @@ def test_decode_tags_refuses_partial_or_malformed() -> None:
         media.decode_tags({**encoded, "edge_agent.purpose": "surveillance"})
     assert info.value.reason == Reason.BAD_TAGS and "surveillance" in info.value.message
     with pytest.raises(MediaError):
-        media.decode_tags({**encoded, "edge_agent.media.audio": "maybe"})
+        media.decode_tags({**encoded, "edge_agent.audio": "maybe"})
 
 
 # --- remux -----------------------------------------------------------------
