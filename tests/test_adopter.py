@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from edge_agent.core.model import NOTICE_PERIODS, Purpose, Site
+from edge_agent.core.stability import is_stable, observe
 from edge_agent.intake.adopter import FolderAdopter, WatchSpec
 from edge_agent.intake.intake import Intake, IntakeSettings, Origin, Outcome
-from edge_agent.intake.stability import is_stable, observe, open_for_writing
+from edge_agent.intake.stability import open_for_writing
 from edge_agent.store.catalog import Catalog
 from tests.mediagen import make_video, write_garbage
 

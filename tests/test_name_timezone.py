@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.config.config import ConfigError, parse_config
-from edge_agent.config.name_clock import advice, hour_offset
+from edge_agent.core.name_clock import advice, hour_offset
 from edge_agent.core.policy import deadline
 from edge_agent.intake.adopter import FolderAdopter, WatchSpec
 from edge_agent.intake.intake import Intake, Outcome

@@ -26,9 +26,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edge_agent.core.stability import Observation, is_stable, observe
 from edge_agent.intake.intake import Examined, Intake, IntakeIOError, IntakeResult, Origin, Outcome
 from edge_agent.intake.intake_source import SourceChanged, display_name
-from edge_agent.intake.stability import Observation, is_stable, observe, open_for_writing
+from edge_agent.intake.stability import open_for_writing
 from edge_agent.intake.watch import Inotify, open_inotify, scan_folder
 
 log = logging.getLogger(__name__)
