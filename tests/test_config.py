@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.config.config import Config, ConfigError, is_longer, load_config
+from edge_agent.config.config import Config, ConfigError, load_config
 from edge_agent.core.model import NOTICE_PERIODS, Period, Purpose, Site
+from edge_agent.core.policy import is_longer
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "config.toml"

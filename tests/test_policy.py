@@ -166,6 +166,24 @@ def test_longer_than_notice() -> None:
     assert longer_than_notice(longer) == ["security", "rnd_external"]
     shorter = RetentionPeriods(marketing_premises=Period(months=1), security=Period(seconds=3600))
     assert longer_than_notice(shorter) == []
+    # Two calendar months never last fewer than 59 days: 59d is not longer. The
+    # config check and telemetry used to disagree on this (28-day months here).
+    assert longer_than_notice(RetentionPeriods(rnd_external=Period(seconds=59 * 86400))) == []
+
+
+@given(
+    days=st.integers(0, 400),
+    months=st.integers(0, 14),
+    start=st.datetimes(datetime(2020, 1, 1), datetime(2040, 1, 1), timezones=st.just(UTC)),
+)
+def test_not_longer_means_no_start_outlasts_the_notice(
+    days: int, months: int, start: datetime
+) -> None:
+    from edge_agent.core.policy import add_period, is_longer
+
+    value, notice = Period(seconds=days * 86400), Period(months=months)
+    if not is_longer(value, notice):
+        assert add_period(start, value) <= add_period(start, notice)
 
 
 # -- audio -------------------------------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from calendar import monthrange
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -63,6 +62,7 @@ from edge_agent.config.profiles import (
     load_profile,
 )
 from edge_agent.core.model import NOTICE_PERIODS, Period, Purpose, RetentionPeriods, Site
+from edge_agent.core.policy import longer_than_notice
 
 # The clock is distrusted when it reads earlier than this (docs/design/time.md);
 # bump it with each release.
@@ -381,19 +381,7 @@ class Retention(_Section):
 
     def longer_than_notice(self) -> list[str]:
         """Names of the periods that keep footage longer than the notice allows."""
-        notice = NOTICE_PERIODS
-        return [
-            name for name in _NOTICE_KEYS if is_longer(getattr(self, name), getattr(notice, name))
-        ]
-
-
-_NOTICE_KEYS = (
-    "security",
-    "rnd_premises",
-    "rnd_external",
-    "marketing_premises",
-    "marketing_external",
-)
+        return longer_than_notice(self.periods())
 
 
 class ClockSettings(_Section):
@@ -635,40 +623,6 @@ class Config(_Section):
 
     def _known_locations(self) -> str:
         return ", ".join(sorted(loc.id for loc in self.locations)) or "none"
-
-
-# -- retention against the notice -------------------------------------------
-
-
-def _add_months(d: date, months: int) -> date:
-    y, m = divmod(d.month - 1 + months, 12)
-    year, month = d.year + y, m + 1
-    return date(year, month, min(d.day, monthrange(year, month)[1]))
-
-
-def _end(start: date, period: Period) -> datetime:
-    d = _add_months(start, period.months)
-    return datetime(d.year, d.month, d.day) + timedelta(seconds=period.seconds)
-
-
-# Four years, one of them leap: every combination of month lengths a start date meets.
-_SCAN_START = date(2023, 1, 1)
-_SCAN_DAYS = 4 * 365 + 1
-
-
-def is_longer(value: Period, notice: Period) -> bool:
-    """True if, for some recording start, ``value`` keeps footage past the notice.
-
-    Exact for calendar months: ``183d`` is longer than ``6mo`` because six
-    months from 1 September last only 181 days; ``72h`` equals ``3d``.
-    """
-    if value.months == notice.months or value.seconds == notice.seconds:
-        return (value.months, value.seconds) > (notice.months, notice.seconds)
-    for i in range(_SCAN_DAYS):
-        start = _SCAN_START + timedelta(days=i)
-        if _end(start, value) > _end(start, notice):
-            return True
-    return False
 
 
 # -- loading ----------------------------------------------------------------

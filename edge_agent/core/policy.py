@@ -41,6 +41,7 @@ __all__ = [
     "hold_covers",
     "hold_is_active",
     "holds_covering",
+    "is_longer",
     "longer_than_notice",
     "overlaps",
     "require_utc",
@@ -98,13 +99,26 @@ def deadline_for(rec: Recording, periods: RetentionPeriods = NOTICE_PERIODS) -> 
     return deadline(t.purpose, t.site, t.anonymized, t.start, periods)
 
 
-def _longer(p: Period, q: Period) -> bool:
-    """True if ``p`` ends later than ``q`` for at least one start date."""
-    dm, ds = p.months - q.months, p.seconds - q.seconds
-    if dm == 0:
-        return ds > 0
-    # Longest possible span of dm months when p has more of them, else shortest.
-    return (dm * 31 * 86400 if dm > 0 else dm * 28 * 86400) + ds > 0
+# Four years, one of them leap: every combination of month lengths a start meets.
+_SCAN_START = datetime(2023, 1, 1, tzinfo=UTC)
+_SCAN_DAYS = 4 * 365 + 1
+
+
+def is_longer(value: Period, notice: Period) -> bool:
+    """True if, for some recording start, ``value`` keeps footage past ``notice``.
+
+    Exact for calendar months, by the same :func:`add_period` deadlines use:
+    ``183d`` is longer than ``6mo`` (six months from 1 September last 181
+    days), ``59d`` is not longer than ``2mo`` (two months never last fewer
+    than 59 days), ``72h`` equals ``3d``.
+    """
+    if value.months == notice.months or value.seconds == notice.seconds:
+        return (value.months, value.seconds) > (notice.months, notice.seconds)
+    for i in range(_SCAN_DAYS):
+        start = _SCAN_START + timedelta(days=i)
+        if add_period(start, value) > add_period(start, notice):
+            return True
+    return False
 
 
 def longer_than_notice(
@@ -112,9 +126,9 @@ def longer_than_notice(
 ) -> list[str]:
     """Names of the ``[retention]`` keys that keep footage longer than the notice."""
     names = ["security", "rnd_premises", "rnd_external", "marketing_premises", "marketing_external"]
-    out = [n for n in names if _longer(getattr(periods, n), getattr(notice, n))]
+    out = [n for n in names if is_longer(getattr(periods, n), getattr(notice, n))]
     if notice.anonymized is not None and (
-        periods.anonymized is None or _longer(periods.anonymized, notice.anonymized)
+        periods.anonymized is None or is_longer(periods.anonymized, notice.anonymized)
     ):
         out.append("anonymized")
     return out
