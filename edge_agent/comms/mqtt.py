@@ -203,9 +203,6 @@ class MqttLink:
     async def wait_connected(self) -> None:
         await self._connected.wait()
 
-    async def wait_disconnected(self) -> None:
-        await self._disconnected.wait()
-
     # -- publishing ----------------------------------------------------------
 
     def publish(

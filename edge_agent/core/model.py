@@ -8,7 +8,7 @@ All datetimes are timezone-aware UTC.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -198,13 +198,6 @@ class EraseRequest:
     start: datetime
     end: datetime
     mode: RequestMode = RequestMode.ERASE
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str
-    ts: datetime
-    data: dict[str, object] = field(default_factory=dict)
 
 
 def utcnow() -> datetime:

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -432,9 +432,3 @@ class RecorderManager:
         else:
             self.intake.register_segment(seg.path, seg.tags, seg.rec_id, seg.origin, now)
         self.filed += 1
-
-
-def sources_by_priority(statuses: Sequence[SourceStatus], cfg: Config) -> list[str]:
-    """Source ids, lowest priority first: the order disk pressure pauses them in."""
-    prio = {s.id: s.priority for s in cfg.sources}
-    return sorted((s.id for s in statuses), key=lambda i: (prio.get(i, 0), i))
