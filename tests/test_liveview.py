@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from edge_agent.recording.packethub import (
 )
 from edge_agent.recording.recorder_manager import RecorderManager
 from edge_agent.store.catalog import Catalog
+from tests.broker import free_port
 
 TOKEN = "liveview-test-token-0123456789"
 URL = "testsrc://?size=640x360&rate=25&bitrate=1M&tone=1&gop=1"
@@ -54,12 +54,6 @@ SOURCES = [
     ),
     SourceInfo("cam-unsigned", "yard", "security", "external", audio_room=False, signage=False),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def settings(max_viewers: int = 4) -> LiveViewSettings:

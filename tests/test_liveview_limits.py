@@ -25,16 +25,11 @@ from edge_agent.config.config import LiveView as LiveViewSettings
 from edge_agent.liveview.liveview import ACCEPT_BACKLOG, LiveView, SourceInfo
 from edge_agent.liveview.liveview_gate import DropLog, ServerLimits, open_fd_count
 from edge_agent.recording.packethub import PacketHub
+from tests.broker import free_port
 
 TOKEN = "limits-test-token-0123456789"
 SOURCE = SourceInfo("cam", "gate", "security", "premises", audio_room=False, signage=True)
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/sdp"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def settings(**extra: object) -> LiveViewSettings:

@@ -13,7 +13,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -43,6 +42,7 @@ from edge_agent.recording.recorder_manager import (
 )
 from edge_agent.store.catalog import Catalog
 from tests import rtsp_server
+from tests.broker import free_port
 from tests.mediagen import ffprobe, make_video, write_garbage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,13 +271,6 @@ def duration(doc: dict[str, object]) -> float:
     fmt = doc["format"]
     assert isinstance(fmt, dict)
     return float(fmt["duration"])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # -- testsrc:// --------------------------------------------------------------------------------
