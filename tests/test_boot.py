@@ -243,29 +243,35 @@ def booted(root: Path, log: Path) -> Iterator[tuple[Container, float]]:
 # -- staging -----------------------------------------------------------------------
 
 
+# One virtual camera recording 2 s segments into the image's state folder.
+_RECORDING_CONFIG = [
+    "[device]",
+    f'id = "{DEVICE}"',
+    'hw_profile = "generic-linux"',
+    "[storage]",
+    'root = "/var/lib/edge-agent/recordings"',
+    'catalog = "/var/lib/edge-agent/catalog.db"',
+    'free_space_floor = "64MiB"',
+    "[[locations]]",
+    'id = "lab"',
+    'kind = "premises"',
+    "signage = true",
+    "[[sources]]",
+    'id = "cam-boot"',
+    'url = "testsrc://?size=320x240&rate=10&bitrate=200k"',
+    'location = "lab"',
+    'purpose = "security"',
+    "segment_seconds = 2",
+]
+
+
 def _write_config(folder: Path, broker: Broker, live_port: int) -> Path:
     assert broker.tls is not None
     cfg = folder / "config.toml"
     cfg.write_text(
         "\n".join(
             [
-                "[device]",
-                f'id = "{DEVICE}"',
-                'hw_profile = "generic-linux"',
-                "[storage]",
-                'root = "/var/lib/edge-agent/recordings"',
-                'catalog = "/var/lib/edge-agent/catalog.db"',
-                'free_space_floor = "64MiB"',
-                "[[locations]]",
-                'id = "lab"',
-                'kind = "premises"',
-                "signage = true",
-                "[[sources]]",
-                'id = "cam-boot"',
-                'url = "testsrc://?size=320x240&rate=10&bitrate=200k"',
-                'location = "lab"',
-                'purpose = "security"',
-                "segment_seconds = 2",
+                *_RECORDING_CONFIG,
                 "[mqtt]",
                 f'url = "{broker.url}"',
                 'topic_prefix = "edge"',
@@ -658,23 +664,7 @@ def test_rewritten_venv_boots_too(
     config.write_text(
         "\n".join(
             [
-                "[device]",
-                f'id = "{DEVICE}"',
-                'hw_profile = "generic-linux"',
-                "[storage]",
-                'root = "/var/lib/edge-agent/recordings"',
-                'catalog = "/var/lib/edge-agent/catalog.db"',
-                'free_space_floor = "64MiB"',
-                "[[locations]]",
-                'id = "lab"',
-                'kind = "premises"',
-                "signage = true",
-                "[[sources]]",
-                'id = "cam-boot"',
-                'url = "testsrc://?size=320x240&rate=10&bitrate=200k"',
-                'location = "lab"',
-                'purpose = "security"',
-                "segment_seconds = 2",
+                *_RECORDING_CONFIG,
                 "",
             ]
         )

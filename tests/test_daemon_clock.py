@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent.app.daemon import Agent
-from edge_agent.config.config import parse_config
+from edge_agent.config.config import Config, parse_config
 from edge_agent.core.clock import FakeClock, wall_step
 from edge_agent.store.catalog import open_catalog_from_config
 
@@ -52,20 +52,7 @@ def test_first_reading_is_never_a_step() -> None:
 
 
 async def test_clock_set_back_is_distrusted_within_seconds(tmp_path: Path) -> None:
-    text = f"""
-[device]
-id = "gw-clock"
-hw_profile = "generic-linux"
-[storage]
-root = "{tmp_path / "recordings"}"
-catalog = "{tmp_path / "catalog.db"}"
-free_space_floor = "1MiB"
-[[locations]]
-id = "gate"
-kind = "premises"
-signage = true
-"""
-    cfg = parse_config(text, tmp_path)
+    cfg = _config(tmp_path)
     catalog = await asyncio.to_thread(open_catalog_from_config, cfg)
     # Not NTP-synchronised: a step must then be judged, not accepted.
     clock = FakeClock(datetime.now(UTC), boottime=100.0, synced=None)
@@ -90,6 +77,25 @@ signage = true
         catalog.close()
 
 
+def _config(tmp_path: Path, extra: str = "") -> Config:
+    return parse_config(
+        f"""
+[device]
+id = "gw-clock"
+hw_profile = "generic-linux"
+[storage]
+root = "{tmp_path / "recordings"}"
+catalog = "{tmp_path / "catalog.db"}"
+free_space_floor = "1MiB"
+{extra}[[locations]]
+id = "gate"
+kind = "premises"
+signage = true
+""",
+        tmp_path,
+    )
+
+
 async def _until(pred: Callable[[], object], within: float = 10.0) -> None:
     # Polls state that the agent's own tasks change; there is no event to wait on.
     for _ in range(int(within / 0.05)):
@@ -107,24 +113,10 @@ async def test_untrusted_clock_alarms_then_recovers_on_sync_evidence(tmp_path: P
     from edge_agent.store.audit import AuditLog
 
     flag = tmp_path / "synchronized"
-    text = f"""
-[device]
-id = "gw-clock"
-hw_profile = "generic-linux"
-[storage]
-root = "{tmp_path / "recordings"}"
-catalog = "{tmp_path / "catalog.db"}"
-free_space_floor = "1MiB"
-[clock]
-timesync_flag = "{flag}"
-chronyc = ""
-untrusted_alarm_after_seconds = 30
-[[locations]]
-id = "gate"
-kind = "premises"
-signage = true
-"""
-    cfg = parse_config(text, tmp_path)
+    cfg = _config(
+        tmp_path,
+        f'[clock]\ntimesync_flag = "{flag}"\nchronyc = ""\nuntrusted_alarm_after_seconds = 30\n',
+    )
     catalog = await asyncio.to_thread(open_catalog_from_config, cfg)
     clock = FakeClock(datetime.now(UTC), boottime=100.0, synced=None)
     agent = Agent(cfg, catalog, clock=clock, status_interval=0.5)
