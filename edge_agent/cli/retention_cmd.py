@@ -28,10 +28,11 @@ __all__ = ["check_location", "load_cli_config", "open_cli_catalog", "register"]
 
 
 def _plan_doc(cfg: Any, cat: Catalog, at: datetime, limit: int) -> dict[str, Any]:
+    from edge_agent.app.settings import janitor_settings
     from edge_agent.core.retention_plan import plan
     from edge_agent.retention.janitor import Janitor
 
-    janitor = Janitor.from_config(cfg, cat)
+    janitor = Janitor.from_settings(janitor_settings(cfg), cat)
     verdict = janitor.guard.check(persist=False)
     holds = cat.list_holds()
     going: list[dict[str, Any]] = []
@@ -125,12 +126,13 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from edge_agent.app.settings import janitor_settings
     from edge_agent.retention.janitor import Janitor
 
     cfg = load_cli_config(args.config)
     cat = open_cli_catalog(cfg)
     try:
-        janitor = Janitor.from_config(cfg, cat)
+        janitor = Janitor.from_settings(janitor_settings(cfg), cat)
         janitor.actor = "cli"
         janitor.batch = args.batch
         res = janitor.sweep_once()

@@ -19,6 +19,7 @@ from edge_agent.core.model import utcnow
 
 def status_document(config_path: Any) -> dict[str, Any]:
     from edge_agent.app.daemon import make_gatherer
+    from edge_agent.app.settings import janitor_settings
     from edge_agent.comms.status import SESSION_KEY
     from edge_agent.comms.telemetry import ClockState, availability, build_telemetry
     from edge_agent.retention.janitor import Janitor
@@ -28,7 +29,7 @@ def status_document(config_path: Any) -> dict[str, Any]:
     try:
         gatherer = make_gatherer(cfg, cat)
         # The clock as the janitor would judge it now, not an assumed "trusted".
-        guard = Janitor.from_config(cfg, cat).guard
+        guard = Janitor.from_settings(janitor_settings(cfg), cat).guard
         v = guard.check(persist=False)
         clock = ClockState(
             v.trusted,
