@@ -43,28 +43,32 @@ from edge_agent.app.lifecycle import (
     Lifecycle,
     Slot,
 )
-from edge_agent.app.monitor import Monitor
+from edge_agent.app.monitor import Monitor, command_clock_hooks
 from edge_agent.app.recovery import follow_locations, recover
 from edge_agent.app.reload import Reloader, ReloadPlan
-from edge_agent.app.settings import intake_settings, janitor_settings
+from edge_agent.app.settings import (
+    check_keys,
+    intake_settings,
+    janitor_settings,
+    load_trusted_keys,
+    make_gatherer,
+)
 from edge_agent.app.status import AgentStatus
-from edge_agent.app.storage_watch import StorageWatch
+from edge_agent.app.storage_watch import watch_storage_root
 from edge_agent.app.supervisor import Component, Failure, RestartPolicy
-from edge_agent.comms.command_dispatch import ClockHooks, CommandDispatcher
+from edge_agent.comms.command_dispatch import CommandDispatcher
 from edge_agent.comms.mqtt import MqttLink, MqttSettings
 from edge_agent.comms.publisher import Publisher
 from edge_agent.comms.status import StatusReporter, TelemetryReporter, ha_discovery
-from edge_agent.comms.telemetry import Gatherer
-from edge_agent.config.config import Config, ConfigError, Watch, load_config
+from edge_agent.config.config import Config, Watch, load_config
 from edge_agent.core.clock import Clock
-from edge_agent.core.commands import TrustedKey, load_public_key
 from edge_agent.core.model import utcnow
 from edge_agent.intake.adopter import FolderAdopter, WatchSpec
 from edge_agent.intake.intake import Intake
 from edge_agent.intake.runtime import origin_for_watch
 from edge_agent.recording.recorder_manager import ManagerSettings, RecorderManager
 from edge_agent.retention.janitor import Janitor
-from edge_agent.retention.storage_gate import RETRY_BASE, RETRY_CAP, StorageGate, capture_identity
+from edge_agent.retention.storage_gate import RETRY_BASE, RETRY_CAP
 from edge_agent.store.catalog import Catalog, open_catalog_from_config
 from edge_agent.store.outbox_store import Outbox
 
@@ -74,38 +78,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Agent", "Component", "load_trusted_keys", "main", "make_gatherer", "run_agent"]
-
-
-def load_trusted_keys(paths: tuple[Path, ...]) -> dict[str, TrustedKey]:
-    keys: dict[str, TrustedKey] = {}
-    for i, path in enumerate(paths):
-        try:
-            key = load_public_key(path.read_bytes(), name=path.stem)
-        except (OSError, ValueError) as exc:
-            problem = (
-                f"commands.trusted_keys[{i}]: cannot use {path} ({exc}; give an Ed25519 "
-                "public key PEM made by `edge-agent keys generate`)"
-            )
-            raise ConfigError([problem]) from None
-        keys[key.id] = key
-    return keys
-
-
-def make_gatherer(cfg: Config, catalog: Catalog) -> Gatherer:
-    return Gatherer(
-        catalog=catalog,
-        device_id=cfg.device.id,
-        version=__version__,
-        paths=[cfg.storage.root, cfg.storage.catalog.parent],
-        sensor=cfg.profile.temperature_sensor,
-        longer_than_notice=tuple(cfg.longer_than_notice()),
-        free_floor=cfg.free_space_floor_bytes,
-    )
-
-
-def _check_keys(cfg: Config) -> None:
-    load_trusted_keys(cfg.commands.trusted_keys)  # raises ConfigError
+__all__ = ["Agent", "main", "run_agent"]
 
 
 class Agent:
@@ -151,7 +124,19 @@ class Agent:
             on_hup=self._on_sighup,
             ready_status=self.status_line,
         )
-        self.storage = self._watch_storage(storage_retry)
+        watch = watch_storage_root(
+            Path(cfg.storage.root),
+            catalog,
+            manager=self.manager,
+            intake=self.intake,
+            janitor=self.janitor,
+            now=now,
+            wake=self._wake_publisher,
+            retry=storage_retry,
+        )
+        if isinstance(watch, str):
+            self.startup_reasons.append(watch)
+        self.storage = None if isinstance(watch, str) else watch
         self.monitor = Monitor(
             catalog,
             janitor=self.janitor,
@@ -181,31 +166,8 @@ class Agent:
             lambda: self.cfg,
             self._apply_reload,
             now=now,
-            validate=_check_keys,
+            validate=check_keys,
             ready_status=self.status_line,
-        )
-
-    def _watch_storage(self, retry: tuple[float, float]) -> StorageWatch | None:
-        """Hold the storage root to the disk the catalog just accepted (docs/storage.md)."""
-        root = Path(self.cfg.storage.root)
-        storage_id = self.catalog.get_meta("storage_root_id")
-        try:
-            if storage_id is None:
-                raise OSError("the catalog names no storage id")
-            identity = capture_identity(root, str(storage_id))
-        except OSError as exc:
-            log.error("cannot watch the storage root %s: %s", root, exc)
-            self.startup_reasons.append(f"storage root {root} cannot be watched: {exc}")
-            return None
-        gate = StorageGate(root, identity, retry_base=retry[0], retry_cap=retry[1])
-        self.intake.gate = self.manager.gate = self.janitor.gate = gate
-        return StorageWatch(
-            gate,
-            catalog=self.catalog,
-            manager=self.manager,
-            intake=self.intake,
-            now=self.now,
-            wake=self._wake_publisher,
         )
 
     async def recover(self) -> None:
@@ -319,57 +281,26 @@ class Agent:
             storage_root=cfg.storage.root,
             now=self.now,
             locations=frozenset(loc.id for loc in cfg.locations),
-            status=self.status_doc,
+            status=self.status.status_doc,
             reload=reload_command,
             max_payload=cfg.commands.max_payload,
             queue_depth=cfg.commands.queue_depth,
             workers=cfg.commands.workers,
             reply_prefix=cfg.commands.reply_prefix_for(root),
-            clock=ClockHooks(offer=self._offer_clock_evidence, confirm=self._confirm_clock),
+            clock=command_clock_hooks(self.janitor, lambda: self.lifecycle.loop),
         )
         self.add(telemetry, STAGE_MAINT)
         self.add(self.publisher, STAGE_REPORT)
         self.add(self.dispatcher, STAGE_REPORT)
         self.add(LinkComponent(link, status), STAGE_LINK)
 
-    # -- the clock guard as commands reach it -------------------------------------------
-
-    def _offer_clock_evidence(self, issued_at: datetime, what: str) -> None:
-        self.janitor.guard.offer_command_time(issued_at, what)
-        if self.janitor.guard.last is not None and not self.janitor.guard.last.trusted:
-            self.janitor.poke()
-
-    def _confirm_clock(
-        self, issued_at: datetime, actor: str, reason: str, what: str
-    ) -> dict[str, Any]:
-        # A worker thread: the guard writes the catalog.
-        from edge_agent.retention.clockguard import ClockAcceptError
-
-        guard = self.janitor.guard
-        try:
-            v = guard.confirm_by_command(issued_at, actor=actor, reason=reason, what=what)
-        except ClockAcceptError as exc:
-            raise ValueError(str(exc)) from None
-        loop = self.lifecycle.loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self.janitor.poke)
-        return {
-            "clock": "trusted" if v.trusted else "untrusted",
-            "reason": v.reason,
-            "evidence": guard.describe_evidence(v, cached=False),
-        }
-
-    # -- status, for systemd, telemetry and the status command ---------------------------
+    # -- status (:mod:`edge_agent.app.status`) and alarms ---------------------------------
 
     def status_line(self) -> str:
         return self.status.status_line()
 
     def degraded_reasons(self) -> list[str]:
         return self.status.degraded_reasons()
-
-    async def status_doc(self) -> dict[str, Any]:
-        return await self.status.status_doc()
 
     def _wake_publisher(self) -> None:
         if self.publisher is not None:
@@ -398,9 +329,6 @@ class Agent:
         self._wake_publisher()
 
     # -- reload ----------------------------------------------------------------------------
-
-    async def reload(self) -> dict[str, Any]:
-        return await self.reloader.reload()
 
     def _on_sighup(self) -> Coroutine[Any, Any, dict[str, Any]]:
         log.info("SIGHUP: reloading %s", self.cfg.path)
@@ -437,14 +365,6 @@ class Agent:
 
     # -- running (:mod:`edge_agent.app.lifecycle`) -----------------------------------------
 
-    @property
-    def slots(self) -> list[Slot]:
-        return self.lifecycle.slots
-
-    @property
-    def stopping(self) -> bool:
-        return self.lifecycle.stopping
-
     def install_signals(self) -> None:
         self.lifecycle.install_signals()
 
@@ -454,9 +374,6 @@ class Agent:
     async def run(self) -> int:
         """Start every component; return the exit code once stopped."""
         return await self.lifecycle.run()
-
-    def names(self) -> list[str]:
-        return self.lifecycle.names()
 
 
 async def run_agent(cfg: Config, *, shutdown_timeout: float = 10.0, hard_exit: bool = False) -> int:

@@ -16,9 +16,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 from edge_agent.app.health import HealthReading, HealthSettings, LagProbe, OutboxProgress, problems
 from edge_agent.app.storage_watch import StorageWatch
+from edge_agent.comms.command_dispatch import ClockHooks
 from edge_agent.comms.mqtt import MqttLink
 from edge_agent.comms.publisher import Publisher
 from edge_agent.core.clock import wall_step
@@ -32,7 +35,7 @@ from edge_agent.store.outbox_store import Outbox
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Monitor"]
+__all__ = ["Monitor", "command_clock_hooks"]
 
 
 class Monitor:
@@ -206,3 +209,35 @@ class Monitor:
             log.info("resuming source %s: storage no longer full", sid)
             with contextlib.suppress(KeyError):
                 self.manager.resume(sid)
+
+
+def command_clock_hooks(
+    janitor: Janitor, loop: Callable[[], asyncio.AbstractEventLoop | None]
+) -> ClockHooks:
+    """The clock guard as signed commands reach it (docs/design/time.md)."""
+    guard = janitor.guard
+
+    def offer(issued_at: datetime, what: str) -> None:
+        guard.offer_command_time(issued_at, what)
+        if guard.last is not None and not guard.last.trusted:
+            janitor.poke()
+
+    def confirm(issued_at: datetime, actor: str, reason: str, what: str) -> dict[str, Any]:
+        # A worker thread: the guard writes the catalog.
+        from edge_agent.retention.clockguard import ClockAcceptError
+
+        try:
+            v = guard.confirm_by_command(issued_at, actor=actor, reason=reason, what=what)
+        except ClockAcceptError as exc:
+            raise ValueError(str(exc)) from None
+        running = loop()
+        if running is not None:
+            with contextlib.suppress(RuntimeError):
+                running.call_soon_threadsafe(janitor.poke)
+        return {
+            "clock": "trusted" if v.trusted else "untrusted",
+            "reason": v.reason,
+            "evidence": guard.describe_evidence(v, cached=False),
+        }
+
+    return ClockHooks(offer=offer, confirm=confirm)

@@ -12,14 +12,26 @@ layer, needs them too; they are re-exported here so callers have one import.
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
-from edge_agent.config.config import Config
+from edge_agent import __version__
+from edge_agent.comms.telemetry import Gatherer
+from edge_agent.config.config import Config, ConfigError
+from edge_agent.core.commands import TrustedKey, load_public_key
 from edge_agent.intake.runtime import intake_settings
 from edge_agent.retention.clockguard import ClockGuardSettings
 from edge_agent.retention.janitor import JanitorSettings
 from edge_agent.retention.timesync import TimeSyncSources
+from edge_agent.store.catalog import Catalog
 
-__all__ = ["clockguard_settings", "intake_settings", "janitor_settings"]
+__all__ = [
+    "check_keys",
+    "clockguard_settings",
+    "intake_settings",
+    "janitor_settings",
+    "load_trusted_keys",
+    "make_gatherer",
+]
 
 
 def clockguard_settings(cfg: Config) -> ClockGuardSettings:
@@ -47,3 +59,36 @@ def janitor_settings(cfg: Config) -> JanitorSettings:
         quarantine_dir=cfg.quarantine_dir,
         kernel_flag=cfg.clock.kernel_flag,
     )
+
+
+def load_trusted_keys(paths: tuple[Path, ...]) -> dict[str, TrustedKey]:
+    """The command signers' keys; a key that cannot be read is a config error (exit 2)."""
+    keys: dict[str, TrustedKey] = {}
+    for i, path in enumerate(paths):
+        try:
+            key = load_public_key(path.read_bytes(), name=path.stem)
+        except (OSError, ValueError) as exc:
+            problem = (
+                f"commands.trusted_keys[{i}]: cannot use {path} ({exc}; give an Ed25519 "
+                "public key PEM made by `edge-agent keys generate`)"
+            )
+            raise ConfigError([problem]) from None
+        keys[key.id] = key
+    return keys
+
+
+def make_gatherer(cfg: Config, catalog: Catalog) -> Gatherer:
+    """The telemetry gatherer, for the daemon and for ``edge-agent status``."""
+    return Gatherer(
+        catalog=catalog,
+        device_id=cfg.device.id,
+        version=__version__,
+        paths=[cfg.storage.root, cfg.storage.catalog.parent],
+        sensor=cfg.profile.temperature_sensor,
+        longer_than_notice=tuple(cfg.longer_than_notice()),
+        free_floor=cfg.free_space_floor_bytes,
+    )
+
+
+def check_keys(cfg: Config) -> None:
+    load_trusted_keys(cfg.commands.trusted_keys)  # raises ConfigError

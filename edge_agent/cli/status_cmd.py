@@ -18,8 +18,7 @@ from edge_agent.core.model import utcnow
 
 
 def status_document(config_path: Any) -> dict[str, Any]:
-    from edge_agent.app.daemon import make_gatherer
-    from edge_agent.app.settings import janitor_settings
+    from edge_agent.app.settings import janitor_settings, make_gatherer
     from edge_agent.comms.status import SESSION_KEY
     from edge_agent.comms.telemetry import ClockState, availability, build_telemetry
     from edge_agent.retention.janitor import Janitor
