@@ -52,12 +52,13 @@ from edge_agent.app.settings import (
     janitor_settings,
     load_trusted_keys,
     make_gatherer,
+    mqtt_settings,
 )
 from edge_agent.app.status import AgentStatus
 from edge_agent.app.storage_watch import watch_storage_root
 from edge_agent.app.supervisor import Component, Failure, RestartPolicy
 from edge_agent.comms.command_dispatch import CommandDispatcher
-from edge_agent.comms.mqtt import MqttLink, MqttSettings
+from edge_agent.comms.mqtt import MqttLink
 from edge_agent.comms.publisher import Publisher
 from edge_agent.comms.status import StatusReporter, TelemetryReporter, ha_discovery
 from edge_agent.config.config import Config, Watch, load_config
@@ -246,7 +247,7 @@ class Agent:
         assert cfg.mqtt is not None and cfg.topic_root is not None
         cat, root = self.catalog, cfg.topic_root
         status = StatusReporter(cat, f"{root}/status", version=__version__, now=self.now)
-        link = self.link = MqttLink(MqttSettings.from_config(cfg), will=status.will)
+        link = self.link = MqttLink(mqtt_settings(cfg), will=status.will)
         self.monitor.link = self.status.link = link
         link.on_connect(status.on_connect)
         if cfg.mqtt.ha_discovery:

@@ -1,28 +1,36 @@
 """The one place the daemon and the CLI turn a loaded config into components' settings.
 
-The IO components (janitor, clock guard, intake, recorder manager, MQTT link)
-define their own frozen settings dataclasses and never read a
+The janitor, the clock guard, the intake and the MQTT link define their own
+frozen settings dataclasses and never read a
 :class:`~edge_agent.config.config.Config`: a component stays testable with
 plain values, and a new config key is wired in one visible place
 (docs/design/architecture.md). ``intake_settings`` and the origins live in
 :mod:`edge_agent.intake.runtime` because the recorder manager, below this
 layer, needs them too; they are re-exported here so callers have one import.
+The recorder manager and the live view's source list still take the config
+itself; their conversions belong here next.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent import __version__
-from edge_agent.comms.telemetry import Gatherer
 from edge_agent.config.config import Config, ConfigError
 from edge_agent.core.commands import TrustedKey, load_public_key
 from edge_agent.intake.runtime import intake_settings
 from edge_agent.retention.clockguard import ClockGuardSettings
 from edge_agent.retention.janitor import JanitorSettings
 from edge_agent.retention.timesync import TimeSyncSources
-from edge_agent.store.catalog import Catalog
+
+if TYPE_CHECKING:
+    # Imported where used: a CLI command that needs only the janitor's settings
+    # does not load paho or the telemetry gatherer.
+    from edge_agent.comms.mqtt import MqttSettings
+    from edge_agent.comms.telemetry import Gatherer
+    from edge_agent.store.catalog import Catalog
 
 __all__ = [
     "check_keys",
@@ -31,6 +39,7 @@ __all__ = [
     "janitor_settings",
     "load_trusted_keys",
     "make_gatherer",
+    "mqtt_settings",
 ]
 
 
@@ -61,6 +70,37 @@ def janitor_settings(cfg: Config) -> JanitorSettings:
     )
 
 
+def mqtt_settings(cfg: Config) -> MqttSettings:
+    """The MQTT link's settings; the password is read from its file here."""
+    from edge_agent.comms.mqtt import MqttSettings
+
+    m = cfg.mqtt
+    if m is None:
+        raise ValueError("mqtt: no [mqtt] section (add one with url = ...)")
+    password = None
+    if m.password_file is not None:
+        try:
+            password = m.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(
+                f"mqtt.password_file: cannot read {m.password_file} ({exc.strerror}; "
+                "check the path and permissions)"
+            ) from None
+    return MqttSettings(
+        host=m.host,
+        port=m.port,
+        client_id=f"edge-agent-{cfg.device.id}",
+        protocol=m.protocol,
+        keepalive=m.keepalive,
+        tls=m.tls,
+        ca_file=m.ca_file,
+        cert_file=m.cert_file,
+        key_file=m.key_file,
+        username=m.username,
+        password=password,
+    )
+
+
 def load_trusted_keys(paths: tuple[Path, ...]) -> dict[str, TrustedKey]:
     """The command signers' keys; a key that cannot be read is a config error (exit 2)."""
     keys: dict[str, TrustedKey] = {}
@@ -79,6 +119,8 @@ def load_trusted_keys(paths: tuple[Path, ...]) -> dict[str, TrustedKey]:
 
 def make_gatherer(cfg: Config, catalog: Catalog) -> Gatherer:
     """The telemetry gatherer, for the daemon and for ``edge-agent status``."""
+    from edge_agent.comms.telemetry import Gatherer
+
     return Gatherer(
         catalog=catalog,
         device_id=cfg.device.id,
