@@ -61,7 +61,7 @@ from edge_agent.comms.command_dispatch import CommandDispatcher
 from edge_agent.comms.mqtt import MqttLink
 from edge_agent.comms.publisher import Publisher
 from edge_agent.comms.status import StatusReporter, TelemetryReporter, ha_discovery
-from edge_agent.config.config import Config, Watch, load_config
+from edge_agent.config.config import Config, Watch
 from edge_agent.core.clock import Clock
 from edge_agent.core.model import utcnow
 from edge_agent.intake.adopter import FolderAdopter, WatchSpec
@@ -389,8 +389,7 @@ async def run_agent(cfg: Config, *, shutdown_timeout: float = 10.0, hard_exit: b
         catalog.close()
 
 
-def main(config_path: Path, *, shutdown_timeout: float = 10.0) -> int:
-    """Load the config and run until stopped (raises ConfigError on a bad config)."""
-    cfg = load_config(config_path)
+def main(cfg: Config, *, shutdown_timeout: float = 10.0) -> int:
+    """Run until stopped (raises ConfigError on a trusted key that cannot be used)."""
     load_trusted_keys(cfg.commands.trusted_keys)  # a bad key is a config error, exit 2
     return asyncio.run(run_agent(cfg, shutdown_timeout=shutdown_timeout, hard_exit=True))
