@@ -188,7 +188,8 @@ def parse_hold_request(doc: Any) -> HoldRequest:
             raise Refused("a hold needs recording ids, or a location with 'from' and 'to'")
         if end < start:
             raise Refused("'to' is before 'from': swap them")
-    return HoldRequest(kind, _need(d, "reason"), _need(d, "by"), ids, location, start, end, _time(d, "until"))
+    until = _time(d, "until")
+    return HoldRequest(kind, _need(d, "reason"), _need(d, "by"), ids, location, start, end, until)
 
 
 def parse_hold_release(hold_id: str, doc: Any) -> HoldRelease:
