@@ -8,21 +8,24 @@ by the real test source (libx264), turned into JPEG by the console's encoder.
 from __future__ import annotations
 
 import contextlib
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 from broker import free_port
+from test_liveview import URL
 
 from edge_agent.console.data import HoldRelease, HoldRequest, Refused
 from edge_agent.console.routes import mount_console
 from edge_agent.console.still import hub_still
 from edge_agent.console.timeline import Bar, Shade
 from edge_agent.core.model import iso
-from edge_agent.recording.packethub import PacketHub
+from edge_agent.media.testsrc import open_testsrc
+from edge_agent.recording.packethub import PacketHub, pump
 
 TOKEN = "console-test-token-0123456789"
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -41,6 +44,22 @@ def _bars() -> list[tuple[str, Bar]]:
     out.append(("lab", Bar("rec-old", "rnd", NOW - timedelta(days=3), NOW - timedelta(days=3)
                            + timedelta(minutes=5), NOW + timedelta(days=27))))  # fmt: skip
     return out
+
+
+@contextlib.contextmanager
+def live_hub(source_id: str = "cam-lab") -> Iterator[PacketHub]:
+    """A PacketHub fed by the real test source (libx264, a keyframe every second)."""
+    hub = PacketHub()
+    stop = threading.Event()
+    src = open_testsrc(URL)
+    t = threading.Thread(target=pump, args=(hub, source_id, src, stop), daemon=True)
+    t.start()
+    try:
+        yield hub
+    finally:
+        stop.set()
+        t.join(5)
+        src.close()
 
 
 @dataclass

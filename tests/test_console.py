@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -12,16 +11,14 @@ from typing import Any
 import aiohttp
 import av
 import pytest
-from console_fake import NOW, TOKEN, FakeData, console_server
+from console_fake import NOW, TOKEN, FakeData, console_server, live_hub
 from hypothesis import given
 from hypothesis import strategies as st
-from test_liveview import URL
 
 from edge_agent.console.auth import COOKIE, Sessions
 from edge_agent.console.data import HoldRequest, Refused, parse_hold_request
 from edge_agent.console.routes import MAX_BODY_BYTES
-from edge_agent.media.testsrc import open_testsrc
-from edge_agent.recording.packethub import PacketHub, pump
+from edge_agent.recording.packethub import PacketHub
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 HOLD = {
@@ -57,15 +54,8 @@ POSTS = [
 
 @pytest.fixture(scope="module")
 def hub() -> Iterator[PacketHub]:
-    hub = PacketHub()
-    stop = threading.Event()
-    src = open_testsrc(URL)
-    t = threading.Thread(target=pump, args=(hub, "cam-lab", src, stop), daemon=True)
-    t.start()
-    yield hub
-    stop.set()
-    t.join(5)
-    src.close()
+    with live_hub() as hub:
+        yield hub
 
 
 @pytest.fixture

@@ -52,11 +52,21 @@
 
   // -- plain rendering of whatever the agent reports -------------------------------
   const isObj = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
-  function text(v) {
+  const bytes = (n) => {
+    const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+    let i = 0;
+    while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
+    return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+  };
+  function text(v, key = '') {
+    if (typeof v === 'number' && /bytes$/.test(key)) return bytes(v);
     if (v === null || v === undefined) return '—';
     if (typeof v === 'boolean') return v ? 'yes' : 'no';
     if (Array.isArray(v)) return v.length ? v.map(text).join('; ') : 'none';
-    if (isObj(v)) return Object.entries(v).map(([k, x]) => `${k}: ${text(x)}`).join(', ');
+    if (isObj(v)) {
+      return Object.entries(v).map(([k, x]) => `${k.replace(/_/g, ' ')}: ${text(x, k)}`)
+        .join(', ');
+    }
     return String(v);
   }
   function badge(value) {
@@ -67,7 +77,7 @@
     const list = el('dl');
     for (const [k, v] of Object.entries(doc)) {
       if (skip.includes(k)) continue;
-      list.append(el('dt', { text: k.replace(/_/g, ' ') }), el('dd', { text: text(v) }));
+      list.append(el('dt', { text: k.replace(/_/g, ' ') }), el('dd', { text: text(v, k) }));
     }
     return list;
   }
@@ -204,10 +214,12 @@
         return fig;
       }
       const doc = new DOMParser().parseFromString(await resp.text(), 'image/svg+xml');
-      fig.append(document.importNode(doc.documentElement, true));
+      fig.append(el('div', { class: 'scroll' }, document.importNode(doc.documentElement, true)));
       return fig;
     }));
     body.replaceChildren(...parts);
+    // Where a timeline scrolls (a phone), show its recent end first: now is on the right.
+    body.querySelectorAll('.scroll').forEach((s) => { s.scrollLeft = s.scrollWidth; });
     state.timelines += 1;
   }
 
