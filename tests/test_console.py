@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import xml.etree.ElementTree as ET
@@ -323,3 +324,17 @@ def test_any_json_is_a_hold_request_or_a_reason(doc: Any) -> None:
         assert str(exc) and 400 <= exc.status < 500
     else:
         assert req.reason and req.by
+
+
+async def test_nobody_looking_costs_nothing() -> None:
+    """Mounting adds routes only: no task, no provider call until a request."""
+    data = FakeData()
+    before = len(asyncio.all_tasks())
+    async with console_server(data) as base:
+        await asyncio.sleep(0.3)
+        assert len(asyncio.all_tasks()) == before  # aiohttp's server adds none while idle
+        assert data.calls == []
+        async with aiohttp.ClientSession(headers=BEARER) as http:
+            assert (await http.get(f"{base}/console/api/sources")).status == 200
+        await asyncio.sleep(0.1)
+        assert len(asyncio.all_tasks()) == before  # nothing left running after the answer
