@@ -224,11 +224,18 @@ async def test_bad_bodies_are_4xx_with_a_reason(served: tuple[str, FakeData]) ->
             assert resp.status == status, (kwargs.get("json") or str(kwargs["data"])[:40], status)
             doc = await resp.json()
             assert doc["error"] and "Traceback" not in doc["error"]
-        for query, status in [("window=1y", 400), ("window=24h&end=soon", 400)]:
+        bad_queries = [
+            ("window=1y", 400),
+            ("window=24h&end=soon", 400),
+            ("window=30d&end=0001-01-02T00:00:00Z", 400),
+        ]
+        for query, status in bad_queries:
             resp = await http.get(f"{base}/console/api/timeline/gate?{query}")
             assert resp.status == status and (await resp.json())["error"]
         assert (await http.get(f"{base}/console/api/timeline/nowhere")).status == 404
-        assert (await http.get(f"{base}/console/api/events?limit=-1")).status == 400
+        for limit in ["-1", "0", "201", "²", "9" * 5000, ""]:
+            resp = await http.get(f"{base}/console/api/events", params={"limit": limit})
+            assert resp.status == 400, limit
         assert (await http.get(f"{base}/console/api/still/cam-none")).status == 404
         # A provider failure: 503 and a plain sentence, nothing of the exception.
         data.fail = True

@@ -64,7 +64,11 @@ class ConsoleData(Protocol):
         ...
 
     async def still(self, source_id: str) -> bytes | None:
-        """A JPEG of the source's latest keyframe, or None (unknown source, no picture)."""
+        """A JPEG of the source's latest keyframe, or None (unknown source, no picture).
+
+        Only for sources the live view would show (signs up at the location):
+        the console must not be a way round the live view's rule.
+        :func:`edge_agent.console.still.hub_still` makes one from the PacketHub."""
         ...
 
     async def locations(self) -> list[str]:

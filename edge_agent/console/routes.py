@@ -253,7 +253,9 @@ class _Console:
 
     async def events(self, request: web.Request, caller: Caller) -> web.StreamResponse:
         text = request.query.get("limit", "50")
-        if not text.isdigit() or not 1 <= int(text) <= MAX_EVENTS:
+        if not (text.isascii() and text.isdigit() and len(text) <= 3) or not (
+            1 <= int(text) <= MAX_EVENTS
+        ):
             raise Refused(f"'limit' must be a whole number from 1 to {MAX_EVENTS}")
         return web.json_response({"events": await self.data.events(int(text))})
 
@@ -281,9 +283,9 @@ class _Console:
         end_text = request.query.get("end")
         try:
             t1 = parse_ts(end_text) if end_text else now
+            t0 = t1 - span
         except (ValueError, OverflowError) as exc:
-            raise Refused(f"'end' is not an ISO 8601 time ({exc})") from None
-        t0 = t1 - span
+            raise Refused(f"'end' is not a usable ISO 8601 time ({exc})") from None
         if len(location) > 200 or location not in await self.data.locations():
             raise Refused(f"no location {location[:200]!r}", 404)
         bars, shades = await self.data.timeline(location, t0, t1)
