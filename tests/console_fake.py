@@ -21,7 +21,7 @@ from test_liveview import URL
 
 from edge_agent.console.data import HoldRelease, HoldRequest, Refused
 from edge_agent.console.routes import mount_console
-from edge_agent.console.still import hub_still
+from edge_agent.console.still import Stills
 from edge_agent.console.timeline import Bar, Shade
 from edge_agent.core.model import iso
 from edge_agent.media.testsrc import open_testsrc
@@ -69,6 +69,11 @@ class FakeData:
     calls: list[tuple[str, Any]] = field(default_factory=list)
     held: dict[str, dict[str, Any]] = field(default_factory=dict)
     fail: bool = False
+    stills: Stills | None = None
+
+    def __post_init__(self) -> None:
+        if self.hub is not None:
+            self.stills = Stills(self.hub)
 
     @property
     def liveview_enabled(self) -> bool:
@@ -96,9 +101,9 @@ class FakeData:
 
     async def still(self, source_id: str) -> bytes | None:
         self.calls.append(("still", source_id))
-        if self.hub is None or source_id != "cam-lab":
+        if self.stills is None or source_id != "cam-lab":
             return None
-        return await hub_still(self.hub, source_id)
+        return await self.stills.get(source_id)
 
     async def locations(self) -> list[str]:
         return list(LOCATIONS)

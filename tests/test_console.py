@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from edge_agent.console.auth import COOKIE, Sessions
 from edge_agent.console.data import HoldRequest, Refused, parse_hold_request
 from edge_agent.console.routes import MAX_BODY_BYTES
+from edge_agent.console.still import Stills
 from edge_agent.recording.packethub import PacketHub
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -307,6 +308,15 @@ async def test_still_is_a_jpeg_of_a_real_h264_keyframe(hub: PacketHub) -> None:
         frame = next(c.decode(video=0))
     assert (frame.width, frame.height) == (640, 360)
     assert hub.subscriber_count("cam-lab") == 0  # the still unsubscribed after one keyframe
+
+
+async def test_concurrent_stills_share_one_decode(hub: PacketHub) -> None:
+    assert await hub.wait_codec("cam-lab", "video", 10) is not None
+    stills = Stills(hub)
+    pictures = await asyncio.gather(*(stills.get("cam-lab") for _ in range(5)))
+    assert pictures[0] is not None and all(p is pictures[0] for p in pictures)
+    assert await stills.get("cam-none") is None
+    assert hub.subscriber_count("cam-lab") == 0 and not stills._pending
 
 
 json_values = st.recursive(

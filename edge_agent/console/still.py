@@ -19,7 +19,7 @@ from edge_agent.recording.packethub import PacketHub
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_WIDTH", "hub_still", "keyframe_jpeg"]
+__all__ = ["MAX_WIDTH", "Stills", "hub_still", "keyframe_jpeg"]
 
 MAX_WIDTH = 640  # a card on a phone; a larger picture is only more bytes to poll
 JPEG_QUALITY = 5  # FFmpeg qscale for MJPEG: 2 best .. 31 worst
@@ -81,3 +81,31 @@ async def hub_still(hub: PacketHub, source_id: str, within: float = 4.0) -> byte
     info = packet.info
     extradata = b"" if info.is_h264 else info.extradata  # H.264 arrives with SPS/PPS inline
     return await asyncio.to_thread(keyframe_jpeg, info.codec, packet.data, extradata)
+
+
+class Stills:
+    """Stills for the console's provider: concurrent asks for one source share one
+    decode, and at most ``parallel`` decodes run at once (a page with many cameras
+    open on a small device never takes more than that many cores). Keeps nothing
+    once answered: no cache to hold memory while nobody looks."""
+
+    def __init__(self, hub: PacketHub, *, within: float = 4.0, parallel: int = 1) -> None:
+        self.hub = hub
+        self.within = within
+        self._slots = asyncio.Semaphore(parallel)
+        self._pending: dict[str, asyncio.Future[bytes | None]] = {}
+
+    async def _make(self, source_id: str) -> bytes | None:
+        async with self._slots:
+            return await hub_still(self.hub, source_id, self.within)
+
+    async def get(self, source_id: str) -> bytes | None:
+        if self.hub.codec(source_id, "video") is None:
+            return None  # unknown or silent source: nothing is created for it
+        pending = self._pending.get(source_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._make(source_id))
+            self._pending[source_id] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(source_id, None))
+        # shield: one asker hanging up does not cancel the others' picture.
+        return await asyncio.shield(pending)
