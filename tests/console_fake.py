@@ -30,6 +30,8 @@ from edge_agent.recording.packethub import PacketHub, pump
 TOKEN = "console-test-token-0123456789"
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 LOCATIONS = ["gate", "lab"]
+# What a camera or a config could put in a reason: the page must show it as text.
+HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 
 
 def _bars() -> list[tuple[str, Bar]]:
@@ -96,7 +98,7 @@ class FakeData:
             {"id": "cam-lab", "location": "lab", "state": "recording", "reason": None,
              "last_segment": iso(NOW - timedelta(seconds=8)), "bitrate": 1_050_000},
             {"id": "cam-x", "location": "gate", "state": "failed",
-             "reason": "401 Unauthorized", "last_segment": None, "bitrate": None},
+             "reason": f"401 Unauthorized {HOSTILE}", "last_segment": None, "bitrate": None},
         ]  # fmt: skip
 
     async def still(self, source_id: str) -> bytes | None:
@@ -159,7 +161,7 @@ class FakeData:
         return [
             {"name": "storage marker", "ok": True, "detail": "/srv/video/.edge-agent"},
             {"name": "clock", "ok": True, "detail": "synchronised"},
-            {"name": "cam-x reachable", "ok": False, "detail": "401 Unauthorized"},
+            {"name": "cam-x reachable", "ok": False, "detail": f"401 Unauthorized {HOSTILE}"},
         ]
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from console_fake import TOKEN, FakeData, console_server, live_hub
+from console_fake import HOSTILE, TOKEN, FakeData, console_server, live_hub
 from test_liveview_browser import CHROMIUM, Cdp, chromium
 
 from edge_agent.recording.packethub import PacketHub
@@ -57,6 +57,8 @@ SEEN = """
     events: document.querySelectorAll('#events li').length,
     doctor: [...document.querySelectorAll('#doctor li')].map((li) => li.className),
     holds: document.querySelector('#holds').textContent,
+    pwned: window.pwned ?? null,
+    injected: document.querySelectorAll('main img:not(.still), main script').length,
   };
 })()
 """
@@ -166,6 +168,8 @@ async def test_console_in_chromium(hub: PacketHub, tmp_path: Path) -> None:
         assert seen["bars"] == {"gate": 6, "lab": 1}
         assert seen["events"] == 5
         assert seen["doctor"] == ["ok", "ok", "fail"]
+        # Reasons are text: the hostile one shows literally and runs nothing.
+        assert HOSTILE in seen["camX"] and seen["pwned"] is None and seen["injected"] == 0
         assert "no active holds" in seen["holds"]
 
         placed = await cdp.evaluate(PLACE)

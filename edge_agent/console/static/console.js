@@ -285,9 +285,14 @@
     await Promise.all([refreshTimelines(), refreshDoctor()]).catch((e) => {
       state.lastError = e.message;
     });
-    // Polling only while the page is open: the agent does nothing for the console otherwise.
-    setInterval(() => { refresh(); refreshStills(); }, REFRESH_MS);
-    setInterval(() => refreshTimelines().catch(() => {}), TIMELINE_MS);
+    // Polling only while the page is open and visible: the agent does nothing for the
+    // console otherwise (a phone in a pocket or a background tab asks for nothing).
+    setInterval(() => {
+      if (!document.hidden) { refresh(); refreshStills(); }
+    }, REFRESH_MS);
+    setInterval(() => {
+      if (!document.hidden) refreshTimelines().catch(() => {});
+    }, TIMELINE_MS);
   }
   start().catch((e) => { state.lastError = e.message; });
 })();
