@@ -138,6 +138,10 @@ async def _shot(cdp: Cdp, path: Path) -> None:
 async def _open(cdp: Cdp, url: str) -> None:
     await cdp.evaluate("window.leaving = true")
     await cdp.call("Page.navigate", url=url)
+    await _settle(cdp)
+
+
+async def _settle(cdp: Cdp) -> None:
     # Wait for the new document (the old one had `leaving`), then give it until().
     for _ in range(200):
         if await cdp.evaluate("!window.leaving && document.readyState === 'complete'"):
@@ -155,9 +159,17 @@ async def test_console_in_chromium(hub: PacketHub, tmp_path: Path) -> None:
         await _open(cdp, f"{base}/console")
         assert await cdp.evaluate("!!document.querySelector('form input[name=token]')")
         assert not await cdp.evaluate("!!document.querySelector('#overview')")
-        # With it: the token is traded for a cookie and the address bar forgets it.
-        await _open(cdp, f"{base}/console/login?token={TOKEN}")
-        assert await cdp.evaluate("location.pathname") == "/console"
+        # The form trades the token for a session cookie, then shows the console.
+        await cdp.evaluate(
+            "window.leaving = true;"
+            f"document.querySelector('input[name=token]').value = {TOKEN!r};"
+            "document.querySelector('form').submit(); true"
+        )
+        await _settle(cdp)
+        assert await cdp.evaluate("location.pathname") == "/console", await cdp.evaluate(
+            "document.body.innerText"
+        )
+        assert await cdp.evaluate("document.cookie") == ""  # HttpOnly: not for scripts
         seen = await cdp.evaluate(SEEN)
         await _shot(cdp, tmp_path / "console.png")
         assert seen["error"] is None, seen

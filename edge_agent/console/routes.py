@@ -59,7 +59,10 @@ CSP = (
 _HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": under it browsers send "Origin: null" with the form's POST,
+    # and the Origin check would refuse the console's own login. Nothing here
+    # links elsewhere, so the referrer never leaves the device.
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": CSP,
 }
