@@ -4,7 +4,7 @@ One lane per purpose; each recording is a bar coloured by purpose (hatched when
 restricted, outlined when it is an anonymized derivative); a tick marks its
 deadline when the deadline falls inside the window; holds are shaded across
 all lanes; a red line marks now. Pure: the console gathers the rows, this only
-draws them, so it is tested without a daemon (docs/operator-guide.md, "Console").
+draws them, so it is tested without a daemon (docs/console.md).
 """
 
 from __future__ import annotations
