@@ -1,7 +1,8 @@
 """Fan-out of a camera's encoded packets to live viewers (one camera connection for all).
 
-A producer — the recorder's worker thread, or a feeder thread in tests —
-calls :meth:`PacketHub.publish` for every packet; each viewer holds a
+A producer — the recorder's worker thread (through :meth:`PacketHub.publisher`),
+or :func:`pump` in demos and tests — calls :meth:`PacketHub.publish` for
+every packet, from its own thread; each viewer holds a
 :class:`Subscription` read from asyncio. The producer never waits: every
 subscriber channel is a bounded ring buffer that drops its oldest entries,
 and a video channel that overflowed (or just started) waits for the next
@@ -13,8 +14,10 @@ MP4-style length-prefixed input) and every keyframe carries its SPS/PPS, so a
 viewer that joins late can start decoding at the first keyframe it gets.
 WebRTC H.264 packetisation (RFC 6184) needs exactly that.
 
-This module never imports aiortc: the recorder can publish whether or not the
-live view is enabled.
+Nobody watching a source costs its producer a lock, a dict lookup and two
+counters per packet: no copy, no conversion (``copied`` in :meth:`PacketHub.counts`
+says how many packets were copied for viewers). This module never imports
+aiortc: the recorder can publish whether or not the live view is enabled.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -44,7 +47,6 @@ __all__ = [
     "HubPacket",
     "PacketHub",
     "Subscription",
-    "attach_to_recorder",
     "pump",
 ]
 
@@ -280,6 +282,7 @@ class _SourceState:
         self.normalizer_for: CodecInfo | None = None
         self.last_packet = 0.0  # monotonic
         self.packets = 0
+        self.copied = 0  # packets copied for viewers
 
 
 class PacketHub:
@@ -317,6 +320,7 @@ class PacketHub:
                     state.normalizer = None
                 state.normalizer_for = codec_info
             normalizer = state.normalizer if kind == "video" and codec_info.is_h264 else None
+            state.copied += 1
         try:
             if normalizer is not None:
                 chunks = normalizer.convert(packet)
@@ -331,6 +335,26 @@ class PacketHub:
             item = HubPacket(k, data, pts, packet.time_base, keyframe, codec_info)
             for sub in subs:
                 sub.push(item)
+
+    def publisher(
+        self, source_id: str, video: Stream, audio: Stream | None
+    ) -> Callable[[str, Packet[Any]], None]:
+        """``publish`` bound to one connection's streams (the recorder's seam).
+
+        Codec parameters are read here, once per connection: per packet they would
+        cost more than the packet itself. A reconnect brings new streams, hence a
+        new publisher.
+        """
+        infos = {"video": CodecInfo.from_stream(video)}
+        if audio is not None:
+            infos["audio"] = CodecInfo.from_stream(audio)
+
+        def publish(kind: str, packet: Packet[Any]) -> None:
+            info = infos.get(kind)
+            if info is not None:
+                self.publish(source_id, kind, packet, info)
+
+        return publish
 
     def subscribe(self, source_id: str, *, audio: bool = False) -> Subscription:
         """A new viewer; video starts at the next keyframe. Close it when done."""
@@ -359,6 +383,12 @@ class PacketHub:
                 return None
             return time.monotonic() - state.last_packet
 
+    def counts(self, source_id: str) -> tuple[int, int]:
+        """(packets published, packets copied for viewers) since the hub started."""
+        with self._lock:
+            state = self._sources.get(source_id)
+            return (state.packets, state.copied) if state is not None else (0, 0)
+
     def subscriber_count(self, source_id: str) -> int:
         with self._lock:
             state = self._sources.get(source_id)
@@ -374,61 +404,7 @@ class PacketHub:
             await asyncio.sleep(0.05)
 
 
-# -- recorder seam ---------------------------------------------------------------------
-
-
-class _Tap(Protocol):
-    video: Stream | None
-    audio: Stream | None
-    closed: bool
-
-    async def get(self) -> tuple[str, Packet[Any]]: ...
-
-    def close(self) -> None: ...
-
-
-class _TapSource(Protocol):
-    def add_packet_listener(self, source_id: str, maxlen: int = ...) -> _Tap: ...
-
-
-async def _forward(hub: PacketHub, source_id: str, tap: _Tap) -> None:
-    infos: dict[str, CodecInfo] = {}
-    try:
-        while True:
-            try:
-                kind, packet = await tap.get()
-            except EOFError:
-                return
-            stream = tap.video if kind == "video" else tap.audio
-            if stream is None:
-                continue
-            info = infos.get(kind)
-            if info is None or info.stream is not stream:
-                # A reconnect brings new streams, possibly with new parameters.
-                info = infos[kind] = CodecInfo.from_stream(stream)
-            hub.publish(source_id, kind, packet, info)
-    finally:
-        tap.close()
-
-
-async def attach_to_recorder(
-    hub: PacketHub, manager: _TapSource, source_ids: Iterable[str]
-) -> None:
-    """Forward the recorder manager's packet taps into the hub until cancelled.
-
-    ``RecorderManager.add_packet_listener(source_id) -> PacketTap`` is pull-style
-    (asyncio ``get()``, current input streams on ``tap.video``/``tap.audio``), so
-    this runs one forwarding task per source. Attach before the manager starts
-    its sessions: a tap learns its streams when a session opens.
-    """
-    taps = [(sid, manager.add_packet_listener(sid, VIDEO_BACKLOG)) for sid in source_ids]
-    try:
-        async with asyncio.TaskGroup() as tg:
-            for sid, tap in taps:
-                tg.create_task(_forward(hub, sid, tap))
-    finally:
-        for _, tap in taps:
-            tap.close()
+# -- demo/test producer ------------------------------------------------------------------
 
 
 class _PacketSource(Protocol):

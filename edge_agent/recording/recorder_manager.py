@@ -42,7 +42,6 @@ from edge_agent.intake.runtime import origin_for_source
 from edge_agent.recording.recorder import (
     CONTAINER,
     ClosedSegment,
-    PacketTap,
     Recorder,
     RecorderSettings,
     SessionResult,
@@ -53,6 +52,7 @@ from edge_agent.recording.recorder import (
 )
 
 if TYPE_CHECKING:
+    from edge_agent.recording.packethub import PacketHub
     from edge_agent.retention.storage_gate import StorageGate
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,8 @@ class RecorderManager:
         # Closed segments and alarms from the recording threads, filed in order.
         self._closed: asyncio.Queue[ClosedSegment | _Alarm] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending_taps: dict[str, list[PacketTap]] = {}
+        # The live view's packet hub (edge_agent.recording.packethub), if any.
+        self.hub: PacketHub | None = None
         self.recovered: list[str] = []  # ids adopted from a crash at start-up
         self.filed = 0  # segments catalogued since start
         self._running = False
@@ -215,12 +216,15 @@ class RecorderManager:
     def paused(self) -> dict[str, str]:
         return {i: h.paused for i, h in self._handles.items() if h.paused is not None}
 
-    def add_packet_listener(self, source_id: str, maxlen: int = 256) -> PacketTap:
-        """A bounded, drop-oldest copy of ``source_id``'s recorded packets (live view).
+    def attach_hub(self, hub: PacketHub) -> None:
+        """Publish every source's recorded packets into ``hub`` (the live view).
 
-        Survives reconnects and config reloads; ``tap.close()`` removes it.
+        Call before :meth:`run`; sources added by a reload get it too. The hub
+        keeps its viewers across reconnects and reloads: they are keyed by source id.
         """
-        return self._handle(source_id).recorder.add_packet_listener(maxlen)
+        self.hub = hub
+        for h in self._handles.values():
+            h.recorder.hub = hub
 
     async def apply_config(self, cfg: Config) -> None:
         """Switch to a new config (SIGHUP): stop removed or changed sources, start new ones.
@@ -238,8 +242,6 @@ class RecorderManager:
                 h.priority = src.priority
                 continue
             await self._stop_one(sid)
-            if src is not None:
-                self._pending_taps[sid] = h.recorder._taps
         self._order = [s.id for s in cfg.sources]
         for src in cfg.sources:
             if src.id not in self._handles:
@@ -271,8 +273,8 @@ class RecorderManager:
             on_alarm=self._alarm,
             now=self._now,
             clock_trusted=lambda: intake.clock_trusted,
+            hub=self.hub,
         )
-        rec._taps = self._pending_taps.pop(src.id, [])
         h = _Handle(rec, src.priority)
         self._handles[src.id] = h
         if src.id not in self._order:
