@@ -351,8 +351,15 @@ class PacketHub:
 
         def publish(kind: str, packet: Packet[Any]) -> None:
             info = infos.get(kind)
-            if info is not None:
+            if info is None:
+                return
+            try:
                 self.publish(source_id, kind, packet, info)
+            except Exception:
+                # This runs in the recording thread: a live view fault must cost the
+                # preview, never the recording. Off until the next connection.
+                log.exception("%s: live view feed stopped for this connection", source_id)
+                infos.clear()
 
         return publish
 
