@@ -8,10 +8,11 @@ subscriber channel is a bounded ring buffer that drops its oldest entries,
 and a video channel that overflowed (or just started) waits for the next
 keyframe, because a decoder fed a GOP with holes shows garbage until then.
 
-H.264 is normalised once per source, and only while someone watches: packets
-are converted to Annex-B (FFmpeg's ``h264_mp4toannexb`` bitstream filter for
-MP4-style length-prefixed input) and every keyframe carries its SPS/PPS, so a
-viewer that joins late can start decoding at the first keyframe it gets.
+H.264 is normalised once per source (:mod:`edge_agent.recording.h264`), and
+only while someone watches: packets are converted to Annex-B (FFmpeg's
+``h264_mp4toannexb`` bitstream filter for MP4-style length-prefixed input) and
+every keyframe carries its SPS/PPS, so a viewer that joins late can start
+decoding at the first keyframe it gets.
 WebRTC H.264 packetisation (RFC 6184) needs exactly that.
 
 Nobody watching a source costs its producer a lock, a dict lookup and two
@@ -36,6 +37,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import av
 from av.packet import Packet
 
+from edge_agent.recording.h264 import H264Normalizer
+
 if TYPE_CHECKING:
     from av.stream import Stream
 
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "Channel",
     "CodecInfo",
+    "H264Normalizer",
     "HubPacket",
     "PacketHub",
     "Subscription",
@@ -54,8 +58,6 @@ Kind = Literal["video", "audio"]
 
 VIDEO_BACKLOG = 150  # packets: ~6 s at 25 fps, far more than a healthy viewer lags
 AUDIO_BACKLOG = 300  # AAC frames: ~6 s at 48 kHz
-_START_CODE = b"\x00\x00\x01"
-_NAL_SPS = 7
 
 
 @dataclass(frozen=True)
@@ -122,52 +124,6 @@ class HubPacket:
         if self.pts is None or self.time_base is None:
             return None
         return float(self.pts * self.time_base)
-
-
-def _nal_types(data: bytes) -> set[int]:
-    types: set[int] = set()
-    i = data.find(_START_CODE)
-    while i != -1 and i + 3 < len(data):
-        types.add(data[i + 3] & 0x1F)
-        i = data.find(_START_CODE, i + 3)
-    return types
-
-
-def _is_annexb(extradata: bytes) -> bool:
-    return extradata.startswith(_START_CODE) or extradata.startswith(b"\x00" + _START_CODE)
-
-
-class H264Normalizer:
-    """Annex-B H.264 with SPS/PPS in front of every keyframe."""
-
-    def __init__(self, info: CodecInfo) -> None:
-        self._bsf: av.BitStreamFilterContext | None = None
-        self._parameter_sets = b""
-        if info.extradata and not _is_annexb(info.extradata):
-            # avcC extradata: the filter rewrites length prefixes to start codes and
-            # inserts SPS/PPS itself. It needs the stream's codec parameters: given
-            # only a codec name it has no extradata and silently passes MP4-style
-            # packets through, which the browser cannot decode.
-            if info.stream is None:
-                raise ValueError("h264 with avcC extradata needs CodecInfo.stream")
-            self._bsf = av.BitStreamFilterContext("h264_mp4toannexb", info.stream)
-        else:
-            # Annex-B already (RTSP, raw encoders with global headers): the
-            # parameter sets live out of band in extradata, if anywhere.
-            self._parameter_sets = info.extradata
-
-    def convert(self, packet: Packet[Any]) -> list[tuple[bytes, bool]]:
-        """(Annex-B data, keyframe) for one input packet."""
-        keyframe = bool(packet.is_keyframe)
-        if self._bsf is not None:
-            twin = Packet(bytes(packet))  # the filter consumes its input packet
-            twin.pts, twin.dts, twin.time_base = packet.pts, packet.dts, packet.time_base
-            twin.is_keyframe = keyframe
-            return [(bytes(out), bool(out.is_keyframe)) for out in self._bsf.filter(twin)]
-        data = bytes(packet)
-        if keyframe and self._parameter_sets and _NAL_SPS not in _nal_types(data):
-            data = self._parameter_sets + data
-        return [(data, keyframe)]
 
 
 class Channel:
