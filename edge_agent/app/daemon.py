@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent import __version__
-from edge_agent.app.components import AdopterComponent, FnComponent, LinkComponent, until_stopped
+from edge_agent.app.components import AdopterComponent, FnComponent, LinkComponent
 from edge_agent.app.health import HealthSettings
 from edge_agent.app.lifecycle import (
     STAGE_INPUT,
@@ -115,7 +115,6 @@ class Agent:
         self.liveview: LiveView | None = None
         self.hub: PacketHub | None = None
         self._watch_slots: dict[str, Slot] = {}
-        self._tap_slots: dict[str, Slot] = {}
         self._adopt_lock = asyncio.Lock()
         self.lifecycle = Lifecycle(
             shutdown_timeout=shutdown_timeout,
@@ -228,20 +227,8 @@ class Agent:
         assert cfg.liveview is not None
         self.hub = PacketHub()
         self.liveview = LiveView(cfg.liveview, sources_from_config(cfg), self.hub)
-        for src in cfg.sources:
-            self._add_tap(src.id)
+        self.manager.attach_hub(self.hub)  # the recorders publish straight into it
         self.add(FnComponent("liveview", self.liveview.run), STAGE_VIEW)
-
-    def _add_tap(self, source_id: str) -> None:
-        from edge_agent.recording.packethub import attach_to_recorder
-
-        hub, manager, name = self.hub, self.manager, f"packethub:{source_id}"
-        assert hub is not None
-
-        async def run(stop: asyncio.Event) -> None:
-            await until_stopped(attach_to_recorder(hub, manager, [source_id]), stop, name)
-
-        self._tap_slots[source_id] = self.add(FnComponent(name, run), STAGE_VIEW)
 
     def _build_mqtt(self, cfg: Config) -> None:
         assert cfg.mqtt is not None and cfg.topic_root is not None
@@ -344,17 +331,11 @@ class Agent:
             self.dispatcher.locations = frozenset(loc.id for loc in cfg.locations)
             self.dispatcher.reply_prefix = cfg.commands.reply_prefix_for(self.dispatcher.root)
         if plan.sources_added or plan.sources_removed or plan.sources_changed:
-            for sid in plan.sources_removed:
-                slot = self._tap_slots.pop(sid, None)
-                if slot is not None:
-                    await self.lifecycle.stop_slot(slot)
             await self.manager.apply_config(cfg)
             if self.liveview is not None:
                 from edge_agent.liveview.liveview import sources_from_config
 
                 self.liveview.sources = {s.id: s for s in sources_from_config(cfg) if s.signage}
-                for sid in plan.sources_added:
-                    self._add_tap(sid)
         for path in plan.watches_removed + plan.watches_changed:
             slot = self._watch_slots.pop(path, None)
             if slot is not None:

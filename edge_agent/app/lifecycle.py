@@ -49,7 +49,7 @@ STAGE_INPUT = 0  # recorders, adopters
 STAGE_MAINT = 1  # janitor, telemetry, monitor
 STAGE_REPORT = 2  # publisher, commands
 STAGE_LINK = 3  # MQTT (publishes offline itself)
-STAGE_VIEW = 4  # live view and its packet taps
+STAGE_VIEW = 4  # live view
 HARD_EXIT_GRACE = 2.0  # past the shutdown bound, os._exit(1)
 
 
