@@ -107,3 +107,28 @@ def test_client_bounds_a_silent_or_flooding_peer(tmp_path: Path) -> None:
     assert big.doc is None and "over" in (big.why_not or "")
     t.join(5)
     srv.close()
+
+
+async def test_hostile_requests_get_a_verdict_or_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    server = ControlServer(path, _state)
+    await server.start()
+
+    async def raw(data: bytes) -> bytes:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        writer.write(data)
+        await writer.drain()
+        try:
+            return await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+
+    try:
+        assert (await raw(b"POST /v1/state HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 405")
+        assert (await raw(b"\x00\xff garbage\r\n\r\n")).startswith(b"HTTP/1.1 400")
+        assert await raw(b"GET /v1/state HTTP/1.1\r\nX: " + b"a" * 10_000 + b"\r\n\r\n") == b""
+        # Still serving after all that.
+        answer = await asyncio.to_thread(ask_agent, path)
+        assert answer.doc is not None and answer.doc["state"] == "online"
+    finally:
+        await server.close()

@@ -20,8 +20,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 log = logging.getLogger(__name__)
 
 # sun_path is 108 bytes on Linux, including the terminating NUL.
@@ -69,32 +67,31 @@ def _clear_stale(path: Path) -> None:
 
 
 class ControlServer:
-    """Serves ``GET /v1/state`` (and ``/v1/health``) on a Unix socket."""
+    """Serves ``GET /v1/state`` (and ``/v1/health``) on a Unix socket.
+
+    A few lines of HTTP/1.x on asyncio streams rather than aiohttp: a daemon
+    without the live view must not load a web framework for one read-only
+    route. Requests are bounded in size and time; anything else is refused.
+    """
 
     def __init__(self, path: Path, state: StateProvider) -> None:
         self.path = path
         self._state = state
-        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
         why = check_socket_path(self.path)
         if why is not None:
             raise ControlError(why)
         await asyncio.to_thread(self._prepare)
-        # Requests carry no body worth reading: anything over 1 KiB is refused.
-        app = web.Application(client_max_size=1024)
-        app.router.add_get("/v1/state", self._get_state)
-        app.router.add_get("/v1/health", self._get_health)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.UnixSite(runner, str(self.path))
         try:
-            await site.start()
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_REQUEST
+            )
             os.chmod(self.path, SOCKET_MODE)
         except OSError as e:
-            await runner.cleanup()
+            await self.close()
             raise ControlError(f"control socket {self.path}: {e.strerror or e}") from e
-        self._runner = runner
         log.info("control endpoint on %s", self.path)
 
     def _prepare(self) -> None:
@@ -112,28 +109,54 @@ class ControlServer:
             await self.close()
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(self.path.unlink)
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self.path.unlink)
 
-    async def _get_state(self, _: web.Request) -> web.Response:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            doc = await self._state()
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+            except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                return  # slow, cut short or oversized: no answer is owed
+            status, doc = await self._answer(head)
+            body = json.dumps(doc, default=str).encode("utf-8")
+            writer.write(
+                f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
+                "Content-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n"
+                "Cache-Control: no-store\r\nConnection: close\r\n\r\n".encode("ascii")
+                + body
+            )
+            await asyncio.wait_for(writer.drain(), READ_TIMEOUT)
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _answer(self, head: bytes) -> tuple[int, dict[str, Any]]:
+        parts = head.split(b"\r\n", 1)[0].split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            return 400, {"error": "not an HTTP/1.x request"}
+        method, target = parts[0], parts[1]
+        if method != b"GET":
+            return 405, {"error": "read-only: only GET"}
+        if target == b"/v1/health":
+            return 200, {"ok": True, "pid": os.getpid()}
+        if target != b"/v1/state":
+            return 404, {"error": "unknown path (use /v1/state or /v1/health)"}
+        try:
+            return 200, await self._state()
         except Exception as e:  # a broken provider is an answer, not a dead endpoint
             log.exception("control: state provider failed")
-            return _json({"error": f"state unavailable: {type(e).__name__}"}, 500)
-        return _json(doc, 200)
-
-    async def _get_health(self, _: web.Request) -> web.Response:
-        return _json({"ok": True, "pid": os.getpid()}, 200)
+            return 500, {"error": f"state unavailable: {type(e).__name__}"}
 
 
-def _json(doc: dict[str, Any], status: int) -> web.Response:
-    return web.Response(
-        body=json.dumps(doc, default=str).encode("utf-8"),
-        status=status,
-        content_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
+MAX_REQUEST = 4096
+READ_TIMEOUT = 2.0
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            500: "Internal Server Error"}  # fmt: skip

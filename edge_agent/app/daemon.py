@@ -74,6 +74,8 @@ from edge_agent.store.catalog import Catalog, open_catalog_from_config
 from edge_agent.store.outbox_store import Outbox
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from edge_agent.liveview.liveview import LiveView
     from edge_agent.recording.packethub import PacketHub
 
@@ -198,6 +200,7 @@ class Agent:
             self._add_watch(w)
         self.add(FnComponent("janitor", self.janitor.run), STAGE_MAINT)
         self.add(self.monitor, STAGE_MAINT)
+        self._add_control(cfg)
         if cfg.mqtt is not None:
             self._build_mqtt(cfg)
 
@@ -226,9 +229,35 @@ class Agent:
 
         assert cfg.liveview is not None
         self.hub = PacketHub()
-        self.liveview = LiveView(cfg.liveview, sources_from_config(cfg), self.hub)
+        mount = self._console_mount(self.hub) if cfg.liveview.console else None
+        self.liveview = LiveView(cfg.liveview, sources_from_config(cfg), self.hub, mount=mount)
         self.manager.attach_hub(self.hub)  # the recorders publish straight into it
         self.add(FnComponent("liveview", self.liveview.run), STAGE_VIEW)
+
+    def _add_control(self, cfg: Config) -> None:
+        from edge_agent.app.control import ControlServer
+
+        control = ControlServer(cfg.control_socket, self.status.control_doc)
+        self.add(FnComponent("control", control.run), STAGE_MAINT)
+
+    def _console_mount(self, hub: PacketHub) -> Callable[[web.Application, str], None]:
+        # Imported only with the console on: an agent without it loads none of it.
+        from edge_agent.app.console_data import DaemonConsoleData
+        from edge_agent.console.routes import mount_console
+
+        data = DaemonConsoleData(
+            catalog=self.catalog,
+            status=self.status,
+            config=lambda: self.cfg,
+            hub=hub,
+            liveview=True,
+            now=self.now,
+        )
+
+        def mount(app: web.Application, token: str) -> None:
+            mount_console(app, data, token, now=self.now)
+
+        return mount
 
     def _build_mqtt(self, cfg: Config) -> None:
         assert cfg.mqtt is not None and cfg.topic_root is not None

@@ -9,8 +9,10 @@ sources and clock figures (docs/design/architecture.md).
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from edge_agent.app.lifecycle import Lifecycle
@@ -21,16 +23,41 @@ from edge_agent.comms.telemetry import (
     ClockState,
     Gatherer,
     RetentionSnapshot,
+    Snapshot,
     SourceState,
     availability,
     build_telemetry,
 )
+from edge_agent.core.model import iso
 from edge_agent.intake.intake import Intake
 from edge_agent.recording.recorder_manager import RecorderManager
 from edge_agent.retention.janitor import Janitor
 from edge_agent.store.catalog import Catalog
 
-__all__ = ["AgentStatus"]
+__all__ = ["AgentStatus", "agent_header", "judge_overdue"]
+
+
+def agent_header(started_monotonic: float) -> dict[str, Any]:
+    """Who answers on the control socket: pid, uptime and start time."""
+    up = time.monotonic() - started_monotonic
+    return {
+        "running": True,
+        "pid": os.getpid(),
+        "uptime_s": round(up, 1),
+        "started_at": iso(datetime.fromtimestamp(time.time() - up, tz=UTC)),
+    }
+
+
+def judge_overdue(telemetry: dict[str, Any], clock_trusted: bool) -> bool:
+    """Whether the overdue figures in ``telemetry`` mean anything; zeroes them if not.
+
+    Deadlines judged against a clock the guard does not trust are no finding:
+    ten years ahead, every recording would look ten years overdue
+    (docs/design/time.md).
+    """
+    if not clock_trusted:
+        telemetry["retention"].update(overdue_count=0, worst_overdue_seconds=0.0)
+    return clock_trusted
 
 
 class AgentStatus:
@@ -121,6 +148,35 @@ class AgentStatus:
             more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
             parts.append(f"degraded: {reasons[0]}{more}")
         return ", ".join(parts)
+
+    async def control_doc(self) -> dict[str, Any]:
+        """What the control socket answers (``edge-agent status``, docs/operator-guide.md)."""
+        from edge_agent.comms.status import SESSION_KEY
+
+        def read() -> tuple[Snapshot, int]:
+            snap = self.gatherer.gather(self.now())
+            return snap, int(self.catalog.get_meta(SESSION_KEY) or 0)
+
+        snap, session = await asyncio.to_thread(read)
+        state, reasons = availability(snap)
+        telemetry = build_telemetry(snap).model_dump(mode="json")
+        judged = judge_overdue(telemetry, snap.clock.trusted)
+        link = self.link
+        return {
+            "state": state,
+            "reasons": reasons,
+            "agent": agent_header(self.gatherer.started),
+            "mqtt": {
+                "configured": link is not None,
+                "connected": bool(link and link.connected),
+                "session": session,
+            },
+            "sources": [s.as_dict() for s in self.manager.snapshot()],
+            "jobs": [],
+            "overdue_judged": judged,
+            "free_space_floor_bytes": snap.free_floor_bytes,
+            "telemetry": telemetry,
+        }
 
     async def status_doc(self) -> dict[str, Any]:
         """The ``status`` command's answer: availability and the telemetry document."""

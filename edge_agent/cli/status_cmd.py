@@ -35,6 +35,7 @@ NOT_RUNNING = "not running"
 def _offline_document(cfg: Config, why_not: str) -> dict[str, Any]:
     """The catalog's view with the agent down: sources are not running, not absent."""
     from edge_agent.app.settings import janitor_settings, make_gatherer
+    from edge_agent.app.status import judge_overdue
     from edge_agent.comms.status import SESSION_KEY
     from edge_agent.comms.telemetry import (
         ClockState,
@@ -64,11 +65,7 @@ def _offline_document(cfg: Config, why_not: str) -> dict[str, Any]:
     finally:
         cat.close()
     telemetry = build_telemetry(snap).model_dump(mode="json")
-    judged = clock.trusted
-    if not judged:
-        # Deadlines judged against a clock the guard does not trust are no finding:
-        # ten years ahead, every recording would look ten years overdue.
-        telemetry["retention"].update(overdue_count=0, worst_overdue_seconds=0.0)
+    judged = judge_overdue(telemetry, clock.trusted)
     return {
         "state": NOT_RUNNING,
         # Each source "not running" is implied by the first reason.

@@ -467,6 +467,8 @@ class LiveView(_Section):
     token: SecretStr | None = None
     token_file: ConfigPath | None = None
     max_viewers: Annotated[int, Field(ge=1, le=64, strict=True)] = 4
+    # The installer's console on the same server and token (docs/console.md).
+    console: StrictBool = True
     # Open HTTP connections at once (a page and its viewers use a handful each);
     # more are closed on accept so idle sockets cannot use up file descriptors.
     max_connections: Annotated[int, Field(ge=4, le=1024, strict=True)] = 64

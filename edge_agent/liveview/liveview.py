@@ -33,7 +33,7 @@ import contextlib
 import hmac
 import ipaddress
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -119,8 +119,11 @@ class LiveView:
         *,
         passthrough: bool = True,
         limits: ServerLimits | None = None,
+        mount: Callable[[web.Application, str], None] | None = None,
     ) -> None:
         self.settings = settings
+        # More routes on the same server and token (the console, docs/console.md).
+        self._mount = mount
         # The descriptor reserve counts every configured camera, signed or not:
         # each one records.
         self.limits = limits or ServerLimits(
@@ -187,6 +190,8 @@ class LiveView:
         app.router.add_get("/api/sources", self._api_sources)
         app.router.add_post("/whep/{source_id}", self._whep_post)
         app.router.add_delete("/whep/{source_id}/{session_id}", self._whep_delete)
+        if self._mount is not None:
+            self._mount(app, token)
         runner = web.AppRunner(
             app,
             access_log=None,

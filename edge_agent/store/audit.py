@@ -231,6 +231,18 @@ class AuditLog:
                 yield AuditEntry(int(r[0]), r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
             last = int(rows[-1][0])
 
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` newest entries, newest first (the console's event list)."""
+        rows = self.catalog.query(
+            "SELECT seq, ts, actor, action, subject, data, prev_hash, hash FROM audit "
+            "ORDER BY seq DESC LIMIT ?",
+            (max(0, limit),),
+        )
+        return [
+            AuditEntry(int(r[0]), r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7]).as_dict()
+            for r in rows
+        ]
+
     def export(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
         """Entries in seq order as dicts (``since`` filters on the entry time)."""
         for entry in self._rows(since):
