@@ -345,7 +345,7 @@ class Agent:
         from edge_agent.core.location_drift import configured, location_drift
 
         try:
-            rows = await asyncio.to_thread(self.catalog.footage_by_location)
+            rows = await asyncio.to_thread(self.catalog.recordings.footage)
         except Exception:
             log.exception("cannot compare the config's locations with the catalog")
             return
@@ -588,7 +588,7 @@ class Agent:
 
     async def _sample(self) -> None:
         def read() -> tuple[int, int, bool]:
-            count = sum(s.count for s in self.catalog.summary_by_purpose().values())
+            count = sum(s.count for s in self.catalog.recordings.summaries().values())
             depth = Outbox(self.catalog).depth()
             try:
                 free, total = self.janitor.free_space()

@@ -39,7 +39,7 @@ def status_document(config_path: Any) -> dict[str, Any]:
         gatherer.clock = lambda: clock
         from edge_agent.core.location_drift import configured, location_drift
 
-        drift = location_drift(configured(cfg.locations), cat.footage_by_location())
+        drift = location_drift(configured(cfg.locations), cat.recordings.footage())
         gatherer.location_drift = tuple(d.as_dict() for d in drift)
         snap = gatherer.gather(utcnow())
         session = int(cat.get_meta(SESSION_KEY) or 0)

@@ -75,8 +75,9 @@ from edge_agent.core.commands import (
 )
 from edge_agent.core.model import EraseRequest, HoldKind, RequestMode, iso, parse_ts
 from edge_agent.store.audit import AuditLog
-from edge_agent.store.catalog import Catalog, to_epoch
+from edge_agent.store.catalog import Catalog
 from edge_agent.store.command_results import ResultStore, result_payload
+from edge_agent.store.rows import to_epoch
 
 log = logging.getLogger(__name__)
 
@@ -563,7 +564,7 @@ class CommandDispatcher:
         # holds recordings can be erased, restricted and held (docs/retention-policy.md).
         if location is None or self.locations is None or location in self.locations:
             return
-        if await asyncio.to_thread(self.catalog.has_location, location):
+        if await asyncio.to_thread(self.catalog.recordings.has_location, location):
             return
         known = ", ".join(sorted(self.locations)) or "none"
         raise ValueError(

@@ -30,8 +30,9 @@ from pydantic import BaseModel, ConfigDict
 
 from edge_agent.comms.mqtt import MqttLink, NotConnected
 from edge_agent.store.audit import AuditLog
-from edge_agent.store.catalog import Catalog, to_epoch
+from edge_agent.store.catalog import Catalog
 from edge_agent.store.outbox_store import Outbox
+from edge_agent.store.rows import to_epoch
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from edge_agent.core.model import iso
 from edge_agent.store.audit import canonical_json
-from edge_agent.store.catalog import Catalog, from_epoch, to_epoch
+from edge_agent.store.catalog import Catalog
+from edge_agent.store.rows import from_epoch, to_epoch
 
 NEXT_SEQ_KEY = "outbox_next_seq"
 CLASSES = ("audit", "telemetry")
