@@ -33,8 +33,8 @@ from edge_agent.store.catalog import (
     CatalogMismatch,
     UnknownRecord,
 )
-from edge_agent.store.recordings import PurposeStats
 from edge_agent.store.outbox_store import Outbox
+from edge_agent.store.recordings import PurposeStats
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
 

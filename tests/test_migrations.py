@@ -108,7 +108,8 @@ def test_due_index_matches_the_live_states(tmp_path: Path) -> None:
     with Catalog.open(tmp_path / "cat.db", device_id="gw-1", storage_root=tmp_path) as cat:
         (sql,) = cat.query("SELECT sql FROM sqlite_master WHERE name = 'idx_recordings_due'")[0]
         assert f"state IN {LIVE_STATES_SQL}" in sql
-        assert LIVE_STATES_SQL == "(" + ", ".join(f"'{s}'" for s in LIVE_STATES) + ")"
+        derived = "(" + ", ".join(f"'{s}'" for s in LIVE_STATES) + ")"
+        assert derived == LIVE_STATES_SQL
         # Pinned with INDEXED BY: SQLite refuses the query if the index cannot serve it.
         assert cat.schedule.count_due(datetime.now(UTC)) == 0
         assert cat.schedule.pressure_page(10) == []
