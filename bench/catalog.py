@@ -137,7 +137,7 @@ def main() -> int:
         raw.row_factory = None
 
         def sweep_sql_only() -> list[tuple[object, ...]]:
-            # The same statement as schedule.due, without building Recording objects.
+            # The same statement as schedule.due (store/schedule.py), without Recordings.
             return raw.execute(
                 'SELECT id, path, location, purpose, site, audio, anonymized, start, "end", '
                 "time_source, device, policy_version, deadline, size, sha256, source_sha256, "
@@ -162,7 +162,7 @@ def main() -> int:
             ),
             (
                 "next deadline",
-                cat.next_deadline,
+                cat.schedule.next_deadline,
                 5.0,
                 lambda r: str(r),
             ),
