@@ -21,8 +21,9 @@ import pytest
 from broker import Broker, Subscriber, write_agent_config
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge_agent.app.settings import mqtt_settings
 from edge_agent.comms.command_dispatch import CommandDispatcher
-from edge_agent.comms.mqtt import InMessage, MqttLink, MqttSettings
+from edge_agent.comms.mqtt import InMessage, MqttLink
 from edge_agent.config.config import Config, load_config
 from edge_agent.core.commands import CommandResult, TrustedKey, sign
 from edge_agent.core.model import iso, utcnow
@@ -46,7 +47,7 @@ def env(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _dispatcher(cfg: Config, cat: Catalog, key: Ed25519PrivateKey) -> CommandDispatcher:
-    settings = dataclasses.replace(MqttSettings.from_config(cfg), reconnect_max=1.0)
+    settings = dataclasses.replace(mqtt_settings(cfg), reconnect_max=1.0)
     trusted = TrustedKey("central", key.public_key())
     return CommandDispatcher(
         cat,

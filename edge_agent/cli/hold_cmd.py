@@ -59,7 +59,9 @@ def _add(args: argparse.Namespace) -> int:
 
 def _change(args: argparse.Namespace, cfg: Any, op: Callable[[Catalog], Hold]) -> Hold:
     """Run one hold change on the catalog; bad input exits 2; ``--json`` prints the hold."""
-    cat = open_cli_catalog(cfg)
+    # A writing command creates the catalog on a provisioned device whose daemon has
+    # not run yet: a hold placed before the first start must not be refused.
+    cat = open_cli_catalog(cfg, create=True)
     try:
         hold = op(cat)
     except HoldError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.cli._base import (
     EXIT_FAILURE,
@@ -21,17 +21,21 @@ from edge_agent.cli.recordings_cmd import utc_time
 from edge_agent.core.model import iso, recording_doc, utcnow
 from edge_agent.store.catalog import Catalog
 
+if TYPE_CHECKING:
+    from edge_agent.config.config import Config
+
 __all__ = ["check_location", "load_cli_config", "open_cli_catalog", "register"]
 
 
 # -- retention plan ------------------------------------------------------------
 
 
-def _plan_doc(cfg: Any, cat: Catalog, at: datetime, limit: int) -> dict[str, Any]:
+def _plan_doc(cfg: Config, cat: Catalog, at: datetime, limit: int) -> dict[str, Any]:
+    from edge_agent.app.settings import janitor_settings
     from edge_agent.core.retention_plan import plan
     from edge_agent.retention.janitor import Janitor
 
-    janitor = Janitor.from_config(cfg, cat)
+    janitor = Janitor.from_settings(janitor_settings(cfg), cat)
     verdict = janitor.guard.check(persist=False)
     holds = cat.holds.list()
     going: list[dict[str, Any]] = []
@@ -64,6 +68,7 @@ def _plan_doc(cfg: Any, cat: Catalog, at: datetime, limit: int) -> dict[str, Any
     ]
     free, total = janitor.free_space()
     floor = janitor.floor_bytes(total)
+    nxt = cat.schedule.next_deadline_after(at)
     return {
         "at": iso(at),
         "clock": "trusted" if verdict.trusted else "untrusted",
@@ -76,7 +81,7 @@ def _plan_doc(cfg: Any, cat: Catalog, at: datetime, limit: int) -> dict[str, Any
         "kept_by_hold": kept,
         "holds": [h.id for h in holds],
         "upcoming": upcoming,
-        "next_deadline": iso(d) if (d := cat.schedule.next_deadline_after(at)) else None,
+        "next_deadline": iso(nxt) if nxt else None,
         "awaiting_deadline": len(cat.schedule.awaiting_deadline(limit=10_000)),
         "free_bytes": free,
         "floor_bytes": floor,
@@ -120,12 +125,13 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from edge_agent.app.settings import janitor_settings
     from edge_agent.retention.janitor import Janitor
 
     cfg = load_cli_config(args.config)
     cat = open_cli_catalog(cfg)
     try:
-        janitor = Janitor.from_config(cfg, cat)
+        janitor = Janitor.from_settings(janitor_settings(cfg), cat)
         janitor.actor = "cli"
         janitor.batch = args.batch
         res = janitor.sweep_once()

@@ -504,6 +504,13 @@ class LiveView(_Section):
             ) from None
 
 
+class Control(_Section):
+    """The daemon's local control socket (docs/operator-guide.md, "Status")."""
+
+    # None: ``control.sock`` beside the catalog, a folder the agent's group can read.
+    socket: ConfigPath | None = None
+
+
 @dataclass(frozen=True)
 class FsyncPolicy:
     mode: FsyncMode
@@ -522,6 +529,7 @@ class Config(_Section):
     mqtt: Mqtt | None = None  # absent = MQTT off
     commands: Commands = Commands()
     liveview: LiveView | None = None  # absent = live view off
+    control: Control = Control()
 
     _path: Path | None = PrivateAttr(default=None)
     _profile: HwProfile | None = PrivateAttr(default=None)
@@ -577,6 +585,10 @@ class Config(_Section):
 
     def longer_than_notice(self) -> list[str]:
         return self.retention.longer_than_notice()
+
+    @property
+    def control_socket(self) -> Path:
+        return self.control.socket or self.storage.catalog.parent / "control.sock"
 
     @property
     def quarantine_dir(self) -> Path:

@@ -69,23 +69,6 @@ class ClockGuardSettings:
     alarm_repeat: timedelta = timedelta(days=1)
     command_tolerance: timedelta = timedelta(seconds=120)
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> ClockGuardSettings:
-        """From an ``edge_agent.config.config.Config``."""
-        c = cfg.clock
-        return cls(
-            release_date=c.release_date,
-            max_jump=c.max_jump,
-            trust_rtc=c.trust_rtc,
-            periods=cfg.retention_periods(),
-            sources=TimeSyncSources(
-                timesyncd_flag=c.timesync_flag,
-                chronyc=c.chronyc or None,
-            ),
-            alarm_after=timedelta(seconds=c.untrusted_alarm_after_seconds),
-            command_tolerance=timedelta(seconds=c.command_tolerance_seconds),
-        )
-
 
 class ClockAcceptError(ValueError):
     """The clock cannot be accepted as it reads (before the release date or recordings)."""

@@ -29,12 +29,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_agent.config.profiles import SpaceFloor
 from edge_agent.config.storage_checks import full_reason
 from edge_agent.core.model import Period, Recording, RetentionPeriods, iso, parse_ts
 from edge_agent.core.policy import active_holds, holds_covering
 from edge_agent.core.pressure import PAUSE_REASON, storage_budget
 from edge_agent.core.retention_plan import DeletionReason, plan
-from edge_agent.retention.clockguard import ClockGuard
+from edge_agent.retention.clockguard import ClockGuard, ClockGuardSettings
 from edge_agent.retention.deletion import (
     DeletionOutcome,
     Doomed,
@@ -50,9 +51,10 @@ from edge_agent.store.catalog import Catalog
 from edge_agent.store.outbox_store import Outbox
 
 if TYPE_CHECKING:
+    from edge_agent.core.clock import Clock
     from edge_agent.retention.storage_gate import StorageGate
 
-__all__ = ["Janitor", "JanitorStatus", "SweepResult"]
+__all__ = ["Janitor", "JanitorSettings", "JanitorStatus", "SweepResult"]
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +186,18 @@ def catalog_space(catalog_path: Path, root: Path) -> Callable[[], tuple[int, int
     return read
 
 
+@dataclass(frozen=True)
+class JanitorSettings:
+    """What the janitor takes from the config (made in ``edge_agent.app.settings``)."""
+
+    storage_root: Path
+    periods: RetentionPeriods
+    guard: ClockGuardSettings
+    free_space_floor: SpaceFloor
+    quarantine_dir: Path | None = None
+    kernel_flag: bool = True  # the system clock's: trust the kernel's "synchronised" flag
+
+
 class Janitor:
     def __init__(
         self,
@@ -233,29 +247,31 @@ class Janitor:
         return self.gate.blocked() if self.gate is not None else None
 
     @classmethod
-    def from_config(
+    def from_settings(
         cls,
-        cfg: Any,
+        settings: JanitorSettings,
         catalog: Catalog,
         *,
-        clock: Any = None,
+        clock: Clock | None = None,
         on_alarm: AlarmCallback | None = None,
     ) -> Janitor:
-        """Build from an ``edge_agent.config.config.Config`` (real clocks and disk unless given)."""
-        from edge_agent.host.sysclock import SystemClock
-        from edge_agent.retention.clockguard import ClockGuardSettings
+        """Build with its clock guard (real clocks and disk unless given).
 
-        clock = clock or SystemClock(kernel_flag=cfg.clock.kernel_flag)
-        guard = ClockGuard(catalog, clock, ClockGuardSettings.from_config(cfg))
+        ``edge_agent.app.settings.janitor_settings`` turns the config into ``settings``.
+        """
+        from edge_agent.host.sysclock import SystemClock
+
+        clock = clock or SystemClock(kernel_flag=settings.kernel_flag)
+        guard = ClockGuard(catalog, clock, settings.guard)
         return cls(
             catalog,
-            cfg.storage.root,
-            periods=cfg.retention_periods(),
+            settings.storage_root,
+            periods=settings.periods,
             guard=guard,
-            floor_bytes=cfg.free_space_floor_bytes,
-            catalog_space=catalog_space(catalog.path, cfg.storage.root),
+            floor_bytes=settings.free_space_floor.bytes_for,
+            catalog_space=catalog_space(catalog.path, settings.storage_root),
             on_alarm=on_alarm,
-            quarantine_dir=cfg.quarantine_dir,
+            quarantine_dir=settings.quarantine_dir,
         )
 
     # -- properties for the recorder manager and telemetry ---------------------
