@@ -82,7 +82,7 @@ def test_clock_accept_resumes_deletion_and_is_audited(tmp_path: Path) -> None:
     assert json.loads(r.stdout)["deleted_ids"] == [rid]
     cat = Catalog.open(tmp_path / "catalog.db", device_id="gw-test", storage_root=tmp_path / "rec")
     try:
-        assert cat.get_recording(rid).state is RecState.DELETED  # type: ignore[union-attr]
+        assert cat.recordings.get(rid).state is RecState.DELETED  # type: ignore[union-attr]
     finally:
         cat.close()
     r = run("audit", "export", *c)

@@ -189,7 +189,7 @@ class Rig:
     manager: RecorderManager
 
     def recordings(self, source_id: str | None = None) -> list[Recording]:
-        recs = sorted(self.catalog.list_recordings(), key=lambda r: r.tags.start)
+        recs = sorted(self.catalog.recordings.list(), key=lambda r: r.tags.start)
         return [r for r in recs if source_id is None or r.source_id == source_id]
 
     def path(self, rec: Recording) -> Path:
@@ -295,7 +295,9 @@ async def test_testsrc_segments_audio_rule_and_signage(tmp_path: Path) -> None:
         assert dark.state == State.DEGRADED and "no signage" in (dark.reason or "")
         # While recording, the open segment has no catalog row: retention cannot see it.
         open_files = list(find_partials(Path(rig.cfg.storage.root)))
-        assert open_files and all(rig.catalog.find_by_path(str(p)) is None for p in open_files)
+        assert open_files and all(
+            rig.catalog.recordings.find_by_path(str(p)) is None for p in open_files
+        )
     assert not list(find_partials(Path(rig.cfg.storage.root))), "stop files the open segment"
     assert not rig.recordings("dark-cam")
     for sid, audio in (("lab-cam", True), ("gate-cam", False)):
@@ -556,7 +558,7 @@ def test_sigkill_leaves_a_readable_segment_that_start_up_adopts(tmp_path: Path) 
     recs = recover_partials(root, rig.intake, utcnow())
     assert len(recs) == 1
     rec = recs[0]
-    assert rig.catalog.get_recording(rec.id) is not None
+    assert rig.catalog.recordings.get(rec.id) is not None
     seconds = (rec.end - rec.start).total_seconds()
     assert 1.0 < seconds < 3.5, seconds  # ~1 s may be lost with the open cluster
     doc = ffprobe(rig.path(rec))

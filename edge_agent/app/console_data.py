@@ -95,7 +95,7 @@ class DaemonConsoleData:
     async def locations(self) -> list[str]:
         cfg = self._config()
         known = [loc.id for loc in cfg.locations]
-        held = await asyncio.to_thread(self.catalog.footage_locations)
+        held = await asyncio.to_thread(self.catalog.recordings.locations)
         return known + sorted(set(held) - set(known))
 
     async def timeline(
@@ -105,7 +105,7 @@ class DaemonConsoleData:
             raise Refused(f"unknown location {location!r}", 404)
 
         def read() -> tuple[list[Bar], list[Shade]]:
-            recs = self.catalog.list_recordings(
+            recs = self.catalog.recordings.list(
                 location=location,
                 since=t0,
                 until=t1,
@@ -125,7 +125,7 @@ class DaemonConsoleData:
                 for r in recs
             ]
             shades = []
-            for h in self.catalog.list_holds():
+            for h in self.catalog.holds.list():
                 if h.location == location and h.window_start is not None:
                     shades.append(Shade(h.id, h.window_start, h.window_end, h.reason))
                 elif h.recording_ids:
@@ -139,7 +139,7 @@ class DaemonConsoleData:
         return await asyncio.to_thread(read)
 
     async def holds(self) -> list[dict[str, Any]]:
-        holds = await asyncio.to_thread(self.catalog.list_holds)
+        holds = await asyncio.to_thread(self.catalog.holds.list)
         return [hold_doc(h) for h in holds]
 
     async def place_hold(self, request: HoldRequest) -> dict[str, Any]:

@@ -81,7 +81,7 @@ class Monitor:
         janitor = self.janitor
 
         def read() -> tuple[int, int, bool]:
-            count = sum(s.count for s in self.catalog.summary_by_purpose().values())
+            count = sum(s.count for s in self.catalog.recordings.summaries().values())
             depth = Outbox(self.catalog).depth()
             try:
                 free, total = janitor.free_space()

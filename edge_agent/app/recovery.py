@@ -90,7 +90,7 @@ async def follow_locations(
     from edge_agent.core.location_drift import configured, location_drift
 
     try:
-        rows = await asyncio.to_thread(catalog.footage_by_location)
+        rows = await asyncio.to_thread(catalog.recordings.footage)
     except Exception:
         log.exception("cannot compare the config's locations with the catalog")
         return

@@ -230,9 +230,9 @@ def check_location(cfg: Config, location: str) -> None:
         return
     cat = open_cli_catalog(cfg)
     try:
-        if cat.has_location(location):
+        if cat.recordings.has_location(location):
             return
-        known = sorted({*configured, *cat.footage_locations()})
+        known = sorted({*configured, *cat.recordings.locations()})
     finally:
         cat.close()
     raise CliError(

@@ -77,7 +77,7 @@ def _list(args: argparse.Namespace) -> int:
     cfg = load_cli_config(args.config)
     cat = open_cli_catalog(cfg)
     try:
-        holds = cat.list_holds(include_released=args.all)
+        holds = cat.holds.list(include_released=args.all)
     finally:
         cat.close()
     docs = [hold_doc(h) for h in holds]

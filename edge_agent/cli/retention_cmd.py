@@ -18,7 +18,7 @@ from edge_agent.cli._base import (
 )
 from edge_agent.cli._context import check_location, load_cli_config, open_cli_catalog
 from edge_agent.cli.recordings_cmd import utc_time
-from edge_agent.core.model import iso, utcnow
+from edge_agent.core.model import iso, recording_doc, utcnow
 from edge_agent.store.catalog import Catalog
 
 if TYPE_CHECKING:
@@ -37,13 +37,13 @@ def _plan_doc(cfg: Config, cat: Catalog, at: datetime, limit: int) -> dict[str, 
 
     janitor = Janitor.from_settings(janitor_settings(cfg), cat)
     verdict = janitor.guard.check(persist=False)
-    holds = cat.list_holds()
+    holds = cat.holds.list()
     going: list[dict[str, Any]] = []
     kept: list[dict[str, Any]] = []
     total_due = 0
     offset = 0
     while len(going) < limit:
-        page = cat.due_page(at, 500, offset)
+        page = cat.schedule.due_page(at, 500, offset)
         if not page:
             break
         offset += len(page)
@@ -61,19 +61,14 @@ def _plan_doc(cfg: Config, cat: Catalog, at: datetime, limit: int) -> dict[str, 
             for d in p.deletions
         ]
     if len(going) >= limit:
-        total_due = cat.count_due(at) - len(kept)
+        total_due = cat.schedule.count_due(at) - len(kept)
     upcoming = [
-        {
-            "id": r.id,
-            "location": r.location,
-            "purpose": str(r.tags.purpose),
-            "deadline": iso(r.deadline) if r.deadline else None,
-        }
-        for r in cat.upcoming_deadlines(at, 10)
+        recording_doc(r, ("id", "location", "purpose", "deadline"))
+        for r in cat.schedule.upcoming(at, 10)
     ]
     free, total = janitor.free_space()
     floor = janitor.floor_bytes(total)
-    nxt = cat.next_deadline_after(at)
+    nxt = cat.schedule.next_deadline_after(at)
     return {
         "at": iso(at),
         "clock": "trusted" if verdict.trusted else "untrusted",
@@ -87,7 +82,7 @@ def _plan_doc(cfg: Config, cat: Catalog, at: datetime, limit: int) -> dict[str, 
         "holds": [h.id for h in holds],
         "upcoming": upcoming,
         "next_deadline": iso(nxt) if nxt else None,
-        "awaiting_deadline": len(cat.awaiting_deadline(limit=10_000)),
+        "awaiting_deadline": len(cat.schedule.awaiting_deadline(limit=10_000)),
         "free_bytes": free,
         "floor_bytes": floor,
         "disk_pressure": free < floor,

@@ -58,7 +58,7 @@ def _offline_document(cfg: Config, why_not: str) -> dict[str, Any]:
         )
         gatherer.clock = lambda: clock
         gatherer.sources = lambda: [SourceState(s.id, NOT_RUNNING, reason) for s in cfg.sources]
-        drift = location_drift(configured(cfg.locations), cat.footage_by_location())
+        drift = location_drift(configured(cfg.locations), cat.recordings.footage())
         gatherer.location_drift = tuple(d.as_dict() for d in drift)
         snap = gatherer.gather(utcnow())
         session = int(cat.get_meta(SESSION_KEY) or 0)

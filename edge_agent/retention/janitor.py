@@ -325,12 +325,12 @@ class Janitor:
         verdict = self.guard.check(now)
         res = SweepResult(now, verdict.trusted, verdict.reason)
         res.finished_interrupted = len(finished.deleted)
-        holds = self.catalog.list_holds()
+        holds = self.catalog.holds.list()
         self._retention(res, holds, now)
         self._pressure(res, holds, now)
         if verdict.trusted:
             self._purge_quarantine(res, now)
-        res.next_deadline = self.catalog.next_deadline_after(now)
+        res.next_deadline = self.catalog.schedule.next_deadline_after(now)
         expiries = [h.expires for h in active_holds(holds, now) if h.expires is not None]
         wakes = [t for t in (*expiries, res.next_deadline) if t is not None and t > now]
         res.next_wake = min(wakes, default=None)
@@ -361,7 +361,7 @@ class Janitor:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="janitor-unlink") as pool:
             try:
                 while True:
-                    page = self.catalog.due_page(now, self.batch, offset)
+                    page = self.catalog.schedule.due_page(now, self.batch, offset)
                     if not page or self._unavailable() is not None:
                         return
                     p = plan(
@@ -376,7 +376,9 @@ class Janitor:
                         # Nothing is deleted; one page gives the worst case (pages are in
                         # deadline order), a count gives the rest without walking them all.
                         res.worst_overdue_seconds = p.worst_overdue_seconds
-                        res.overdue_count = self.catalog.count_due(now) - len(p.kept_by_hold)
+                        res.overdue_count = self.catalog.schedule.count_due(now) - len(
+                            p.kept_by_hold
+                        )
                         return
                     res.max_lateness_seconds = max(
                         res.max_lateness_seconds, p.worst_overdue_seconds
@@ -432,7 +434,7 @@ class Janitor:
         while free < floor:
             if self._unavailable() is not None:
                 return
-            page = self.catalog.pressure_page(self.batch, offset)
+            page = self.catalog.schedule.pressure_page(self.batch, offset)
             if not page:
                 res.storage_full_held = True
                 res.full_reason = full_reason(held=held, floor=floor, total=total)
@@ -475,7 +477,7 @@ class Janitor:
         if res.storage_full_held and not was_full:
             held = len({i for i, _ in res.kept_by_hold})
             # Everything left is held (if anything is): the live totals are the held footage.
-            stats = list(self.catalog.summary_by_purpose().values())
+            stats = list(self.catalog.recordings.summaries().values())
             any_held = res.full_reason == PAUSE_REASON
             self._alarm(
                 "alarm.storage_full_held",

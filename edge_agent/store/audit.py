@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.core.model import iso
-from edge_agent.store.catalog import Catalog, _write_json_atomic, to_epoch
+from edge_agent.store.catalog import Catalog, _write_json_atomic
+from edge_agent.store.rows import to_epoch
 
 GENESIS_HASH = "0" * 64
 HEAD_SEQ_KEY = "audit_head_seq"

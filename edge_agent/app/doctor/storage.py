@@ -151,7 +151,7 @@ def check_catalog(cfg: Config, now: datetime) -> list[Check]:
     except (CatalogError, MigrationError, OSError) as exc:
         return [fail(name, f"cannot open {path}: {exc}", "check the path and its permissions")]
     try:
-        newest = catalog.newest_trusted_start()
+        newest = catalog.schedule.newest_trusted_start()
     finally:
         catalog.close()
     out = [ok(name, f"{path} belongs to device {cfg.device.id} and this disk")]
@@ -173,7 +173,7 @@ def check_catalog(cfg: Config, now: datetime) -> list[Check]:
 def check_location_drift(cfg: Config) -> list[Check]:
     """Footage at a location the config no longer has, or whose kind or audio flag changed."""
     from edge_agent.core.location_drift import configured, location_drift
-    from edge_agent.store.catalog import read_footage_by_location
+    from edge_agent.store.recordings import read_footage_by_location
 
     rows = read_footage_by_location(cfg.storage.catalog)
     if rows is None:
