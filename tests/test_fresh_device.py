@@ -68,6 +68,10 @@ def test_reading_commands_do_not_create_a_catalog(tmp_path: Path) -> None:
         "--dry-run",
     )
     assert dry.returncode == 1 and "no catalog" in dry.stderr
+    st = _cli("status", "--config", str(cfg), "--json")
+    assert st.returncode == 1, st.stderr
+    doc = json.loads(st.stdout)
+    assert doc["state"] == "not running" and any("no catalog yet" in r for r in doc["reasons"])
     assert not (tmp_path / "state" / "catalog.db").exists()
     assert not (tmp_path / "rec" / ".edge-agent-storage").exists()
 

@@ -47,6 +47,24 @@ def _offline_document(cfg: Config, why_not: str) -> dict[str, Any]:
     from edge_agent.retention.janitor import Janitor
 
     reason = "the agent is not running"
+    doc: dict[str, Any] = {
+        "state": NOT_RUNNING,
+        "reasons": [f"agent not running: {why_not}"],
+        "agent": {"running": False, "why_not": why_not},
+        "mqtt": {"configured": cfg.mqtt is not None, "connected": False, "session": 0},
+        "topic_root": cfg.topic_root,
+        "sources": [
+            {"id": s.id, "location": s.location, "state": NOT_RUNNING, "reason": reason}
+            for s in cfg.sources
+        ],
+        "jobs": [],
+        "overdue_judged": False,
+        "telemetry": None,
+    }
+    if not cfg.storage.catalog.exists():
+        # A provisioned device before its first start: nothing to read, nothing created.
+        doc["reasons"].append(f"no catalog yet at {cfg.storage.catalog}")
+        return doc
     cat = open_cli_catalog(cfg)
     try:
         gatherer = make_gatherer(cfg, cat)
@@ -65,23 +83,12 @@ def _offline_document(cfg: Config, why_not: str) -> dict[str, Any]:
     finally:
         cat.close()
     telemetry = build_telemetry(snap).model_dump(mode="json")
-    judged = judge_overdue(telemetry, clock.trusted)
-    return {
-        "state": NOT_RUNNING,
-        # Each source "not running" is implied by the first reason.
-        "reasons": [f"agent not running: {why_not}"]
-        + [r for r in availability(snap)[1] if not r.startswith("source ")],
-        "agent": {"running": False, "why_not": why_not},
-        "mqtt": {"configured": cfg.mqtt is not None, "connected": False, "session": session},
-        "topic_root": cfg.topic_root,
-        "sources": [
-            {"id": s.id, "location": s.location, "state": NOT_RUNNING, "reason": reason}
-            for s in cfg.sources
-        ],
-        "jobs": [],
-        "overdue_judged": judged,
-        "telemetry": telemetry,
-    }
+    # Each source "not running" is implied by the first reason.
+    doc["reasons"] += [r for r in availability(snap)[1] if not r.startswith("source ")]
+    doc["mqtt"]["session"] = session
+    doc["overdue_judged"] = judge_overdue(telemetry, clock.trusted)
+    doc["telemetry"] = telemetry
+    return doc
 
 
 def status_document(config_path: Path) -> dict[str, Any]:
@@ -106,7 +113,6 @@ def _duration(seconds: float) -> str:
 
 def _print(doc: dict[str, Any]) -> None:
     w = sys.stdout.write
-    t = doc["telemetry"]
     agent = doc.get("agent", {})
     if agent.get("running"):
         w(f"agent      running (pid {agent['pid']}, up {_duration(agent['uptime_s'])})\n")
@@ -115,6 +121,11 @@ def _print(doc: dict[str, Any]) -> None:
     w(f"state      {doc['state']}\n")
     for reason in doc["reasons"]:
         w(f"  reason   {reason}\n")
+    t = doc["telemetry"]
+    if t is None:
+        for s in doc.get("sources", []):
+            w(f"source     {s['id']}: {s['state']}\n")
+        return
     w(f"device     {t['device']} (edge-agent {t['version']})\n")
     mqtt = doc.get("mqtt", {})
     if not mqtt.get("configured"):
