@@ -82,6 +82,7 @@ from edge_agent.store.catalog import Catalog
 from edge_agent.config.config import parse_config
 from edge_agent.intake.intake import Intake
 from edge_agent.recording.recorder_manager import RecorderManager
+from edge_agent.app.settings import source_plans
 from edge_agent.intake.runtime import intake_settings
 
 tmp, clip, seconds = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
@@ -106,7 +107,7 @@ audio = true
 segment_seconds = 10
 ''', tmp)
 cat = Catalog.open(tmp / "catalog.db", device_id="bench", storage_root=tmp / "rec")
-mgr = RecorderManager(cfg, Intake(cat, intake_settings(cfg)))
+mgr = RecorderManager(source_plans(cfg), Intake(cat, intake_settings(cfg)), cfg.storage.root)
 
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)

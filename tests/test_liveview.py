@@ -22,11 +22,12 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 from mediagen import make_video
 
+from edge_agent.app.settings import source_plans, view_sources
 from edge_agent.config.config import LiveView as LiveViewSettings
 from edge_agent.config.config import parse_config
 from edge_agent.intake.intake import Intake
 from edge_agent.intake.runtime import intake_settings
-from edge_agent.liveview.liveview import LiveView, SourceInfo, sources_from_config
+from edge_agent.liveview.liveview import LiveView, SourceInfo
 from edge_agent.liveview.liveview_tracks import Timeline
 from edge_agent.media.testsrc import open_testsrc
 from edge_agent.recording.packethub import (
@@ -238,10 +239,12 @@ token = "{TOKEN}"
     catalog = Catalog.open(
         tmp_path / "catalog.db", device_id="gw-test", storage_root=tmp_path / "rec"
     )
-    manager = RecorderManager(cfg, Intake(catalog, intake_settings(cfg)))
+    manager = RecorderManager(
+        source_plans(cfg), Intake(catalog, intake_settings(cfg)), cfg.storage.root
+    )
     hub = PacketHub()
     manager.attach_hub(hub)
-    lv = LiveView(cfg.liveview, sources_from_config(cfg), hub)
+    lv = LiveView(cfg.liveview, view_sources(cfg), hub)
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
         tg.create_task(manager.run(stop))

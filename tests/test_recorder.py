@@ -27,6 +27,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge_agent.app.settings import source_plans
 from edge_agent.config.config import Config, ConfigError, parse_config
 from edge_agent.core.backoff import backoff_delay
 from edge_agent.core.model import Recording, utcnow
@@ -39,7 +40,6 @@ from edge_agent.recording.recorder import State, find_partials, recover_partials
 from edge_agent.recording.recorder_manager import (
     ManagerSettings,
     RecorderManager,
-    recorder_settings,
 )
 from edge_agent.store.catalog import Catalog
 from tests import rtsp_server
@@ -200,7 +200,12 @@ def open_rig(tmp: Path, sources: str, settings: ManagerSettings = FAST) -> Rig:
     cfg = make_cfg(tmp, sources)
     cat = Catalog.open(tmp / "catalog.db", device_id="gw-test", storage_root=tmp / "rec")
     intake = Intake(cat, intake_settings(cfg))
-    return Rig(cfg, cat, intake, RecorderManager(cfg, intake, settings=settings))
+    return Rig(
+        cfg,
+        cat,
+        intake,
+        RecorderManager(source_plans(cfg, settings), intake, cfg.storage.root, settings=settings),
+    )
 
 
 @asynccontextmanager
@@ -452,7 +457,7 @@ def test_rtsp_transport_is_a_per_source_key_that_reaches_the_recorder(tmp_path: 
         tmp_path, source("udp-cam", url, "gate", transport="udp") + source("cam", url, "gate")
     )
     assert [s.rtsp_transport for s in cfg.sources] == ["udp", "tcp"]  # tcp by default
-    assert recorder_settings(cfg, cfg.sources[0], FAST).rtsp_transport == "udp"
+    assert source_plans(cfg, FAST)[0].settings.rtsp_transport == "udp"
     with pytest.raises(ConfigError) as info:
         make_cfg(tmp_path, source("cam", url, "gate", transport="UDP"))
     assert info.value.problems == [

@@ -53,6 +53,8 @@ from edge_agent.app.settings import (
     load_trusted_keys,
     make_gatherer,
     mqtt_settings,
+    source_plans,
+    view_sources,
 )
 from edge_agent.app.status import AgentStatus
 from edge_agent.app.storage_watch import watch_storage_root
@@ -108,8 +110,13 @@ class Agent:
             janitor_settings(cfg), catalog, clock=clock, on_alarm=self._on_alarm
         )
         stop_budget = max(1.0, shutdown_timeout * 0.6)
+        self._manager_settings = ManagerSettings(shutdown_timeout=stop_budget)
         self.manager = RecorderManager(
-            cfg, self.intake, settings=ManagerSettings(shutdown_timeout=stop_budget), now=now
+            source_plans(cfg, self._manager_settings),
+            self.intake,
+            cfg.storage.root,
+            settings=self._manager_settings,
+            now=now,
         )
         self.publisher: Publisher | None = None
         self.dispatcher: CommandDispatcher | None = None
@@ -224,13 +231,13 @@ class Agent:
 
     def _build_liveview(self, cfg: Config) -> None:
         # aiortc and aiohttp load only here: a device without [liveview] stays small.
-        from edge_agent.liveview.liveview import LiveView, sources_from_config
+        from edge_agent.liveview.liveview import LiveView
         from edge_agent.recording.packethub import PacketHub
 
         assert cfg.liveview is not None
         self.hub = PacketHub()
         mount = self._console_mount(self.hub) if cfg.liveview.console else None
-        self.liveview = LiveView(cfg.liveview, sources_from_config(cfg), self.hub, mount=mount)
+        self.liveview = LiveView(cfg.liveview, view_sources(cfg), self.hub, mount=mount)
         self.manager.attach_hub(self.hub)  # the recorders publish straight into it
         self.add(FnComponent("liveview", self.liveview.run), STAGE_VIEW)
 
@@ -360,11 +367,9 @@ class Agent:
             self.dispatcher.locations = frozenset(loc.id for loc in cfg.locations)
             self.dispatcher.reply_prefix = cfg.commands.reply_prefix_for(self.dispatcher.root)
         if plan.sources_added or plan.sources_removed or plan.sources_changed:
-            await self.manager.apply_config(cfg)
+            await self.manager.apply_config(source_plans(cfg, self._manager_settings))
             if self.liveview is not None:
-                from edge_agent.liveview.liveview import sources_from_config
-
-                self.liveview.sources = {s.id: s for s in sources_from_config(cfg) if s.signage}
+                self.liveview.sources = {s.id: s for s in view_sources(cfg) if s.signage}
         for path in plan.watches_removed + plan.watches_changed:
             slot = self._watch_slots.pop(path, None)
             if slot is not None:

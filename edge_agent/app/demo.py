@@ -22,6 +22,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, TextIO
 
+from edge_agent.app.settings import source_plans
 from edge_agent.config.config import Config, load_config
 from edge_agent.core.model import Purpose, iso, utcnow
 from edge_agent.core.retention_plan import plan
@@ -176,7 +177,7 @@ class Demo:
             "(both send a test pattern and a tone; only the audio room keeps the tone)"
         )
         intake = Intake(catalog, intake_settings(cfg), actor="demo")
-        manager = RecorderManager(cfg, intake)
+        manager = RecorderManager(source_plans(cfg), intake, cfg.storage.root)
         stop = asyncio.Event()
         task = asyncio.create_task(manager.run(stop))
         loop = asyncio.get_running_loop()

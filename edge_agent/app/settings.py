@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     # does not load paho or the telemetry gatherer.
     from edge_agent.comms.mqtt import MqttSettings
     from edge_agent.comms.telemetry import Gatherer
+    from edge_agent.liveview.liveview import SourceInfo
+    from edge_agent.recording.recorder_manager import ManagerSettings, SourcePlan
     from edge_agent.store.catalog import Catalog
 
 __all__ = [
@@ -40,6 +42,8 @@ __all__ = [
     "load_trusted_keys",
     "make_gatherer",
     "mqtt_settings",
+    "source_plans",
+    "view_sources",
 ]
 
 
@@ -134,3 +138,53 @@ def make_gatherer(cfg: Config, catalog: Catalog) -> Gatherer:
 
 def check_keys(cfg: Config) -> None:
     load_trusted_keys(cfg.commands.trusted_keys)  # raises ConfigError
+
+
+def source_plans(cfg: Config, ms: ManagerSettings | None = None) -> list[SourcePlan]:
+    """Each configured source as the recorder manager runs it (``ms``: its timeouts)."""
+    from edge_agent.core.policy import audio_decision
+    from edge_agent.intake.runtime import origin_for_source
+    from edge_agent.recording.recorder import RecorderSettings
+    from edge_agent.recording.recorder_manager import ManagerSettings, SourcePlan
+
+    ms = ms or ManagerSettings()
+    out = []
+    for src in cfg.sources:
+        origin = origin_for_source(cfg, src)
+        keep = audio_decision(src.audio, origin.audio_room, origin.signage).keep
+        rs = RecorderSettings(
+            source_id=src.id,
+            url=src.url,
+            redacted_url=src.redacted_url,
+            origin=origin,
+            device_id=cfg.device.id,
+            segment_seconds=float(cfg.segment_seconds_for(src)),
+            keep_audio=keep,
+            rtsp_transport=src.rtsp_transport,
+            open_timeout=ms.open_timeout,
+            stall_seconds=ms.stall_seconds,
+            max_drift=ms.max_drift,
+        )
+        out.append(SourcePlan(rs, src.priority))
+    return out
+
+
+def view_sources(cfg: Config) -> list[SourceInfo]:
+    """Each configured source as the live view needs to know it."""
+    from edge_agent.liveview.liveview import SourceInfo
+
+    out = []
+    for src in cfg.sources:
+        loc = cfg.location(src.location)
+        out.append(
+            SourceInfo(
+                id=src.id,
+                location=loc.id,
+                purpose=str(src.purpose),
+                site=str(loc.kind),
+                audio_room=loc.audio_room,
+                signage=loc.signage,
+                audio=src.audio,
+            )
+        )
+    return out

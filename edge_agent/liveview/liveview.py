@@ -58,12 +58,11 @@ from edge_agent.liveview.liveview_session import (
 from edge_agent.recording.packethub import PacketHub
 
 if TYPE_CHECKING:
-    from edge_agent.config.config import Config
     from edge_agent.config.config import LiveView as LiveViewSettings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ACCEPT_BACKLOG", "LiveView", "SourceInfo", "sources_from_config"]
+__all__ = ["ACCEPT_BACKLOG", "LiveView", "SourceInfo"]
 
 CODEC_WAIT_SECONDS = 5.0  # a source that shows no packet in this long is "not live"
 AUDIO_WAIT_SECONDS = 1.0
@@ -88,24 +87,6 @@ class SourceInfo:
     @property
     def audio_allowed(self) -> bool:
         return self.audio_room and self.audio
-
-
-def sources_from_config(cfg: Config) -> list[SourceInfo]:
-    out: list[SourceInfo] = []
-    for src in cfg.sources:
-        loc = cfg.location(src.location)
-        out.append(
-            SourceInfo(
-                id=src.id,
-                location=loc.id,
-                purpose=str(src.purpose),
-                site=str(loc.kind),
-                audio_room=loc.audio_room,
-                signage=loc.signage,
-                audio=src.audio,
-            )
-        )
-    return out
 
 
 class LiveView:

@@ -2,7 +2,7 @@
 
 :class:`RecorderManager` is what the daemon runs::
 
-    manager = RecorderManager(cfg, intake)
+    manager = RecorderManager(source_plans(cfg, ms), intake, storage_root)
     await manager.run(stop)          # returns after stop is set and segments are filed
 
 Per source an asyncio task starts a worker thread per connection
@@ -28,18 +28,15 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from edge_agent.config.config import Config, Source
 from edge_agent.core.backoff import backoff_delay
 from edge_agent.core.model import Tags, utcnow
-from edge_agent.core.policy import audio_decision
 from edge_agent.intake.intake import Intake
-from edge_agent.intake.runtime import origin_for_source
 from edge_agent.recording.filer import SegmentFiler
 from edge_agent.recording.recorder import (
     CONTAINER,
@@ -71,22 +68,16 @@ class ManagerSettings:
     shutdown_timeout: float = 20.0
 
 
-def recorder_settings(cfg: Config, src: Source, ms: ManagerSettings) -> RecorderSettings:
-    origin = origin_for_source(cfg, src)
-    keep = audio_decision(src.audio, origin.audio_room, origin.signage).keep
-    return RecorderSettings(
-        source_id=src.id,
-        url=src.url,
-        redacted_url=src.redacted_url,
-        origin=origin,
-        device_id=cfg.device.id,
-        segment_seconds=float(cfg.segment_seconds_for(src)),
-        keep_audio=keep,
-        rtsp_transport=src.rtsp_transport,
-        open_timeout=ms.open_timeout,
-        stall_seconds=ms.stall_seconds,
-        max_drift=ms.max_drift,
-    )
+@dataclass(frozen=True)
+class SourcePlan:
+    """One source as the manager runs it: built from the config in app/settings.py."""
+
+    settings: RecorderSettings
+    priority: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.settings.source_id
 
 
 @dataclass(eq=False)
@@ -108,14 +99,15 @@ class _Handle:
 class RecorderManager:
     def __init__(
         self,
-        cfg: Config,
+        sources: Sequence[SourcePlan],
         intake: Intake,
+        storage_root: Path,
         *,
         settings: ManagerSettings | None = None,
         now: Callable[[], datetime] = utcnow,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        self.cfg = cfg
+        self.storage_root = storage_root
         self.intake = intake
         self.settings = settings or ManagerSettings()
         self._now = now
@@ -130,7 +122,7 @@ class RecorderManager:
         self._running = False
         # Storage lost or failing (edge_agent.app.storage_watch): every source waits.
         self.held: str | None = None
-        for src in cfg.sources:
+        for src in sources:
             self._add(src)
 
     # -- public API --------------------------------------------------------------------
@@ -139,7 +131,7 @@ class RecorderManager:
         """Adopt crash leftovers, record every source until ``stop``, file the last segments."""
         self.filer.loop = asyncio.get_running_loop()
         recs = await asyncio.to_thread(
-            recover_partials, Path(self.cfg.storage.root), self.intake, self._now()
+            recover_partials, self.storage_root, self.intake, self._now()
         )
         self.recovered = [r.id for r in recs]
         if recs:
@@ -228,24 +220,21 @@ class RecorderManager:
         for h in self._handles.values():
             h.recorder.hub = hub
 
-    async def apply_config(self, cfg: Config) -> None:
+    async def apply_config(self, sources: Sequence[SourcePlan]) -> None:
         """Switch to a new config (SIGHUP): stop removed or changed sources, start new ones.
 
         Unchanged sources keep recording without a cut.
         """
-        self.cfg = cfg
-        wanted = {s.id: s for s in cfg.sources}
+        wanted = {s.id: s for s in sources}
         for sid in list(self._handles):
             h = self._handles[sid]
             src = wanted.get(sid)
-            if src is not None and recorder_settings(cfg, src, self.settings) == (
-                h.recorder.settings
-            ):
+            if src is not None and src.settings == h.recorder.settings:
                 h.priority = src.priority
                 continue
             await self._stop_one(sid)
-        self._order = [s.id for s in cfg.sources]
-        for src in cfg.sources:
+        self._order = [s.id for s in sources]
+        for src in sources:
             if src.id not in self._handles:
                 h = self._add(src)
                 if self._running:
@@ -260,8 +249,8 @@ class RecorderManager:
             raise KeyError(f"unknown source {source_id!r} (known: {known})")
         return h
 
-    def _add(self, src: Source) -> _Handle:
-        rs = recorder_settings(self.cfg, src, self.settings)
+    def _add(self, src: SourcePlan) -> _Handle:
+        rs = src.settings
         intake = self.intake
 
         def segment_path(tags: Tags, rec_id: str) -> Path:
