@@ -108,7 +108,12 @@ def _near(a: Box, b: Box) -> float:
     return math.hypot(ca[0] - cb[0], ca[1] - cb[1]) / size
 
 
-def pair(prev: Sequence[Box], nxt: Sequence[Box], *, reach: float = 1.5) -> list[tuple[int, int]]:
+# How far (in box sizes) a face may move between two detection frames and still
+# be followed: at N=2 and 25 fps, two face widths in 80 ms is beyond a sprint.
+REACH = 2.0
+
+
+def pair(prev: Sequence[Box], nxt: Sequence[Box], *, reach: float = REACH) -> list[tuple[int, int]]:
     """Greedy pairs of boxes of two detection frames whose centres are within
     ``reach`` box sizes: only to interpolate a position, never an identity."""
     candidates = sorted(
@@ -140,7 +145,7 @@ def carry(
     """Boxes for the ``steps - 1`` frames strictly between two detection frames
     ``steps`` apart, whose detections are ``prev`` and ``nxt`` (not yet grown).
 
-    A paired box is interpolated linearly and grown by ``fraction`` plus the
+    A box that moves at most ``REACH`` box sizes is paired: it is interpolated linearly and grown by ``fraction`` plus the
     distance it moves in one frame, so motion that is not quite linear stays
     covered; a box seen on one side only is held, grown, over the whole gap
     (a face that leaves or arrives, or that the detector missed on one side).
