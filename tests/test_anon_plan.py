@@ -57,7 +57,8 @@ def test_linear_motion_is_covered_on_every_frame_between(a: Box, b: Box, steps: 
     assert len(between) == steps - 1
     for k, frame in enumerate(between, start=1):
         t = k / steps
-        truth = anon_plan.clip(tuple(a[n] + (b[n] - a[n]) * t for n in range(4)), W, H)  # type: ignore[arg-type]
+        mid = [a[n] + (b[n] - a[n]) * t for n in range(4)]
+        truth = anon_plan.clip((mid[0], mid[1], mid[2], mid[3]), W, H)
         if truth is None:
             continue
         assert any(covers(f, truth) for f in frame) or _union_covers(frame, truth)
