@@ -125,7 +125,7 @@ def test_a_face_missed_by_the_first_pass_fails_verification(
 ) -> None:
     src, _ = clip
     dst = tmp_path / "bad.mp4"
-    # The first pass is blind (threshold 0.99); verification looks at 0.35.
+    # The first pass is blind (threshold 0.99); verification looks at 0.3.
     r = anonymize_file(src, dst, AnonSettings(face_threshold=0.99, verify_every=5))
     assert r.status == "ok"
     assert not r.verified
@@ -190,3 +190,21 @@ def test_plate_model_by_path_is_loaded_and_its_boxes_filled(
         region = _luma(rgb)[600:660, 100:540]
         assert float(region.max()) < 24
     assert not r.verified and "did not run" in r.reason
+
+
+def test_cli_receipt(clip: tuple[Path, list[list[anon_plan.Box]]], tmp_path: Path) -> None:
+    src, _ = clip
+    dst = tmp_path / "cli.mp4"
+    masks = tmp_path / "masks.json"
+    masks.write_text(json.dumps([[[0, 0], [0.3, 0], [0.3, 0.2], [0, 0.2]]]))
+    cmd = [sys.executable, "-m", "edge_agent", "anonymize-file", str(src), str(dst)]
+    out = subprocess.run(
+        [*cmd, "--masks", f"@{masks}", "--every", "3", "--json"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr + out.stdout
+    receipt = json.loads(out.stdout)
+    assert receipt["verified"] is True and receipt["frames"] == 50
+    assert receipt["residuals"] == {"faces": 0} and receipt["detections"]["faces"] > 0
+    assert receipt["pass_fps"] > 0
+    bad = subprocess.run([*cmd, "--masks", "[[[0, 0], [2, 0], [1, 1]]]"], capture_output=True)
+    assert bad.returncode == 2 and b"0..1" in bad.stderr

@@ -125,7 +125,10 @@ def cmd_anonymize_file(args: argparse.Namespace) -> int:
         w(f"{result.status}: {result.reason}\n")
         w(f"  frames      {result.frames} ({result.width}x{result.height})\n")
         w(f"  detections  {_counts(result.detections)}  (boxes filled {result.filled_boxes})\n")
-        w(f"  residuals   {_counts(result.residuals)}  (on our fill: {_counts(result.on_fill)})\n")
+        w(
+            f"  residuals   {_counts(result.residuals)}"
+            f"  (discounted: {_counts(result.discounted)})\n"
+        )
         w(f"  speed       {result.pass_fps} fps anonymizing, {result.fps} fps with verification\n")
         w(f"  verified    {'yes' if result.verified else 'no'}\n")
     return EXIT_OK if result.status == "ok" and result.verified else EXIT_FAILURE

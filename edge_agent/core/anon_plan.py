@@ -145,9 +145,9 @@ def carry(
     """Boxes for the ``steps - 1`` frames strictly between two detection frames
     ``steps`` apart, whose detections are ``prev`` and ``nxt`` (not yet grown).
 
-    A box that moves at most ``REACH`` box sizes is paired: it is interpolated linearly and grown by ``fraction`` plus the
-    distance it moves in one frame, so motion that is not quite linear stays
-    covered; a box seen on one side only is held, grown, over the whole gap
+    A box that moves at most ``REACH`` box sizes is paired: it is interpolated
+    linearly and grown by ``fraction`` plus the distance it moves in one frame,
+    so motion that is not quite linear stays covered; a box seen on one side only is held, grown, over the whole gap
     (a face that leaves or arrives, or that the detector missed on one side).
     """
     if steps <= 1:
