@@ -147,8 +147,9 @@ def carry(
 
     A box that moves at most ``REACH`` box sizes is paired: it is interpolated
     linearly and grown by ``fraction`` plus the distance it moves in one frame,
-    so motion that is not quite linear stays covered; a box seen on one side only is held, grown, over the whole gap
-    (a face that leaves or arrives, or that the detector missed on one side).
+    so motion that is not quite linear stays covered; a box seen on one side
+    only is held, grown, over the whole gap (a face that leaves or arrives, or
+    that the detector missed on one side).
     """
     if steps <= 1:
         return []
