@@ -83,6 +83,12 @@ def _dynamic_centerface(path: Path) -> bytes:
                 else:
                     dim.dim_value = want
     del model.graph.value_info[:]
+    # The export lists every weight as a graph input too, which stops
+    # onnxruntime from folding batch norms into the convolutions: half the speed.
+    weights = {w.name for w in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
     data: bytes = model.SerializeToString()
     return data
 

@@ -33,7 +33,12 @@ import numpy.typing as npt
 
 from edge_agent.anonymize.detectors import Detector, DetectorError, Image
 from edge_agent.anonymize.fill import MaskFill, Planes, fill_box
-from edge_agent.anonymize.settings import AnonResult, AnonSettings, load_detectors
+from edge_agent.anonymize.settings import (
+    AnonResult,
+    AnonSettings,
+    load_detectors,
+    with_thresholds,
+)
 from edge_agent.core import anon_plan
 from edge_agent.core.anon_plan import Box
 from edge_agent.host.fsutil import fsync_dir, fsync_file
@@ -151,9 +156,14 @@ def _open_output(
 
 
 def _first_pass(
-    src: Path, tmp: Path, s: AnonSettings, cancel: Cancel, progress: Progress | None
+    src: Path,
+    tmp: Path,
+    s: AnonSettings,
+    loaded: list[Detector],
+    cancel: Cancel,
+    progress: Progress | None,
 ) -> _Job:
-    detectors = load_detectors(s, verify=False)
+    detectors = with_thresholds(s, loaded, verify=False)
     with av.open(str(src)) as inp:
         if not inp.streams.video:
             raise _Bad("no video stream")
@@ -238,13 +248,19 @@ def detail(luma: npt.NDArray[np.uint8], box: Box) -> float:
 
 
 def verify_file(
-    path: Path, settings: AnonSettings, *, cancel: Cancel = lambda: False
+    path: Path,
+    settings: AnonSettings,
+    *,
+    cancel: Cancel = lambda: False,
+    loaded: list[Detector] | None = None,
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Detections per detector, summed over the frames of ``path``, at the verification
     thresholds (lower than the first pass): residuals, and those discounted because
     they lie on a flat or coarsely pixelated fill or are not face-shaped. Masks are
     not checked: they are written on every frame."""
-    detectors = load_detectors(settings, verify=True)
+    if loaded is None:
+        loaded = load_detectors(settings)
+    detectors = with_thresholds(settings, loaded, verify=True)
     residual = {d.name: 0 for d, _ in detectors}
     discounted = {d.name: 0 for d, _ in detectors}
     with av.open(str(path)) as inp:
@@ -289,13 +305,14 @@ def anonymize_file(
     try:
         if dst.exists():
             raise _Bad(f"{dst} exists; anonymization never overwrites")
-        job = _first_pass(src, tmp, settings, cancel, progress)
+        loaded = load_detectors(settings)
+        job = _first_pass(src, tmp, settings, loaded, cancel, progress)
         pass_seconds = time.monotonic() - started
         if job.frames == 0:
             raise _Bad("no frame could be decoded")
         if settings.verify:
             t0 = time.monotonic()
-            residuals, discounted = verify_file(tmp, settings, cancel=cancel)
+            residuals, discounted = verify_file(tmp, settings, cancel=cancel, loaded=loaded)
             verify_seconds = time.monotonic() - t0
             checked = True
         fsync_file(tmp)

@@ -106,19 +106,27 @@ class AnonResult:
         return asdict(self)
 
 
-def load_detectors(s: AnonSettings, *, verify: bool) -> list[tuple[Detector, float]]:
-    """The detectors these settings ask for, each with its threshold for this pass."""
+def load_detectors(s: AnonSettings) -> list[Detector]:
+    """The detectors these settings ask for, loaded once for both passes."""
     problems = s.problems()
     if problems:
         raise DetectorError("; ".join(problems))
-    out: list[tuple[Detector, float]] = []
+    out: list[Detector] = []
     if s.faces:
-        out.append((CenterFace(s.threads), s.face_verify_threshold if verify else s.face_threshold))
-    plate_t = s.plate_verify_threshold if verify else s.plate_threshold
+        out.append(CenterFace(s.threads))
     if s.plates == PLATES_HEURISTIC:
         from edge_agent.anonymize.plates import HeuristicPlates
 
-        out.append((HeuristicPlates(), plate_t))
+        out.append(HeuristicPlates())
     elif s.plates != PLATES_OFF:
-        out.append((OnnxPlates(Path(s.plates), s.threads), plate_t))
+        out.append(OnnxPlates(Path(s.plates), s.threads))
     return out
+
+
+def with_thresholds(
+    s: AnonSettings, detectors: list[Detector], *, verify: bool
+) -> list[tuple[Detector, float]]:
+    """Each detector with its threshold for the first pass or for verification."""
+    faces = s.face_verify_threshold if verify else s.face_threshold
+    plates = s.plate_verify_threshold if verify else s.plate_threshold
+    return [(d, faces if d.name == "faces" else plates) for d in detectors]
