@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.anonymize.detectors import FloatBox, Image, nms
+from edge_agent.anonymize.detectors import FloatBox, Image
+from edge_agent.core import anon_plan
 
 EDGE = 48  # grey-level step that counts as a stroke edge
 HEIGHTS = (12, 18, 27, 40)  # plate heights tried, in pixels at the detection size
@@ -46,8 +47,7 @@ class HeuristicPlates:
         hh, ww = edges.shape
         integral = np.zeros((hh + 1, ww + 1), np.int64)
         integral[1:, 1:] = edges.cumsum(0).cumsum(1)
-        boxes: list[FloatBox] = []
-        scores: list[float] = []
+        boxes: list[anon_plan.Box] = []
         for h in HEIGHTS:
             w = h * ASPECT
             # The ring: half a plate height above and below, an eighth of its width aside.
@@ -64,7 +64,7 @@ class HeuristicPlates:
             d_ring = (outer - inner) / ((h + 2 * rh) * (w + 2 * rw) - h * w)
             score = d_in - d_ring
             hit = (score > threshold) & (d_in >= MIN_DENSITY) & (d_in <= MAX_DENSITY)
-            for y, x, s in zip(y0[hit], x0[hit], score[hit], strict=True):
-                boxes.append((float(x), float(y), float(x + w), float(y + h)))
-                scores.append(float(s))
-        return nms(boxes, scores, 0.2)
+            for y, x in zip(y0[hit], x0[hit], strict=True):
+                boxes.append((int(x), int(y), int(x + w), int(y + h)))
+        # Windows on one plate each see a few characters: their union is the plate.
+        return [(float(a), float(b), float(c), float(d)) for a, b, c, d in anon_plan.merge(boxes)]
