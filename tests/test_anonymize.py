@@ -126,8 +126,11 @@ def test_a_face_missed_by_the_first_pass_fails_verification(
     src, _ = clip
     dst = tmp_path / "bad.mp4"
     # The first pass is blind (threshold 0.99); verification looks at 0.3.
-    r = anonymize_file(src, dst, AnonSettings(face_threshold=0.99, verify_every=5))
+    seen: list[int] = []
+    blind = AnonSettings(face_threshold=0.99, verify_every=5, detect_every=1)
+    r = anonymize_file(src, dst, blind, progress=seen.append)
     assert r.status == "ok"
+    assert seen == list(range(1, 51))  # progress: frames read, one call per frame
     assert not r.verified
     assert r.residuals["faces"] > 0
     assert "residual" in r.reason
