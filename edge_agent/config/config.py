@@ -44,6 +44,7 @@ from pydantic import (
     StrictBool,
     ValidationError,
     ValidationInfo,
+    model_validator,
 )
 
 from edge_agent.config.config_checks import (
@@ -61,6 +62,7 @@ from edge_agent.config.profiles import (
     SpaceFloorField,
     load_profile,
 )
+from edge_agent.core.anon_plan import check_polygon
 from edge_agent.core.model import NOTICE_PERIODS, Period, Purpose, RetentionPeriods, Site
 from edge_agent.core.policy import longer_than_notice
 
@@ -323,6 +325,18 @@ class Location(_Section):
     signage: StrictBool = False
 
 
+def _check_mask(points: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+    why = check_polygon(points)
+    if why is not None:
+        raise ValueError(why)
+    return points
+
+
+MaskPolygon = Annotated[
+    tuple[tuple[float, float], ...], Field(max_length=64), AfterValidator(_check_mask)
+]
+
+
 class Source(_Section):
     id: ItemId
     url: SourceUrl
@@ -335,6 +349,18 @@ class Source(_Section):
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     anonymized: StrictBool = False
     name_timezone: TimeZoneName | None = None
+    # Areas never to show (a neighbour's windows, a pavement): polygons of
+    # [x, y] points in 0..1 of the picture. Always filled in anonymized
+    # derivatives; with mask_at_recording the area is never stored at all
+    # (docs/anonymization.md).
+    privacy_masks: tuple[MaskPolygon, ...] = Field(default=(), max_length=32)
+    mask_at_recording: StrictBool = False
+
+    @model_validator(mode="after")
+    def _masks_to_apply(self) -> Source:
+        if self.mask_at_recording and not self.privacy_masks:
+            raise ValueError("mask_at_recording = true needs privacy_masks")
+        return self
 
     @property
     def scheme(self) -> str:
