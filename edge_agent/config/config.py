@@ -504,6 +504,12 @@ class LiveView(_Section):
             ) from None
 
 
+class Export(_Section):
+    # The notice lets marketing use anonymized material; originals only when the
+    # company decides so (docs/export.md).
+    marketing_originals: StrictBool = False
+
+
 @dataclass(frozen=True)
 class FsyncPolicy:
     mode: FsyncMode
@@ -522,6 +528,7 @@ class Config(_Section):
     mqtt: Mqtt | None = None  # absent = MQTT off
     commands: Commands = Commands()
     liveview: LiveView | None = None  # absent = live view off
+    export: Export = Export()
 
     _path: Path | None = PrivateAttr(default=None)
     _profile: HwProfile | None = PrivateAttr(default=None)
