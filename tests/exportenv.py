@@ -54,6 +54,7 @@ class Device:
         anonymized: bool = False,
         seconds: float = 0.4,
         bit_rate: int | None = None,
+        size: tuple[int, int] = (320, 240),
     ) -> Recording:
         src = self.root / "drop" / f"{name}.mkv"
         src.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +64,7 @@ class Device:
             seconds=seconds,
             creation_time=T0 + timedelta(minutes=minute),
             bit_rate=bit_rate,
+            size=size,
         )
         origin = Origin(location, Site.PREMISES, False, True, purpose, anonymized=anonymized)
         cat = self.open()
