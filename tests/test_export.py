@@ -291,9 +291,9 @@ def test_a_1mib_tmpfs_target_fails_cleanly(tmp_path: Path) -> None:
         for name in ("out", "out.tar"):
             w = ExportWriter(usb / name)
             w.begin(0)
+            items = [(f"files/{i}.mkv", big.storage / r.path, r.size) for i, r in enumerate(recs)]
             with pytest.raises(ExportError, match="not enough space"):
-                for i, r in enumerate(recs):
-                    w.add_file(f"files/{i}.mkv", big.storage / r.path, r.size, lambda n: None)
+                w.add_files(items, lambda n: None)
             assert list(usb.iterdir()) == []
 
 

@@ -44,13 +44,13 @@ def operator_now() -> Any:
 
 
 class _Progress:
-    """``export: 3/10 files, 45.0/120.0 MiB`` on stderr, only on a terminal."""
+    """``export: 10 files, 45.0/120.0 MiB (37%)`` on stderr, only on a terminal."""
 
     def __init__(self) -> None:
         self.on = sys.stderr.isatty()
         self.last = -1
 
-    def __call__(self, done: int, total: int, files: int, n_files: int) -> None:
+    def __call__(self, done: int, total: int, n_files: int) -> None:
         if not self.on:
             return
         pct = 100 * done // total if total else 100
@@ -59,9 +59,9 @@ class _Progress:
         self.last = pct
         mib = 1024 * 1024
         sys.stderr.write(
-            f"\rexport: {files}/{n_files} files, {done / mib:.1f}/{total / mib:.1f} MiB ({pct}%)"
+            f"\rexport: {n_files} files, {done / mib:.1f}/{total / mib:.1f} MiB ({pct}%)"
         )
-        if files == n_files and done == total:
+        if done == total:
             sys.stderr.write("\n")
         sys.stderr.flush()
 

@@ -38,8 +38,8 @@ from edge_agent.media.media_probe import MediaError, probe
 from edge_agent.store import exports as store
 from edge_agent.store.catalog import Catalog
 
-# (bytes done, bytes in all, files done, files in all)
-ProgressFn = Callable[[int, int, int, int], None]
+# (bytes done, bytes in all, files in all)
+ProgressFn = Callable[[int, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -194,25 +194,28 @@ def _write(
     total, n_files = plan.total_bytes, len(plan.chosen)
     writer = ExportWriter(req.out)
     writer.begin(total)
-    done = 0
+    done = [0]  # bytes copied, across the copying threads (add_files serialises calls)
+
+    def step(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total, n_files)
+
     try:
-        for i, (rec, entry) in enumerate(zip(plan.chosen, receipt.files, strict=True)):
-            base = done
-
-            def step(n: int, base: int = base, i: int = i) -> None:
-                if progress is not None:
-                    progress(base + n, total, i, n_files)
-
-            digest = writer.add_file(entry["name"], req.storage_root / rec.path, rec.size, step)
+        sources = [
+            (e["name"], req.storage_root / r.path, r.size)
+            for r, e in zip(plan.chosen, receipt.files, strict=True)
+        ]
+        digests = writer.add_files(sources, step)
+        for rec, digest in zip(plan.chosen, digests, strict=True):
             if digest != rec.sha256:
                 raise ExportError(
                     f"{rec.id} ({rec.path}): SHA-256 on disk differs from the catalog's; "
                     "the file changed since it was catalogued (run edge-agent reconcile); "
                     "nothing was written"
                 )
-            done += rec.size
         if progress is not None:
-            progress(done, total, n_files, n_files)
+            progress(total, total, n_files)
         doc = _manifest(req, receipt, key)
         data = manifest_bytes(doc)
         writer.add_bytes(MANIFEST, data)
