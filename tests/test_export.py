@@ -17,6 +17,7 @@ import pytest
 from edge_agent.core.model import Purpose, RecState
 from edge_agent.export.writer import ExportError, ExportWriter
 from edge_agent.store.audit import AuditLog
+from edge_agent.store.exports import count_exports
 from tests.exportenv import REPO, Device, at, make_device, run
 from tests.tmpfs import mounted_tmpfs
 
@@ -74,6 +75,8 @@ def test_exported_bytes_match_the_catalog_and_verify(
         audits = [e for e in entries if e["action"] == "export.created"]
         events = cat.query("SELECT payload FROM outbox WHERE type = 'export.created'")
         assert AuditLog(cat).verify().ok
+        # Telemetry counts exports (comms/telemetry.py reads this).
+        assert count_exports(cat) == 1
     finally:
         cat.close()
 
