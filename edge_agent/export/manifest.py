@@ -99,9 +99,10 @@ class _Source:
             raise NotAnExport(f"{path}: no such folder or file")
         try:
             self.tar = tarfile.open(path, "r:")  # noqa: SIM115 - closed by close()
-        except (tarfile.TarError, OSError) as exc:
-            raise NotAnExport(f"{path}: not a tar file ({exc})") from None
-        self.members = {m.name: m for m in self.tar.getmembers()}
+            self.members = {m.name: m for m in self.tar.getmembers()}
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            self.close()
+            raise NotAnExport(f"{path}: not a tar file, or a damaged one ({exc})") from None
 
     def names(self) -> set[str]:
         if self.tar is not None:
@@ -159,9 +160,11 @@ def _safe_name(name: object) -> str | None:
 def _check_signature(
     v: Verdict, doc: dict[str, Any], data: bytes, sig: bytes | None, pinned: bytes | None
 ) -> None:
-    from cryptography.exceptions import InvalidSignature
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
     from edge_agent.core.commands import key_id, load_public_key
+
+    unusable = (ValueError, TypeError, UnsupportedAlgorithm)
 
     key = doc.get("signing_key")
     if not isinstance(key, dict) or not isinstance(key.get("public_pem"), str):
@@ -169,14 +172,14 @@ def _check_signature(
         return
     try:
         pub = load_public_key(key["public_pem"].encode(), name="manifest").public
-    except ValueError as exc:
+    except unusable as exc:
         v.bad(f"manifest signing key unusable: {exc}")
         return
     v.key_id = key_id(pub)
     if pinned is not None:
         try:
             want = load_public_key(pinned, name="--key").public
-        except ValueError as exc:
+        except unusable as exc:
             raise NotAnExport(f"--key: {exc}") from None
         if key_id(want) != v.key_id:
             v.bad(f"signed by key {v.key_id}, not by --key {key_id(want)}")
@@ -207,7 +210,7 @@ def _verify(src: _Source, pinned: bytes | None) -> Verdict:
         raise NotAnExport(f"{src.path}: {MANIFEST} larger than {MAX_MANIFEST} bytes")
     try:
         doc = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         v.bad(f"{MANIFEST} is not JSON ({exc})")
         return v
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -234,11 +237,15 @@ def _check_file(v: Verdict, src: _Source, entry: Any, expected: set[str]) -> Non
         v.bad(f"manifest entry {str(entry)[:80]!r} has no usable file name")
         return
     expected.add(name)
-    with src.open(name) as fh:
-        if fh is None:
-            v.bad(f"{name}: missing")
-            return
-        digest, size = _hash_stream(fh)
+    try:
+        with src.open(name) as fh:
+            if fh is None:
+                v.bad(f"{name}: missing")
+                return
+            digest, size = _hash_stream(fh)
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        v.bad(f"{name}: unreadable ({exc})")
+        return
     v.files += 1
     v.bytes += size
     if size != entry.get("size"):

@@ -193,7 +193,7 @@ def _write(
     plan = receipt.plan
     total, n_files = plan.total_bytes, len(plan.chosen)
     writer = ExportWriter(req.out)
-    writer.begin(total)
+    writer.begin(total, n_files)
     done = [0]  # bytes copied, across the copying threads (add_files serialises calls)
 
     def step(n: int) -> None:

@@ -128,8 +128,11 @@ class ExportWriter:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def begin(self, need: int) -> None:
-        """Check the target, refuse a full disk up front, create the temporary name."""
+    def begin(self, need: int, files: int = 0) -> None:
+        """Check the target, refuse a full disk up front, create the temporary name.
+
+        ``need``: the recordings' bytes; ``files``: how many (their tar headers).
+        """
         if self.out.exists() or self.out.is_symlink():
             raise ExportError(f"{self.out}: already exists (an export never overwrites)")
         if not self.parent.is_dir():
@@ -139,7 +142,7 @@ class ExportWriter:
         except OSError as exc:
             raise ExportError(f"{self.parent}: {exc.strerror}") from None
         # Headers, manifest and signature: small, but counted so a near-full disk is refused.
-        if st.f_bavail * st.f_frsize < need + 64 * 1024:
+        if st.f_bavail * st.f_frsize < need + 64 * 1024 + 3 * BLOCK * files:
             raise ExportError(full_message(self.parent, need))
         self._guard(self._create)
 
