@@ -313,3 +313,33 @@ def test_provisioning_makes_the_signing_key_once(tmp_path: Path) -> None:
     assert again.returncode == 0 and "kept the existing signing key" in again.stdout
     assert key.read_bytes() == before
     assert "PRIVATE" not in first.stdout + first.stderr + again.stdout + again.stderr
+
+
+def test_progress_is_shown_on_a_terminal_only(dev: Device, tmp_path: Path) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "edge_agent", "export", "--config", str(dev.config),
+             "--location", "gate", *WINDOW, "--request-ref", "P", "--reason", "progress",
+             "--out", str(tmp_path / "tty")],
+            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=slave, timeout=120, check=False,
+        )  # fmt: skip
+        os.close(slave)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    assert b"export: 3 files" in shown and b"(100%)" in shown
+    piped = export(dev, tmp_path / "piped")
+    assert piped.returncode == 0 and piped.stderr == ""
