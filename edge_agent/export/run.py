@@ -172,8 +172,10 @@ def run_export(
     refused = _audio_refusals(req, plan.chosen)
     if refused:
         raise ExportError(
-            "refused, nothing was written: the audio rule is broken on this device "
-            "(docs/audio.md); " + "; ".join(refused[:5]) + (" ..." if len(refused) > 5 else "")
+            "refused, nothing was written: audio may leave only from audio rooms, and this "
+            "could not be confirmed (docs/audio.md): "
+            + "; ".join(refused[:5])
+            + (f"; and {len(refused) - 5} more" if len(refused) > 5 else "")
         )
     if req.dry_run:
         receipt.status = "dry_run"

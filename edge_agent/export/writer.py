@@ -129,7 +129,8 @@ class ExportWriter:
         self.tmp = self.parent / f".{self.out.name}.partial-{os.getpid()}"
         self.tar = self.out.suffix == ".tar"
         self._fd: int | None = None
-        self._offset = 0
+        self._offset = 0  # the tar's end so far
+        self._need = 0
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -147,8 +148,9 @@ class ExportWriter:
         except OSError as exc:
             raise ExportError(f"{self.parent}: {exc.strerror}") from None
         # Headers, manifest and signature: small, but counted so a near-full disk is refused.
-        if st.f_bavail * st.f_frsize < need + 64 * 1024 + 3 * BLOCK * files:
-            raise ExportError(full_message(self.parent, need))
+        self._need = need + 64 * 1024 + 3 * BLOCK * files
+        if st.f_bavail * st.f_frsize < self._need:
+            raise ExportError(full_message(self.parent, self._need))
         self._guard(self._create)
 
     def _create(self) -> None:
@@ -190,7 +192,7 @@ class ExportWriter:
         except OSError as exc:
             self.abort()
             if exc.errno in _FULL:
-                raise ExportError(full_message(self.parent, self._offset, exc)) from None
+                raise ExportError(full_message(self.parent, self._need, exc)) from None
             raise ExportError(f"{self.out}: cannot write the export: {exc}") from None
         except BaseException:
             self.abort()
