@@ -76,7 +76,7 @@ def build(root: Path, files: int, mib: int) -> tuple[Catalog, list[Path]]:
             )
         )
         paths.append(storage / rel)
-    cat.add_recordings(recs)
+    cat.recordings.add_many(recs)
     os.sync()
     return cat, paths
 

@@ -107,7 +107,7 @@ async def test_adopts_complete_files_and_skips_open_ones(setup, use_inotify: boo
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert len(cat.list_recordings()) == 2
+    assert len(cat.recordings.list()) == 2
     assert adopter.stats.adopted == 2 and adopter.stats.quarantined == 1
 
 
@@ -119,7 +119,7 @@ async def test_files_present_at_start_are_adopted(setup) -> None:
     )
     first = await adopter.pass_once(force=True)
     assert [r.outcome for r in first] == [Outcome.ADOPTED]
-    assert len(cat.list_recordings()) == 1
+    assert len(cat.recordings.list()) == 1
 
 
 def _write_config(tmp: Path) -> Path:

@@ -72,7 +72,7 @@ def test_exported_bytes_match_the_catalog_and_verify(
 
     cat = dev.open()
     try:
-        catalogued = {r.id: r for r in cat.list_recordings(location="gate")}
+        catalogued = {r.id: r for r in cat.recordings.list(location="gate")}
         entries = AuditLog(cat).export()
         audits = [e for e in entries if e["action"] == "export.created"]
         events = cat.query("SELECT payload FROM outbox WHERE type = 'export.created'")
@@ -170,7 +170,7 @@ def test_restricted_recordings_never_appear(dev: Device, tmp_path: Path) -> None
     )  # fmt: skip
     assert restricted.returncode == 0, restricted.stderr
     cat = dev.open()
-    gone = {r.id for r in cat.list_recordings(states=(RecState.RESTRICTED,))}
+    gone = {r.id for r in cat.recordings.list(states=(RecState.RESTRICTED,))}
     cat.close()
     assert len(gone) == 1
     out = tmp_path / "out.tar"
@@ -283,7 +283,7 @@ def test_a_1mib_tmpfs_target_fails_cleanly(tmp_path: Path) -> None:
         assert list(usb.iterdir()) == []
         # Past the up-front check (a disk filling meanwhile): ENOSPC mid-copy.
         cat = big.open()
-        recs = cat.list_recordings(location="gate")
+        recs = cat.recordings.list(location="gate")
         cat.close()
         for name in ("out", "out.tar"):
             w = ExportWriter(usb / name)

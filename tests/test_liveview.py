@@ -35,7 +35,6 @@ from edge_agent.recording.packethub import (
     H264Normalizer,
     HubPacket,
     PacketHub,
-    attach_to_recorder,
     pump,
 )
 from edge_agent.recording.recorder_manager import RecorderManager
@@ -208,7 +207,7 @@ async def test_reencodes_for_a_browser_without_h264(live: LiveView) -> None:
 
 
 async def test_recorder_packets_reach_a_viewer(tmp_path: Path) -> None:
-    """The real seam: RecorderManager taps -> attach_to_recorder -> hub -> viewer."""
+    """The real seam: RecorderManager publishes into the hub -> viewer."""
     cfg = parse_config(
         f"""
 [device]
@@ -241,10 +240,10 @@ token = "{TOKEN}"
     )
     manager = RecorderManager(cfg, Intake(catalog, intake_settings(cfg)))
     hub = PacketHub()
+    manager.attach_hub(hub)
     lv = LiveView(cfg.liveview, sources_from_config(cfg), hub)
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
-        forward = tg.create_task(attach_to_recorder(hub, manager, ["cam"]))
         tg.create_task(manager.run(stop))
         await lv.start()
         try:
@@ -257,7 +256,6 @@ token = "{TOKEN}"
         finally:
             await lv.close()
             stop.set()
-            forward.cancel()
 
 
 # -- access ----------------------------------------------------------------------------

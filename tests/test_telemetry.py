@@ -24,8 +24,9 @@ from edge_agent.comms.telemetry import (
 from edge_agent.config.profiles import TemperatureSensor
 from edge_agent.core.model import Purpose
 from edge_agent.store.audit import AuditLog
-from edge_agent.store.catalog import Catalog, PurposeStats
+from edge_agent.store.catalog import Catalog
 from edge_agent.store.outbox_store import Outbox
+from edge_agent.store.recordings import PurposeStats
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 HOST = HostStats(

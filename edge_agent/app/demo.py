@@ -241,7 +241,7 @@ class Demo:
             f"{'location':<12} {'purpose':<9} {'site':<8} {'audio':<5} {'start':<20} "
             f"{'deadline':<20} streams (ffprobe-equivalent)"
         )
-        for rec in catalog.list_recordings():
+        for rec in catalog.recordings.list():
             probe = media.probe(cfg.storage.root / rec.path)
             kinds = ",".join(s.type for s in probe.streams)
             self.say(
@@ -255,8 +255,8 @@ class Demo:
 
     def _show_plan(self, catalog: Catalog) -> None:
         now = utcnow()
-        recs = catalog.list_recordings()
-        holds = catalog.list_holds()
+        recs = catalog.recordings.list()
+        holds = catalog.holds.list()
         p = plan(recs, holds, now, clock_trusted=True)
         self.say(f"\n-- retention plan at {iso(now)}")
         for d in p.deletions:

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _footage_warnings(cfg: Any) -> list[str]:
     # Read-only: config check never creates, migrates or takes over a catalog.
     from edge_agent.core.location_drift import configured, location_drift
-    from edge_agent.store.catalog import read_footage_by_location
+    from edge_agent.store.recordings import read_footage_by_location
 
     rows = read_footage_by_location(cfg.storage.catalog)
     return [d.message for d in location_drift(configured(cfg.locations), rows or [])]

@@ -59,7 +59,9 @@ def _add(args: argparse.Namespace) -> int:
 
 def _change(args: argparse.Namespace, cfg: Any, op: Callable[[Catalog], Hold]) -> Hold:
     """Run one hold change on the catalog; bad input exits 2; ``--json`` prints the hold."""
-    cat = open_cli_catalog(cfg)
+    # A writing command creates the catalog on a provisioned device whose daemon has
+    # not run yet: a hold placed before the first start must not be refused.
+    cat = open_cli_catalog(cfg, create=True)
     try:
         hold = op(cat)
     except HoldError as exc:
@@ -75,7 +77,7 @@ def _list(args: argparse.Namespace) -> int:
     cfg = load_cli_config(args.config)
     cat = open_cli_catalog(cfg)
     try:
-        holds = cat.list_holds(include_released=args.all)
+        holds = cat.holds.list(include_released=args.all)
     finally:
         cat.close()
     docs = [hold_doc(h) for h in holds]

@@ -30,8 +30,9 @@ from pydantic import BaseModel, ConfigDict
 
 from edge_agent.comms.mqtt import MqttLink, NotConnected
 from edge_agent.store.audit import AuditLog
-from edge_agent.store.catalog import Catalog, to_epoch
+from edge_agent.store.catalog import Catalog
 from edge_agent.store.outbox_store import Outbox
+from edge_agent.store.rows import to_epoch
 
 log = logging.getLogger(__name__)
 
@@ -74,40 +75,25 @@ def enforce_limits(
     catalog: Catalog, limits: OutboxLimits, now: datetime, *, actor: str = "agent"
 ) -> OverflowReport | None:
     """Trim the outbox to its caps; one transaction with the alarm and audit entry."""
+    outbox = Outbox(catalog)
     with catalog.transaction():
-        depth = int(catalog.query("SELECT COUNT(*) FROM outbox")[0][0])
-        cutoff = to_epoch(now) - limits.max_age_seconds
-        old = [
-            int(r[0])
-            for r in catalog.query(
-                "SELECT seq FROM outbox WHERE class = 'telemetry' AND ts < ? ORDER BY seq",
-                (cutoff,),
-            )
-        ]
+        depth = outbox.depth()
+        old = outbox.seqs("telemetry", before=to_epoch(now) - limits.max_age_seconds)
         remaining = depth - len(old)
         # One more than the excess: room for the alarm event itself.
         excess = remaining - limits.max_entries + 1 if remaining > limits.max_entries else 0
         tele: list[int] = []
         if excess:
             old_set = set(old)
-            rows = catalog.query(
-                "SELECT seq FROM outbox WHERE class = 'telemetry' ORDER BY seq LIMIT ?",
-                (len(old) + excess,),
-            )
-            tele = [int(r[0]) for r in rows if int(r[0]) not in old_set][:excess]
+            rows = outbox.seqs("telemetry", limit=len(old) + excess)
+            tele = [s for s in rows if s not in old_set][:excess]
         audit_drop: list[int] = []
         if excess > len(tele):
-            audit_drop = [
-                int(r[0])
-                for r in catalog.query(
-                    "SELECT seq FROM outbox WHERE class = 'audit' ORDER BY seq LIMIT ?",
-                    (excess - len(tele),),
-                )
-            ]
+            audit_drop = outbox.seqs("audit", limit=excess - len(tele))
         dropped = old + tele + audit_drop
         if not dropped:
             return None
-        Outbox(catalog).ack(dropped)
+        outbox.ack(dropped)
         report = OverflowReport(len(old) + len(tele), len(audit_drop), _ranges(dropped))
         data: dict[str, Any] = {
             "dropped_telemetry": report.dropped_telemetry,
@@ -116,7 +102,7 @@ def enforce_limits(
             "max_entries": limits.max_entries,
             "max_age_seconds": limits.max_age_seconds,
         }
-        Outbox(catalog).enqueue("alarm.outbox_overflow", data, ts=now, cls="audit")
+        outbox.enqueue("alarm.outbox_overflow", data, ts=now, cls="audit")
         AuditLog(catalog).append("outbox.overflow", actor=actor, data=data, ts=now)
     log.error(
         "outbox over its cap: dropped %d telemetry and %d audit events",
@@ -178,10 +164,7 @@ class Publisher:
         self._progress.set()
 
     def _fetch(self, after: int, limit: int) -> list[tuple[int, str]]:
-        rows = self.catalog.query(
-            "SELECT seq, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
-        )
-        return [(int(r[0]), str(r[1])) for r in rows]
+        return Outbox(self.catalog).payloads_after(after, limit)
 
     async def _flush(self) -> None:
         if self._acked:

@@ -22,9 +22,10 @@ from pydantic import BaseModel, ConfigDict
 
 from edge_agent.config.profiles import TemperatureSensor
 from edge_agent.core.model import Purpose, iso
-from edge_agent.store.catalog import Catalog, PurposeStats, to_epoch
+from edge_agent.store.catalog import Catalog
 from edge_agent.store.exports import count_exports
 from edge_agent.store.outbox_store import Outbox
+from edge_agent.store.recordings import PurposeStats
 
 # Outbox depth / age beyond which the device reports itself degraded.
 BACKLOG_DEPTH = 10_000
@@ -346,16 +347,11 @@ def read_host(paths: Sequence[Path], sensor: TemperatureSensor | None) -> HostSt
 
 def catalog_retention(catalog: Catalog, now: datetime) -> RetentionSnapshot:
     """What the catalog alone says: the janitor may provide a richer one."""
-    rows = catalog.query(
-        "SELECT COUNT(*), MIN(deadline) FROM recordings INDEXED BY idx_recordings_due "
-        "WHERE state IN ('active', 'restricted') AND deadline IS NOT NULL AND deadline <= ?",
-        (to_epoch(now),),
-    )
-    count, oldest = int(rows[0][0]), rows[0][1]
+    count, oldest = catalog.schedule.overdue(now)
     return RetentionSnapshot(
-        next_deadline=catalog.next_deadline(),
+        next_deadline=catalog.schedule.next_deadline(),
         overdue_count=count,
-        worst_overdue_seconds=0.0 if oldest is None else to_epoch(now) - float(oldest),
+        worst_overdue_seconds=0.0 if oldest is None else (now - oldest).total_seconds(),
     )
 
 
@@ -395,7 +391,7 @@ class Gatherer:
             device_id=self.device_id,
             version=self.version,
             host=host,
-            recordings=self.catalog.summary_by_purpose(),
+            recordings=self.catalog.recordings.summaries(),
             retention=retention,
             outbox_depth=outbox.depth(),
             outbox_oldest_age_s=outbox.oldest_age(now),

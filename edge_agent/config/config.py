@@ -467,6 +467,8 @@ class LiveView(_Section):
     token: SecretStr | None = None
     token_file: ConfigPath | None = None
     max_viewers: Annotated[int, Field(ge=1, le=64, strict=True)] = 4
+    # The installer's console on the same server and token (docs/console.md).
+    console: StrictBool = True
     # Open HTTP connections at once (a page and its viewers use a handful each);
     # more are closed on accept so idle sockets cannot use up file descriptors.
     max_connections: Annotated[int, Field(ge=4, le=1024, strict=True)] = 64
@@ -510,6 +512,13 @@ class Export(_Section):
     marketing_originals: StrictBool = False
 
 
+class Control(_Section):
+    """The daemon's local control socket (docs/operator-guide.md, "Status")."""
+
+    # None: ``control.sock`` beside the catalog, a folder the agent's group can read.
+    socket: ConfigPath | None = None
+
+
 @dataclass(frozen=True)
 class FsyncPolicy:
     mode: FsyncMode
@@ -528,6 +537,7 @@ class Config(_Section):
     mqtt: Mqtt | None = None  # absent = MQTT off
     commands: Commands = Commands()
     liveview: LiveView | None = None  # absent = live view off
+    control: Control = Control()
     export: Export = Export()
 
     _path: Path | None = PrivateAttr(default=None)
@@ -584,6 +594,10 @@ class Config(_Section):
 
     def longer_than_notice(self) -> list[str]:
         return self.retention.longer_than_notice()
+
+    @property
+    def control_socket(self) -> Path:
+        return self.control.socket or self.storage.catalog.parent / "control.sock"
 
     @property
     def quarantine_dir(self) -> Path:

@@ -48,6 +48,7 @@ from edge_agent.core.model import (
     Tags,
     TimeSource,
     iso,
+    recording_doc,
 )
 from edge_agent.core.policy import adopted_audio_decision, deadline
 from edge_agent.core.timesource import (
@@ -73,6 +74,12 @@ log = logging.getLogger(__name__)
 PARTIAL_PREFIX = ".partial-"
 FILE_MODE = 0o640
 DIR_MODE = 0o750
+# What an intake result shows of its recording, and what "recording.added" carries
+# (docs/mqtt.md); both through core's recording_doc.
+_OUTCOME_FIELDS = ("id", "path", "location", "purpose", "site", "audio", "anonymized",
+                   "start", "end", "time_source", "deadline", "size")  # fmt: skip
+_EVENT_FIELDS = ("id", "path", "location", "purpose", "site", "audio", "start", "end",
+                 "time_source", "deadline", "size")  # fmt: skip
 
 
 class Outcome(StrEnum):
@@ -128,21 +135,7 @@ class IntakeResult:
             "audio_removed": self.audio_removed,
         }
         if self.recording is not None:
-            r = self.recording
-            doc["recording"] = {
-                "id": r.id,
-                "path": r.path,
-                "location": r.tags.location,
-                "purpose": str(r.tags.purpose),
-                "site": str(r.tags.site),
-                "audio": r.tags.audio,
-                "anonymized": r.tags.anonymized,
-                "start": iso(r.tags.start),
-                "end": iso(r.tags.end),
-                "time_source": str(r.tags.time_source),
-                "deadline": iso(r.deadline) if r.deadline else None,
-                "size": r.size,
-            }
+            doc["recording"] = recording_doc(self.recording, _OUTCOME_FIELDS)
         return doc
 
 
@@ -276,7 +269,7 @@ class Intake:
             except OSError as exc:  # the source stays where it is, retried later
                 raise IntakeIOError(f"storage unavailable: {exc.strerror}") from exc
         origin, probe, scan = ex.origin, ex.probe, ex.scan
-        existing = self.catalog.find_by_source_sha256(ex.source_sha)
+        existing = self.catalog.recordings.find_by_source_sha256(ex.source_sha)
         if existing is not None:
             return self._drop_duplicate(src, existing, now)
         start_choice = self._choose_start(src.path, origin, probe.creation_time, src.st, now)
@@ -493,25 +486,13 @@ class Intake:
             source_id=origin.source_id,
             source_sha256=source_sha,
         )
-        event: dict[str, object] = {
-            "recording_id": rec.id,
-            "path": rec.path,
-            "location": tags.location,
-            "purpose": str(tags.purpose),
-            "site": str(tags.site),
-            "audio": tags.audio,
-            "start": iso(tags.start),
-            "end": iso(tags.end),
-            "time_source": str(tags.time_source),
-            "deadline": iso(dl) if (dl and trusted) else None,
-            "size": size,
-        }
+        event: dict[str, object] = recording_doc(rec, _EVENT_FIELDS, id_key="recording_id")
         if truncated:
             event["truncated"] = True
         with self.catalog.transaction():
-            self.catalog.add_recording(rec)
+            self.catalog.recordings.add(rec)
             if truncated:
-                self.catalog.mark_truncated(rec.id)
+                self.catalog.recordings.mark_truncated(rec.id)
             self.audit.append(
                 "recording.added", actor=self.actor, subject=rec.id, data={**event, **extra}, ts=now
             )

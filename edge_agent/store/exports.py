@@ -22,17 +22,17 @@ def recordings_in_window(
     cat: Catalog, location: str, start: datetime, end: datetime
 ) -> list[Recording]:
     """Recordings of ``location`` overlapping [start, end], in every state (rules decide)."""
-    return cat.list_recordings(location=location, since=start, until=end, states=None)
+    return cat.recordings.list(location=location, since=start, until=end, states=None)
 
 
 def holds(cat: Catalog) -> list[Hold]:
     """Open holds (released ones protect nothing)."""
-    return cat.list_holds()
+    return cat.holds.list()
 
 
 def requests_at(cat: Catalog, location: str, at: datetime) -> list[EraseRequest]:
     """Requests in force (not dry runs) whose window holds ``at`` at ``location``."""
-    return cat.standing_requests(location, at, at)
+    return cat.requests.standing(location, at, at)
 
 
 def record_export(
