@@ -211,7 +211,7 @@ INVALID = {
     "unknown key top level": (
         ("^", "colour = 1\n"),
         "colour: unknown key (known keys: device, storage, locations, sources, watch, "
-        "retention, clock, mqtt, commands, liveview)",
+        "retention, clock, mqtt, commands, liveview, control, export)",
     ),
     "unknown key nested": (
         ("", '[mqtt]\nurl = "mqtt://127.0.0.1"\nurll = "x"\n'),

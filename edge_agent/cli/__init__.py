@@ -34,6 +34,8 @@ COMMANDS: dict[str, str] = {
     "status": "status_cmd",
     "hold": "hold_cmd",
     "erase": "erase_cmd",
+    "export": "export_cmd",
+    "report": "report_cmd",
     "retention": "retention_cmd",
     "clock": "clock_cmd",
     "reconcile": "reconcile_cmd",

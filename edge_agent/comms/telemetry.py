@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from edge_agent.config.profiles import TemperatureSensor
 from edge_agent.core.model import Purpose, iso
 from edge_agent.store.catalog import Catalog
+from edge_agent.store.exports import count_exports
 from edge_agent.store.outbox_store import Outbox
 from edge_agent.store.recordings import PurposeStats
 
@@ -98,6 +99,7 @@ class Snapshot:
     free_floor_bytes: int | None = None
     agent_uptime_s: float = 0.0
     extra_reasons: tuple[str, ...] = field(default_factory=tuple)
+    exports: int = 0  # export.created entries in the audit (docs/export.md)
 
 
 # -- payload models (their JSON Schemas live in schemas/) ---------------------------
@@ -183,6 +185,7 @@ class TelemetryPayload(_Payload):
     sources: list[SourcePayload]
     outbox: OutboxPayload
     clock: ClockPayload
+    exports: int = 0
 
 
 # -- pure functions --------------------------------------------------------------
@@ -244,6 +247,7 @@ def build_telemetry(s: Snapshot) -> TelemetryPayload:
             evidence=s.clock.evidence,
             deletion_paused_since=iso(s.clock.paused_since) if s.clock.paused_since else None,
         ),
+        exports=s.exports,
     )
 
 
@@ -399,4 +403,5 @@ class Gatherer:
             free_floor_bytes=floor,
             agent_uptime_s=time.monotonic() - self.started,
             extra_reasons=tuple(self.extra()) if self.extra else (),
+            exports=count_exports(self.catalog),
         )

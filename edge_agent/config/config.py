@@ -532,6 +532,12 @@ class LiveView(_Section):
             ) from None
 
 
+class Export(_Section):
+    # The notice lets marketing use anonymized material; originals only when the
+    # company decides so (docs/export.md).
+    marketing_originals: StrictBool = False
+
+
 class Control(_Section):
     """The daemon's local control socket (docs/operator-guide.md, "Status")."""
 
@@ -558,6 +564,7 @@ class Config(_Section):
     commands: Commands = Commands()
     liveview: LiveView | None = None  # absent = live view off
     control: Control = Control()
+    export: Export = Export()
 
     _path: Path | None = PrivateAttr(default=None)
     _profile: HwProfile | None = PrivateAttr(default=None)
