@@ -222,7 +222,8 @@ INVALID = {
     "unknown key in array of tables": (
         ("priority = 5", "priority = 5\nprio = 1"),
         "sources[1].prio: unknown key (did you mean 'priority'? known keys: id, url, location, "
-        "purpose, audio, segment_seconds, priority, rtsp_transport, anonymized, name_timezone)",
+        "purpose, audio, segment_seconds, priority, rtsp_transport, anonymized, name_timezone, "
+        "privacy_masks, mask_at_recording)",
     ),
     "bad device id": (
         ('id = "gw-test-01"', 'id = "GW_01"'),
@@ -516,7 +517,7 @@ def test_run_logs_the_config_warnings(tmp_path: Path, caplog: pytest.LogCaptureF
 
     cfg = _with_token_file(tmp_path, "0123456789abcdef0123", 0o644, "0.0.0.0:8088")
     with caplog.at_level("WARNING", logger="edge_agent.config.config"):
-        _log_warnings(cfg)
+        _log_warnings(load_config(cfg))
     text = caplog.text
     assert "liveview.listen" in text and "chmod 640" in text
 
