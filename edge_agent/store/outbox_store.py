@@ -156,6 +156,3 @@ class Outbox:
         if not value:
             return None
         return max(0.0, to_epoch(now) - float(value[0][0]))
-
-    def next_seq(self) -> int:
-        return int(self.catalog.get_meta(NEXT_SEQ_KEY) or 1)
