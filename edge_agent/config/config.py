@@ -587,7 +587,6 @@ class Config(_Section):
                 return loc
         raise KeyError(f"unknown location {location_id!r} (known: {self._known_locations()})")
 
-
     def source(self, source_id: str) -> Source:
         for src in self.sources:
             if src.id == source_id:
