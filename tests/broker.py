@@ -148,7 +148,8 @@ class Broker:
 
     ``acl``: lines of a mosquitto ACL file (``pattern readwrite edge/%u/#``);
     ``client_cn``: the CN of the TLS client certificate (the username with
-    ``use_identity_as_username``); ``extra_conf``: more lines, e.g. a bridge.
+    ``use_identity_as_username``); ``extra_conf``: more lines, e.g. a bridge;
+    ``max_queued``: ``max_queued_messages`` (0, unlimited, by default).
     """
 
     username: str | None = None
@@ -163,6 +164,7 @@ class Broker:
         acl: list[str] | None = None,
         client_cn: str = "edge-agent-test",
         extra_conf: list[str] | None = None,
+        max_queued: int = 0,
     ) -> None:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -172,6 +174,9 @@ class Broker:
         )
         self.acl = acl
         self.extra_conf = extra_conf or []
+        # 0 is unlimited; mosquitto 2.0.11 then closes an MQTT 5 connection right after
+        # a "not authorized" PUBACK (docs/brokers.md), so refusal tests set a limit.
+        self.max_queued = max_queued
         self.conf = folder / "mosquitto.conf"
         self.log = folder / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -192,7 +197,7 @@ class Broker:
             f"persistence_location {self.folder}/",
             # Subscriptions of persistent sessions must survive a SIGKILL.
             "autosave_interval 1",
-            "max_queued_messages 0",
+            f"max_queued_messages {self.max_queued}",
             "max_inflight_messages 0",
             f"log_dest file {self.log}",
             "log_type error",

@@ -432,6 +432,7 @@ class Agent:
 
             link.on_connect(discovery)
         self.publisher = Publisher(cat, link, f"{root}/events", now=self.now)
+        self.gatherer.refused = self.publisher.refused_counts
         telemetry = TelemetryReporter(
             self.gatherer,
             link,
