@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "catalog": "reconcile_cmd",
     "provision": "provision_cmd",
     "doctor": "doctor_cmd",
+    "fleet": "fleet_cmd",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 
