@@ -11,6 +11,7 @@ bytes (docs/fleet.md).
 from __future__ import annotations
 
 import json
+import sys
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,10 @@ class Device:
     outbox_held: int | None = None
     site: str | None = None
     last_seq: int | None = None
-    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=50))
+    # (seq, ts, type, received): tuples with the type interned, about 200 bytes each.
+    events: deque[tuple[int | None, str, str, float]] = field(
+        default_factory=lambda: deque(maxlen=20)
+    )
 
     def row(self) -> dict[str, Any]:
         return {
@@ -93,7 +97,7 @@ class Fleet:
         prefix: str = "edge",
         *,
         max_devices: int = 100_000,
-        events_per_device: int = 50,
+        events_per_device: int = 20,
         recent_events: int = 200,
         max_payload: int = 64 * 1024,
     ) -> None:
@@ -102,7 +106,7 @@ class Fleet:
         self.events_per_device = events_per_device
         self.max_payload = max_payload
         self.devices: dict[str, Device] = {}
-        self.recent: deque[dict[str, Any]] = deque(maxlen=recent_events)
+        self.recent: deque[tuple[str, int | None, str, str, float]] = deque(maxlen=recent_events)
         self.rejected: dict[str, int] = {}
         self.messages = 0
 
@@ -197,15 +201,9 @@ class Fleet:
         seq = _int(doc.get("seq"))
         if seq is not None and (d.last_seq is None or seq > d.last_seq):
             d.last_seq = seq
-        brief = {
-            "device": d.id,
-            "seq": seq,
-            "ts": _short(doc.get("ts"), 40),
-            "type": _short(doc.get("type"), 64),
-            "received": now,
-        }
+        brief = (seq, _short(doc.get("ts"), 40), sys.intern(_short(doc.get("type"), 64)), now)
         d.events.append(brief)
-        self.recent.append(brief)
+        self.recent.append((d.id, *brief))
 
     # -- views --------------------------------------------------------------------------
 
@@ -240,4 +238,5 @@ class Fleet:
         d = self.devices.get(device_id)
         if d is None:
             return None
-        return {**d.row(), "events": list(d.events)}
+        events = [{"seq": e[0], "ts": e[1], "type": e[2], "received": e[3]} for e in d.events]
+        return {**d.row(), "events": events}
