@@ -108,8 +108,15 @@ async def test_counts_sse_and_the_will(fleet: dict[str, Any]) -> None:
     sim.announce()
     want = expected(sim)
     async with aiohttp.ClientSession() as http:
+        # Every status and every telemetry taken in.
         doc = await _until(
-            http, f"{url}/api/fleet", lambda d: d["summary"]["states"]["online"] == N, 30
+            http,
+            f"{url}/api/fleet",
+            lambda d: (
+                d["summary"]["states"]["online"] == N
+                and all(r["clock"] is not None for r in d["rows"])
+            ),
+            30,
         )
         # No token, a wrong one: refused.
         assert (await _get(http, f"{url}/api/fleet"))[0] == 401
@@ -181,7 +188,8 @@ PAGE = """
     }
     throw new Error('timed out: ' + check);
   };
-  await until(() => document.getElementById('s-devices').textContent === '%d', 15000);
+  const shown = (id) => document.getElementById(id)?.textContent;
+  await until(() => shown('s-devices') === '%d' && shown('s-overdue') === '%d', 15000);
   return {
     devices: +document.getElementById('s-devices').textContent,
     online: +document.getElementById('s-online').textContent,
@@ -192,6 +200,8 @@ PAGE = """
   };
 })()
 """
+
+LOADED = "location.pathname === '/' && document.readyState === 'complete'"
 
 OFFLINE = """
 (async () => {
@@ -220,7 +230,16 @@ async def test_page_in_chromium(fleet: dict[str, Any]) -> None:
     async with browser.chromium(tmp) as cdp:
         await cdp.call("Page.enable")
         await cdp.call("Page.navigate", url=f"{fleet['url']}/?token={TOKEN}")
-        got = await cdp.evaluate(PAGE % N)
+        # Past the redirect that turns the token into a cookie.
+        async with asyncio.timeout(15):
+            while True:
+                try:
+                    if await cdp.evaluate(LOADED):
+                        break
+                except (AssertionError, RuntimeError):
+                    pass
+                await asyncio.sleep(0.1)
+        got = await cdp.evaluate(PAGE % (N, want["overdue"]))
         assert got["devices"] == N and got["online"] == N and got["offline"] == 0, got
         assert got["overdue"] == want["overdue"] and got["rows"] == N, got
         assert got["path"] == "/", "the token must leave the address bar"
