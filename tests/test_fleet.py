@@ -23,6 +23,8 @@ from typing import Any
 import aiohttp
 import pytest
 from broker import REPO, Broker, free_port
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_agent.fleet.model import Fleet
 from edge_agent.fleet.sim import Simulator
@@ -160,6 +162,34 @@ async def test_counts_sse_and_the_will(fleet: dict[str, Any]) -> None:
         will_delay = time.monotonic() - t0
         assert will_delay < 2.0, will_delay
     print(f"fleet: SSE delay {sse_delay * 1000:.0f} ms, will to offline {will_delay:.2f} s")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    topic=st.sampled_from(["edge/d/status", "edge/d/telemetry", "edge/d/events", "x/y"]),
+    payload=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+            lambda inner: st.lists(inner, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(
+                    ["state", "session", "reasons", "clock", "retention", "health", "storage",
+                     "sources", "outbox", "seq", "type", "ts", "site", "overdue_count", "depth"]
+                ),
+                inner,
+                max_size=5,
+            ),
+            max_leaves=20,
+        ).map(lambda v: json.dumps(v).encode()),
+    ),
+)  # fmt: skip
+def test_any_payload_is_a_verdict_never_an_exception(topic: str, payload: bytes) -> None:
+    f = Fleet()
+    f.apply(topic, payload, 0.0)
+    json.dumps(f.summary())
+    json.dumps(f.rows())
+    json.dumps(f.device("d"))
 
 
 def test_the_model_stays_bounded() -> None:

@@ -389,7 +389,7 @@ class Publisher:
             # is not lost (it sets the event again and the wait returns at once).
             self._progress.clear()
             self._wake.clear()
-            sent = 0
+            sent = skipped = 0
             # Keep the window full on every PUBACK: a stalled pipe leaves the broker's
             # small PUBACKs waiting on Nagle and delayed ACKs (tens of ms each round).
             # After a lost connection, one at a time until the suspects are through.
@@ -401,6 +401,9 @@ class Publisher:
                 topic = self._held.get(seq) or self._route(type_)
                 if topic in self._holds and not probe:
                     self._held[seq] = topic  # a held topic: wait for its probe
+                    skipped += 1
+                    if skipped >= 1000:
+                        break  # a long run of held events: let the loop breathe
                     continue
                 try:
                     mid = self.link.publish(topic, payload, qos=1)
@@ -414,7 +417,9 @@ class Publisher:
             ):
                 await self._flush()
                 last_flush = time.monotonic()
-            if sent == 0 and not self._inflight:
+            if skipped >= 1000:
+                await asyncio.sleep(0)
+            elif sent == 0 and not self._inflight:
                 await self._flush()
                 await _first(stop.wait(), self._wake.wait(), limit=self.idle_poll)
             elif sent == 0:

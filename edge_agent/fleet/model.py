@@ -167,7 +167,8 @@ class Fleet:
     def _telemetry(self, d: Device, doc: dict[str, Any]) -> None:
         clock = doc.get("clock")
         if isinstance(clock, dict):
-            d.clock = _short(clock.get("state"), 16)
+            state = clock.get("state")
+            d.clock = state if state in ("trusted", "untrusted") else None
             d.clock_reason = _short(clock["reason"]) if clock.get("reason") else None
         retention = doc.get("retention")
         if isinstance(retention, dict):
