@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 from broker import Broker, CutProxy, Subscriber, start_agent, write_agent_config
-from test_brokers_compat import produce
+from test_brokers_compat import produce, signed_status
 
+from edge_agent.cli import main as cli_main
 from edge_agent.core.model import parse_ts
 
 CUT_S = float(os.environ.get("EDGE_BRIDGE_CUT_S", "20"))
@@ -38,7 +39,12 @@ def test_site_bridge_cut_loses_nothing_at_the_centre(tmp_path: Path) -> None:
         extra_conf=[
             "connection central",
             f"address 127.0.0.1:{link.port}",
-            "topic edge/# out 1",
+            # The bridge of docs/brokers.md: the device topics out, commands in.
+            "topic edge/+/status out 1",
+            "topic edge/+/telemetry out 1",
+            "topic edge/+/events out 1",
+            "topic edge/+/cmd-result/# out 1",
+            "topic edge/+/cmd/# in 1",
             # A persistent bridge session: what was queued survives a cut.
             "cleansession false",
             "remote_clientid site-1-bridge",
@@ -48,7 +54,13 @@ def test_site_bridge_cut_loses_nothing_at_the_centre(tmp_path: Path) -> None:
         ],
     )
     site.start()
-    cfg = write_agent_config(tmp_path, site, telemetry_interval=1.0)
+    assert cli_main(["keys", "generate", "--out", str(tmp_path / "keys"), "--name", "central"]) == 0
+    cfg = write_agent_config(
+        tmp_path,
+        site,
+        telemetry_interval=1.0,
+        trusted_keys=(tmp_path / "keys" / "central.pub",),
+    )
     log = tmp_path / "agent.log"
     agent = start_agent(cfg, log)
     centre = Subscriber(central, [f"{ROOT}/#"], client_id="centre")
@@ -95,6 +107,16 @@ def test_site_bridge_cut_loses_nothing_at_the_centre(tmp_path: Path) -> None:
         # The centre saw the restart in order: offline, then the new session online.
         states = [(p["session"], p["state"]) for p in centre.payloads(f"{ROOT}/status")]
         assert (session, "offline") in states and states[-1] == (status["session"], "online")
+        # A signed command from the centre reaches the device over the bridge, and
+        # its result comes back to the centre.
+        cmd_id = f"bridge-{session}"
+        centre.client.publish(
+            f"{ROOT}/cmd/status", signed_status(tmp_path, cmd_id), qos=1
+        ).wait_for_publish(10)
+        results = centre.wait_for(
+            f"{ROOT}/cmd-result/{cmd_id}", lambda g: any(r["state"] == "done" for r in g), 30
+        )
+        assert [r["state"] for r in results] == ["accepted", "done"], results
         print(f"bridge cut {CUT_S:.0f} s: {len(ids)} events, caught up in {catch_up:.1f} s")
     except BaseException:
         print(log.read_text(errors="replace")[-3000:])

@@ -66,7 +66,7 @@ def produce(tmp: Path, n: int, kind: str = "test.broker") -> list[str]:
         cat.close()
 
 
-def _signed_status(tmp: Path, cmd_id: str) -> str:
+def signed_status(tmp: Path, cmd_id: str) -> str:
     key = load_private_key((tmp / "keys" / "central.key").read_bytes(), name="central")
     env = sign(
         key,
@@ -122,7 +122,7 @@ def exercise(
             props.ResponseTopic = f"{ROOT}/reply/dashboard"
             props.CorrelationData = b"corr-42"
         dash.client.publish(
-            f"{ROOT}/cmd/status", _signed_status(tmp, cmd_id), qos=1, properties=props
+            f"{ROOT}/cmd/status", signed_status(tmp, cmd_id), qos=1, properties=props
         ).wait_for_publish(10)
         results = dash.wait_for(
             f"{ROOT}/cmd-result/{cmd_id}", lambda g: any(r["state"] == "done" for r in g), 30
