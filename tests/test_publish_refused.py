@@ -37,8 +37,10 @@ from broker import (
     write_agent_config,
 )
 
+from edge_agent.app.daemon import make_gatherer
 from edge_agent.comms.mqtt import MqttLink, MqttSettings
 from edge_agent.comms.publisher import Publisher
+from edge_agent.comms.telemetry import build_telemetry
 from edge_agent.config.config import load_config
 from edge_agent.core.model import utcnow
 from edge_agent.store.catalog import Catalog
@@ -124,6 +126,12 @@ async def _scenario(
         ]
         assert len(alarm) == 1 and alarm[0]["topic"] == denied_topic, alarm
         assert alarm[0]["first_seq"] == denied[0]
+        # Counted in the telemetry payload, the way the daemon wires it.
+        gatherer = make_gatherer(cfg, cat)
+        gatherer.refused = pub.refused_counts
+        snap = await asyncio.to_thread(gatherer.gather, utcnow())
+        tele = build_telemetry(snap).outbox
+        assert tele.held == len(denied) and tele.refused >= 1, tele
 
         # Held with backoff: a quiet process, and only a few probes.
         refusals0 = pub.refusals
