@@ -151,6 +151,9 @@ class MqttLink:
         self.generation = 0
         self.receive_maximum = 65535
         self.last_error: str | None = None
+        # When the last connection was lost (event loop clock): the publisher asks
+        # whether it followed one publish (a 3.1.1 broker refusing it).
+        self.lost_at: float | None = None
 
     # -- wiring ---------------------------------------------------------------
 
@@ -390,6 +393,8 @@ class MqttLink:
         if client is not self._client:
             return
         self.last_error = f"disconnected: {reason}"
+        if self._loop is not None:
+            self.lost_at = self._loop.time()
         self._connected.clear()
         self._disconnected.set()
         if self._connack is not None and not self._connack.done():

@@ -100,6 +100,7 @@ class Snapshot:
     agent_uptime_s: float = 0.0
     extra_reasons: tuple[str, ...] = field(default_factory=tuple)
     exports: int = 0  # export.created entries in the audit (docs/export.md)
+    outbox_refused: tuple[int, int] = (0, 0)  # publisher: (refusals, events held)
 
 
 # -- payload models (their JSON Schemas live in schemas/) ---------------------------
@@ -163,6 +164,10 @@ class SourcePayload(_Payload):
 class OutboxPayload(_Payload):
     depth: int
     oldest_age_seconds: float | None
+    # Publishes the broker refused since the agent started, and the events held
+    # back because their topic was refused (docs/brokers.md).
+    refused: int = 0
+    held: int = 0
 
 
 class ClockPayload(_Payload):
@@ -240,6 +245,8 @@ def build_telemetry(s: Snapshot) -> TelemetryPayload:
             oldest_age_seconds=None
             if s.outbox_oldest_age_s is None
             else round(s.outbox_oldest_age_s, 1),
+            refused=s.outbox_refused[0],
+            held=s.outbox_refused[1],
         ),
         clock=ClockPayload(
             state="trusted" if s.clock.trusted else "untrusted",
@@ -373,6 +380,7 @@ class Gatherer:
     clock: Callable[[], ClockState] | None = None
     # Further degraded reasons from the daemon (failed components, health checks).
     extra: Callable[[], Sequence[str]] | None = None
+    refused: Callable[[], tuple[int, int]] | None = None  # Publisher.refused_counts
     started: float = field(default_factory=time.monotonic)
 
     def gather(self, now: datetime) -> Snapshot:
@@ -404,4 +412,5 @@ class Gatherer:
             agent_uptime_s=time.monotonic() - self.started,
             extra_reasons=tuple(self.extra()) if self.extra else (),
             exports=count_exports(self.catalog),
+            outbox_refused=self.refused() if self.refused else (0, 0),
         )
