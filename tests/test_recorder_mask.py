@@ -27,7 +27,7 @@ from edge_agent.recording.mask import FILL, key_interval, luma_spans, plane_span
 from edge_agent.recording.packethub import HubPacket, PacketHub
 from tests import rtsp_server
 from tests.broker import free_port
-from tests.mediagen import ffprobe, make_video
+from tests.mediagen import ffprobe, make_resolution_switch, make_video
 from tests.test_recorder import (
     FAST,
     duration,
@@ -212,3 +212,33 @@ async def test_a_masked_rtsp_camera_records_masked_segments_with_its_audio(
         assert kinds == ["video", "audio"]  # an audio room: audio passes through as before
         assert abs(duration(doc) - 2.0) < 0.15, duration(doc)
         assert first_video_packet_is_key(rig.path(rec))
+
+
+async def test_a_camera_that_changes_resolution_stays_masked_at_the_sessions_size(
+    tmp_path: Path,
+) -> None:
+    # Stream copy starts a segment with the new size; masking scales the new
+    # pictures to the session's size instead (after the fill), so the segments
+    # go on unbroken and the polygon stays filled.
+    why = rtsp_server.available()
+    if why is not None:
+        pytest.skip(why)
+    clip = make_resolution_switch(tmp_path / "switch.ts", seconds_each=4.0)
+    port = free_port()
+    rig = open_rig(tmp_path, masked_source("cam", f"rtsp://127.0.0.1:{port}/cam", "gate"))
+    proc = rtsp_server.start(port, clip, audio="none")
+    try:
+        async with running(rig):
+            # 4 s at 160x120, then 320x240: the third 2 s segment is past the switch.
+            await until(lambda: len(rig.recordings()) >= 3, 20, "segments past the switch")
+    finally:
+        proc.kill()
+        proc.wait(5)
+    recs = rig.recordings()
+    for rec in recs:
+        frames = decoded(rig.path(rec))
+        assert {(f.width, f.height) for f in frames} == {(160, 120)}
+        assert max(spread(f) for f in frames) <= TOLERANCE, rec.path
+    for rec in recs[:-1]:
+        assert abs(duration(ffprobe(rig.path(rec))) - 2.0) < 0.15
+    assert sum((r.end - r.start).total_seconds() for r in recs) > 5.0
