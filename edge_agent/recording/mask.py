@@ -53,6 +53,7 @@ __all__ = [
     "FILL",
     "MAX_KEY_INTERVAL",
     "MaskError",
+    "MaskFiller",
     "MaskSettings",
     "MaskingEncoder",
     "Polygon",
@@ -151,7 +152,7 @@ def plane_spans(luma: Spans, strides: Sequence[int]) -> list[list[tuple[int, int
     return out
 
 
-class _Filler:
+class MaskFiller:
     """Fills one picture size's mask into frames, by precomputed byte ranges."""
 
     def __init__(self, polygons: Sequence[Polygon], frame: VideoFrame) -> None:
@@ -192,7 +193,7 @@ class MaskingEncoder:
         self.anchor: float | None = None  # stream seconds of the keyframe schedule's start
         self._next_key = 0
         self.frames = self.errors = 0
-        self._filler: _Filler | None = None
+        self._filler: MaskFiller | None = None
         self._sink: OutputContainer | None = None
         try:
             # By codec, not by the template's coder: testsrc's template is an encoder.
@@ -263,7 +264,7 @@ class MaskingEncoder:
             frame.make_writable()  # the decoder keeps its reference pictures intact
         filler = self._filler
         if filler is None or filler.key != _frame_key(frame):
-            filler = self._filler = _Filler(self.mask.polygons, frame)
+            filler = self._filler = MaskFiller(self.mask.polygons, frame)
         filler.fill(frame)
         frame.pts, frame.time_base = pts, tb or self.time_base
         ts = float(pts * frame.time_base)
