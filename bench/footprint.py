@@ -6,7 +6,8 @@ running, nobody watching. ``testsrc://`` would encode video inside the agent,
 so the cameras here are two ``file://`` sources playing a 720p25 H.264 file
 at real time (looped), which costs what an RTSP camera costs: demux and mux.
 
-The agent runs as a subprocess against a private mosquitto. After
+The agent runs as a subprocess against a private mosquitto, from a copy of
+the package with compiled bytecode, as pip installs it on a device. After
 ``--seconds`` it reports RSS (and USS, the memory only this process holds)
 and CPU% over the window after start-up (``--warmup`` excluded). Then the same
 over mutual TLS (as deployed), with ``[liveview]`` enabled (aiortc loaded, no
@@ -22,6 +23,7 @@ to 4 MiB of RSS; ``--tmpfs`` runs the same agent with its site-packages copied
 to a 4 KiB-page tmpfs, which shows what a kernel without large folios reports.
 
     python bench/footprint.py --seconds 60
+    python bench/footprint.py --only two_cameras --repeat 5   # the README's target
     python bench/footprint.py --seconds 60 --tmpfs
     python bench/footprint.py --soak --seconds 1800   # anonymous memory growth per hour
     python bench/footprint.py --soak --seconds 2400 --segment-seconds 2
@@ -159,8 +161,28 @@ def biggest_mappings(pid: int, n: int = 6) -> dict[str, float]:
     return {k: v / 1024 for k, v in top}
 
 
-def measure(config: Path, seconds: float, warmup: float, pythonpath: str = "") -> dict[str, object]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (pythonpath, str(REPO)) if p)}
+def installed_copy(tmp: Path) -> Path:
+    """The package as a device has it: a copy of ``edge_agent`` with compiled ``.pyc``.
+
+    pip compiles bytecode when it installs the wheel (docs/deploy-image.md), so a
+    device never compiles at start. Run from the checkout, with bytecode writes
+    off (``PYTHONDONTWRITEBYTECODE``) or a fresh tree, the daemon would compile
+    every module at each start, and the compiler's transient memory stays in
+    the heap: about 1.5 MiB of anonymous memory a device does not have.
+    """
+    site = tmp / "site"
+    shutil.copytree(
+        REPO / "edge_agent",
+        site / "edge_agent",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(site)], check=True)
+    return site
+
+
+def measure(config: Path, seconds: float, warmup: float, pythonpath: str) -> dict[str, object]:
+    """``pythonpath`` names the package (``installed_copy``) and any site-packages copy."""
+    env = {**os.environ, "PYTHONPATH": pythonpath}
     # Steady state, as on a device after its first boot: the catalog exists and is
     # migrated, so the daemon does not load the migration tooling (sqlite-utils).
     subprocess.run(
@@ -169,7 +191,7 @@ def measure(config: Path, seconds: float, warmup: float, pythonpath: str = "") -
          "from edge_agent.store.catalog import open_catalog_from_config; "
          "open_catalog_from_config(load_config(__import__('pathlib').Path(sys.argv[1]))).close()",
          str(config)],
-        env=env, check=True,
+        env=env, check=True, cwd=config.parent,
     )  # fmt: skip
     log = open(config.parent / "agent.log", "wb")  # noqa: SIM115 -- closed below
     proc = subprocess.Popen(
@@ -177,7 +199,7 @@ def measure(config: Path, seconds: float, warmup: float, pythonpath: str = "") -
         stdout=log,
         stderr=log,
         env=env,
-        cwd=REPO,
+        cwd=config.parent,  # not the checkout: ``-m`` would find its uncompiled source first
     )
     p = psutil.Process(proc.pid)
     try:
@@ -363,9 +385,10 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="edge-footprint-"))
     shm: Path | None = None
     try:
-        pythonpath = ""
+        pythonpath = str(installed_copy(tmp))
         if args.tmpfs:
-            pythonpath, shm = site_packages_on_tmpfs(tmp)
+            packages, shm = site_packages_on_tmpfs(tmp)
+            pythonpath = os.pathsep.join((pythonpath, packages))
         clip = tmp / "clip.mp4"
         make_clip(clip)
         broker = Broker(tmp / "broker")
@@ -398,7 +421,13 @@ def main() -> int:
         result: dict[str, object] = {"runs": runs, "tmpfs": args.tmpfs}
         result["import_rss_mib"] = {
             m: import_rss(m)
-            for m in ("edge_agent.app.daemon", "av", "paho.mqtt.client", "pydantic", "aiortc")
+            for m in (
+                "edge_agent.app.daemon",
+                "av",
+                "paho.mqtt.client",
+                "pydantic",
+                "aiortc",
+            )
         }
         result["import_rss_steps_mib"] = import_rss_steps("edge_agent.app.daemon")
         result["import_time_ms_top"] = top_imports("edge_agent.app.daemon")
