@@ -26,6 +26,10 @@ NOT_IN_THE_DAEMON = (
     "aiohttp",
     "aioice",
     "edge_agent.liveview",
+    "edge_agent.console",  # the web console, only when configured
+    "edge_agent.anonymize",  # the optional [anonymize] extra
+    "edge_agent.export",  # the export command
+    "numpy",
     "cryptography",  # only with commands.trusted_keys
     "dns",  # paho's connect_srv(), never used (paho runs without it: see comms/mqtt.py)
     "sqlite_utils",  # only while migrations are pending
