@@ -23,21 +23,31 @@ import logging
 import random
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from edge_agent.host import lean
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-# Without dnspython (about 90 modules and 4 MiB; live view imports it normally
-# later) and with urllib.request lazy: see edge_agent.host.lean.
-lean.paho()
-import paho.mqtt.client as paho  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode  # noqa: E402
-from paho.mqtt.packettypes import PacketTypes  # noqa: E402
-from paho.mqtt.properties import Properties  # noqa: E402
+# paho imports dnspython, when installed (live view brings it), only for
+# connect_srv(), which we never call: about 60 modules and 2.5 MiB for months.
+# paho treats it as optional (``try: import dns.resolver`` ... ``except
+# ImportError: HAVE_DNS = False``), so we import paho as if it were absent:
+# ``None`` in sys.modules is the import system's own "not importable", and it
+# is removed at once, so live view imports dnspython normally later.
+_HIDE_DNS = "dns.resolver" not in sys.modules
+if _HIDE_DNS:
+    sys.modules["dns.resolver"] = None  # type: ignore[assignment]
+try:
+    import paho.mqtt.client as paho
+finally:
+    if _HIDE_DNS and "dns.resolver" in sys.modules and sys.modules["dns.resolver"] is None:
+        del sys.modules["dns.resolver"]
 
 log = logging.getLogger(__name__)
 
