@@ -63,7 +63,7 @@ from broker import Broker  # noqa: E402
 # The idle targets for two cameras, live view off (README, "Footprint").
 TARGET_RSS = 72 * 1024 * 1024
 TARGET_ANON = 34 * 1024 * 1024
-RUNS = ("two_cameras", "two_cameras_tls", "no_cameras", "liveview_on")
+RUNS = ("two_cameras", "two_cameras_tls", "no_cameras", "liveview_on", "liveview_no_console")
 
 
 def make_clip(path: Path, seconds: int = 20) -> None:
@@ -88,7 +88,7 @@ def write_config(
     folder: Path,
     clip: Path,
     broker: Broker,
-    liveview: bool,
+    liveview: bool | str,
     cameras: int = 2,
     segment_seconds: float = 10,
 ) -> Path:
@@ -129,6 +129,8 @@ def write_config(
             f'listen = "127.0.0.1:{free_port()}"',
             'token = "bench-token-0123456789"',
         ]
+        if liveview == "no_console":
+            lines.append("console = false")
     path = folder / "agent.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -405,6 +407,8 @@ def main() -> int:
                 plan.append(("no_cameras", False, 0, broker))
             if not args.no_liveview and (not args.soak or args.only):
                 plan.append(("liveview_on", True, 2, broker))
+                # The console on the same server: what it costs while nobody looks.
+                plan.append(("liveview_no_console", "no_console", 2, broker))
             if args.only:
                 plan = [row for row in plan if row[0] in args.only]
             for name, lv, cameras, via in plan:
@@ -445,6 +449,12 @@ def main() -> int:
             verdict = "met" if met else "missed"
             print(f"target for two_cameras: RSS <= {TARGET_RSS / 2**20:.0f} MiB, "
                   f"anon <= {TARGET_ANON / 2**20:.0f} MiB: {verdict}")  # fmt: skip
+        on, no = runs.get("liveview_on"), runs.get("liveview_no_console")
+        if on is not None and no is not None:
+            keys = ("rss_mib", "anon_mib", "cpu_percent")
+            d = {k: float(on[k]) - float(no[k]) for k in keys if k in on and k in no}  # type: ignore[arg-type]
+            print("console enabled vs disabled (idle, nobody looking): "
+                  + ", ".join(f"{k} {v:+.2f}" for k, v in d.items()))  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if shm is not None:
