@@ -151,3 +151,9 @@ def test_recording_doc_is_the_one_json_form() -> None:
 
 def test_live_states_are_the_ones_retention_governs() -> None:
     assert set(LIVE_STATES) == {RecState.ACTIVE, RecState.RESTRICTED}
+
+
+def test_audio_outside_audio_rooms_counts_live_rows_only(cat: Catalog) -> None:
+    cat.recordings.add_many([rec(1), rec(2), rec(3, state=RecState.DELETED)])
+    assert cat.recordings.audio_outside({"gate"}) == 0  # gate is an audio room
+    assert cat.recordings.audio_outside({"lab"}) == 2  # the deleted one no longer counts

@@ -139,7 +139,12 @@ def test_an_untrusted_clock_is_no_overdue_finding(tmp_path: Path, fake: str, why
     # A first run at the true time leaves recordings due in 3 days and the clock's reference.
     first = start(cfg, tmp_path / "agent.log")
     try:
-        wait_until(lambda: status(cfg)[1]["telemetry"]["recordings"]["security"]["count"] >= 1)
+
+        def recorded() -> bool:
+            t = status(cfg)[1]["telemetry"]  # None until the daemon has made its catalog
+            return t is not None and t["recordings"]["security"]["count"] >= 1
+
+        wait_until(recorded)
     finally:
         assert stop(first) == 0
     faked = {

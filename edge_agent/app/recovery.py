@@ -89,6 +89,8 @@ async def follow_locations(
     """Warn about footage the config no longer describes (docs/retention-policy.md)."""
     from edge_agent.core.location_drift import configured, location_drift
 
+    locations = tuple(locations)
+    gatherer.audio_rooms = frozenset(loc.id for loc in locations if loc.audio_room)
     try:
         rows = await asyncio.to_thread(catalog.recordings.footage)
     except Exception:

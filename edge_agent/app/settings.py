@@ -133,6 +133,8 @@ def make_gatherer(cfg: Config, catalog: Catalog) -> Gatherer:
         sensor=cfg.profile.temperature_sensor,
         longer_than_notice=tuple(cfg.longer_than_notice()),
         free_floor=cfg.free_space_floor_bytes,
+        audio_rooms=frozenset(loc.id for loc in cfg.locations if loc.audio_room),
+        site=cfg.device.site,
     )
 
 

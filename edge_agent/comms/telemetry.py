@@ -101,6 +101,8 @@ class Snapshot:
     extra_reasons: tuple[str, ...] = field(default_factory=tuple)
     exports: int = 0  # export.created entries in the audit (docs/export.md)
     outbox_refused: tuple[int, int] = (0, 0)  # publisher: (refusals, events held)
+    audio_outside_audio_rooms: int = 0  # the audio rule as one number: must be 0
+    site: str | None = None  # [device] site: the fleet dashboard's filter
 
 
 # -- payload models (their JSON Schemas live in schemas/) ---------------------------
@@ -153,6 +155,7 @@ class RetentionPayload(_Payload):
     worst_overdue_seconds: float
     longer_than_notice: list[str]
     location_drift: list[LocationDriftPayload] = []
+    audio_outside_audio_rooms: int = 0
 
 
 class SourcePayload(_Payload):
@@ -191,6 +194,7 @@ class TelemetryPayload(_Payload):
     outbox: OutboxPayload
     clock: ClockPayload
     exports: int = 0
+    site: str | None = None
 
 
 # -- pure functions --------------------------------------------------------------
@@ -238,6 +242,7 @@ def build_telemetry(s: Snapshot) -> TelemetryPayload:
             worst_overdue_seconds=round(s.retention.worst_overdue_seconds, 1),
             longer_than_notice=list(s.longer_than_notice),
             location_drift=[LocationDriftPayload.model_validate(d) for d in s.location_drift],
+            audio_outside_audio_rooms=s.audio_outside_audio_rooms,
         ),
         sources=[SourcePayload(id=x.id, state=x.state, reason=x.reason) for x in s.sources],
         outbox=OutboxPayload(
@@ -255,6 +260,7 @@ def build_telemetry(s: Snapshot) -> TelemetryPayload:
             deletion_paused_since=iso(s.clock.paused_since) if s.clock.paused_since else None,
         ),
         exports=s.exports,
+        site=s.site,
     )
 
 
@@ -381,6 +387,8 @@ class Gatherer:
     # Further degraded reasons from the daemon (failed components, health checks).
     extra: Callable[[], Sequence[str]] | None = None
     refused: Callable[[], tuple[int, int]] | None = None  # Publisher.refused_counts
+    audio_rooms: frozenset[str] = frozenset()  # refreshed with the config
+    site: str | None = None
     started: float = field(default_factory=time.monotonic)
 
     def gather(self, now: datetime) -> Snapshot:
@@ -413,4 +421,6 @@ class Gatherer:
             extra_reasons=tuple(self.extra()) if self.extra else (),
             exports=count_exports(self.catalog),
             outbox_refused=self.refused() if self.refused else (0, 0),
+            audio_outside_audio_rooms=self.catalog.recordings.audio_outside(self.audio_rooms),
+            site=self.site,
         )

@@ -300,6 +300,8 @@ class _Section(BaseModel):
 class Device(_Section):
     id: DeviceId
     hw_profile: str = Field(min_length=1)
+    # Where the device stands, for the fleet dashboard's filter (docs/fleet.md).
+    site: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class Storage(_Section):

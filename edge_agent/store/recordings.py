@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -287,6 +287,19 @@ class RecordingStore:
         """Live recordings per (location, site, audio): what the config must still honour."""
         with self._cat.lock:
             return _footage_by_location(self._cat.conn)
+
+    def audio_outside(self, audio_rooms: Collection[str]) -> int:
+        """Live recordings that keep audio at a location that is not an audio room.
+
+        The notice's audio rule as one number (must be 0): telemetry and the
+        fleet dashboard report it (docs/mqtt.md).
+        """
+        with self._cat.lock:
+            rows = self._cat.conn.execute(
+                "SELECT location, COUNT(*) FROM recordings "
+                f"WHERE audio = 1 AND state IN {LIVE_STATES_SQL} GROUP BY location"
+            ).fetchall()
+        return sum(int(n) for loc, n in rows if loc not in audio_rooms)
 
     def summaries(self) -> dict[Purpose, PurposeStats]:
         """Count, bytes and oldest start of live recordings, for every purpose."""
