@@ -8,8 +8,8 @@ new session). After the link returns, the central broker has every event
 with ``seq`` gap-free, the retained status of the new session and fresh
 retained telemetry.
 
-The cut lasts ``EDGE_BRIDGE_CUT_S`` seconds: 20 by default to keep the suite
-short; the issue's two minutes with ``EDGE_BRIDGE_CUT_S=120`` (docs/brokers.md).
+The cut lasts ``EDGE_BRIDGE_CUT_S`` seconds: 20 by default to keep a local run
+short; CI (.ci/run) sets the issue's two minutes, 120 (docs/brokers.md).
 """
 
 from __future__ import annotations
