@@ -10,6 +10,7 @@ outside store/ (docs/design/deletion.md describes the protocol they serve).
 from __future__ import annotations
 
 import builtins
+import json
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -208,6 +209,64 @@ class RecordingStore:
         )
         if cur.rowcount == 0:
             raise self._unknown(id)
+
+    # -- anonymization (docs/anonymization.md) ---------------------------------
+
+    def set_derivation(self, id: str, *, derived_from: str, anonymization: dict[str, Any]) -> None:
+        """Record that ``id`` is an anonymized derivative of ``derived_from``."""
+        cur = self._cat.execute(
+            "UPDATE recordings SET derived_from = ?, anonymization = ?, updated_at = ? "
+            "WHERE id = ?",
+            (derived_from, json.dumps(anonymization, sort_keys=True), time.time(), id),
+        )
+        if cur.rowcount == 0:
+            raise self._unknown(id)
+
+    def set_anonymized_reason(self, id: str, reason: str) -> None:
+        """The written reason for footage declared anonymized without the process."""
+        cur = self._cat.execute(
+            "UPDATE recordings SET anonymized_reason = ?, updated_at = ? WHERE id = ?",
+            (reason, time.time(), id),
+        )
+        if cur.rowcount == 0:
+            raise self._unknown(id)
+
+    def derivation(self, id: str) -> tuple[str | None, dict[str, Any] | None, str | None]:
+        """``(derived_from, anonymization figures, anonymized_reason)`` of one row."""
+        rows = self._cat.query(
+            "SELECT derived_from, anonymization, anonymized_reason FROM recordings WHERE id = ?",
+            (id,),
+        )
+        if not rows:
+            raise self._unknown(id)
+        src, figures, reason = rows[0]
+        return src, (json.loads(figures) if figures else None), reason
+
+    def derivatives_of(self, ids: Sequence[str], states: Sequence[RecState] = LIVE_STATES) -> _Recs:
+        """Recordings derived from any of ``ids`` (in ``states``)."""
+        out: _Recs = []
+        st = ", ".join("?" * len(states))
+        for i in range(0, len(ids), 500):
+            chunk = builtins.list(ids[i : i + 500])
+            out.extend(
+                self._select(
+                    f"WHERE derived_from IN ({', '.join('?' * len(chunk))}) "
+                    f"AND state IN ({st}) ORDER BY start, id",
+                    (*chunk, *(str(s) for s in states)),
+                )
+            )
+        return out
+
+    def anonymized_counts(self) -> dict[str, int]:
+        """Live anonymized rows: verified derivatives, unverified ones, and declared ones."""
+        rows = self._cat.query(
+            "SELECT SUM(derived_from IS NOT NULL AND anonymized = 1), "
+            "SUM(derived_from IS NOT NULL AND anonymized = 0), "
+            "SUM(derived_from IS NULL AND anonymized = 1) "
+            f"FROM recordings WHERE state IN {LIVE_STATES_SQL}"
+        )
+        v, u, d = rows[0] if rows else (0, 0, 0)
+        return {"verified": int(v or 0), "unverified": int(u or 0), "declared": int(d or 0)}
 
     def is_truncated(self, id: str) -> bool:
         rows = self._cat.query("SELECT truncated FROM recordings WHERE id = ?", (id,))

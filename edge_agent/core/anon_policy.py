@@ -1,0 +1,65 @@
+"""When a recording is anonymized, and whether its job may still run (pure).
+
+docs/anonymization.md, "jobs" and "policy": the ``[anonymize]`` policy picks
+recordings once catalogued or some days before their deadline; a job whose
+original is gone, restricted or past its deadline fails with that reason (the
+deadline wins over a waiting job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from edge_agent.core.model import Purpose, Recording, RecState
+
+__all__ = ["AnonPolicy", "original_verdict", "policy_wants"]
+
+
+@dataclass(frozen=True)
+class AnonPolicy:
+    on: str | None  # None | "catalogued" | "before_deadline"
+    days_before: int = 7
+    purposes: tuple[Purpose, ...] = ()  # empty: all
+    locations: tuple[str, ...] = ()  # empty: all
+
+
+def original_verdict(rec: Recording | None, now: datetime) -> str | None:
+    """Why a job for ``rec`` cannot run now (None: it can)."""
+    if rec is None:
+        return "original not in the catalog"
+    if rec.state is RecState.RESTRICTED:
+        # Processing of restricted footage is limited to keeping it (docs/retention-policy.md).
+        return "original is restricted by a data-subject request"
+    if rec.state is not RecState.ACTIVE:
+        return f"original is {rec.state} (deleted at its deadline or by a request)"
+    if rec.deadline is not None and rec.deadline <= now:
+        return "original reached its deadline before the job ran"
+    if rec.tags.anonymized:
+        return "recording is already anonymized"
+    return None
+
+
+def policy_wants(
+    policy: AnonPolicy, rec: Recording, now: datetime, *, derived: bool = False
+) -> bool:
+    """Whether the policy asks for ``rec`` now (the caller skips ones with a job)."""
+    if policy.on is None or derived or original_verdict(rec, now) is not None:
+        return False
+    if policy.purposes and rec.tags.purpose not in policy.purposes:
+        return False
+    if policy.locations and rec.location not in policy.locations:
+        return False
+    if policy.on == "catalogued":
+        return True
+    if policy.on == "before_deadline":
+        return rec.deadline is not None and rec.deadline - timedelta(days=policy.days_before) <= now
+    return False
+
+
+def matches(policy: AnonPolicy, purposes: Sequence[Purpose]) -> bool:
+    """Whether the policy can ever pick one of ``purposes`` (skip a sweep otherwise)."""
+    return policy.on is not None and (
+        not policy.purposes or any(p in policy.purposes for p in purposes)
+    )
