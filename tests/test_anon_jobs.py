@@ -234,3 +234,31 @@ def test_the_deadline_wins_over_a_waiting_job(tmp_path: Path, clip: Path) -> Non
     (job,) = json.loads(run.stdout)["jobs"]
     assert job["state"] == "failed" and "deadline" in job["reason"]
     assert len(rows(tmp_path)) == 1
+
+
+def test_erase_takes_the_derivatives_unless_told_to_keep(tmp_path: Path, clip: Path) -> None:
+    cfg = write_config(tmp_path)
+    rid = adopt(tmp_path, clip, cfg)
+    run = cli(cfg, "anonymize", rid, "--json")
+    assert run.returncode == 0, run.stdout + run.stderr
+    did = json.loads(run.stdout)["jobs"][0]["derivative"]["id"]
+    by_id = {r["id"]: dict(r) for r in rows(tmp_path)}
+    r, d = by_id[rid], by_id[did]
+    window = ("--location", "gate", "--from", r["start_iso"], "--to", r["start_iso"])
+
+    kept = cli(cfg, "erase", *window, "--request-ref", "DSR-1", "--keep-derivatives", "--json")
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    doc = json.loads(kept.stdout)
+    assert doc["originals_touched"] == [rid] and doc["derivatives_touched"] == []
+    assert [x["id"] for x in doc["kept_derivatives"]] == [did]
+    states = {x["id"]: x["state"] for x in rows(tmp_path)}
+    assert states == {rid: "deleted", did: "active"}
+    assert (tmp_path / "recordings" / d["path"]).exists()
+
+    gone = cli(cfg, "erase", *window, "--request-ref", "DSR-2", "--json")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    doc = json.loads(gone.stdout)
+    assert doc["derivatives_touched"] == [did] and doc["touched"][0]["derived_from"] == rid
+    assert {x["id"]: x["state"] for x in rows(tmp_path)}[did] == "deleted"
+    assert not (tmp_path / "recordings" / d["path"]).exists()
+    assert cli(cfg, "audit", "verify").returncode == 0

@@ -264,6 +264,7 @@ def _place(
         state=RecState.ACTIVE,
         deadline=dl,
         source_id=rec.source_id,
+        derived_from=rec.id,
     )
     event: dict[str, Any] = recording_doc(d, _EVENT_FIELDS, id_key="recording_id")
     event.update(derived_from=rec.id, verified=verified, residuals=result.residuals)

@@ -198,9 +198,8 @@ def _select(cat: Any, args: argparse.Namespace) -> tuple[list[Recording], list[d
             else:
                 recs.append(rec)
     for rec in recs:
-        derived_from, _, _ = cat.recordings.derivation(rec.id)
         why = original_verdict(rec, now) or (
-            "a derivative is not anonymized again" if derived_from else None
+            "a derivative is not anonymized again" if rec.derived_from else None
         )
         if why:
             refused.append({"id": rec.id, "why": why})

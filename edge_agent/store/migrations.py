@@ -261,6 +261,7 @@ def _anonymization(db: Database) -> None:
         ALTER TABLE recordings ADD COLUMN derived_from TEXT;
         ALTER TABLE recordings ADD COLUMN anonymization TEXT;
         ALTER TABLE recordings ADD COLUMN anonymized_reason TEXT;
+        ALTER TABLE requests ADD COLUMN keep_derivatives INTEGER NOT NULL DEFAULT 0;
         CREATE INDEX idx_recordings_derived_from ON recordings(derived_from)
             WHERE derived_from IS NOT NULL;
 

@@ -74,7 +74,7 @@ class RecordingStore:
     def add_many(self, recs: Iterable[Recording]) -> int:
         """Insert many rows in one transaction (bulk adoption, rebuild)."""
         now = time.time()
-        placeholders = ", ".join("?" * 21)
+        placeholders = ", ".join("?" * 22)
         with self._cat.transaction():
             cur = self._cat.conn.executemany(
                 f"INSERT INTO recordings ({REC_COLUMNS}) VALUES ({placeholders})",
