@@ -202,7 +202,7 @@ def run_job(
     result = anonymize_file(src, staging, settings, cancel=cancel, progress=progress)
     if result.status == "cancelled":
         clean_attempt(catalog, root, job)
-        catalog.anon_jobs.finish(job.id, "queued", reason="paused")
+        catalog.anon_jobs.requeue(job.id, "paused")
         return JobOutcome(job.id, job.recording_id, "queued", "paused")
     if result.status != "ok":
         clean_attempt(catalog, root, job)

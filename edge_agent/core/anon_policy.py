@@ -63,3 +63,29 @@ def matches(policy: AnonPolicy, purposes: Sequence[Purpose]) -> bool:
     return policy.on is not None and (
         not policy.purposes or any(p in policy.purposes for p in purposes)
     )
+
+
+def pause_reason(
+    *,
+    clock_trusted: bool,
+    disk_pressure: bool,
+    storage_full: bool,
+    storage_unavailable: str | None,
+    free_bytes: int | None,
+    floor_bytes: int | None,
+) -> str | None:
+    """Why the anonymization worker waits now (None: it may run).
+
+    Recording comes first: a derivative takes disk space the janitor would have
+    to free from footage, so the worker waits while free space is under twice
+    the floor; without a trusted clock no deadline (R's or D's) can be set.
+    """
+    if not clock_trusted:
+        return "clock untrusted"
+    if storage_unavailable:
+        return f"storage unavailable: {storage_unavailable}"
+    if storage_full or disk_pressure:
+        return "disk pressure"
+    if free_bytes is not None and floor_bytes is not None and free_bytes < 2 * floor_bytes:
+        return "free space under twice the floor"
+    return None

@@ -14,7 +14,11 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from edge_agent.core.model import Recording
+from edge_agent.store.rows import select_recordings, to_epoch
 
 if TYPE_CHECKING:
     from edge_agent.store.catalog import Catalog
@@ -159,6 +163,55 @@ class AnonJobStore:
                 time.time(),
                 job_id,
             ),
+        )
+
+    # -- the policy's candidates (docs/anonymization.md, "policy") ---------------
+
+    _FRESH = (
+        "derived_from IS NULL AND anonymized = 0 AND state = 'active' AND NOT EXISTS "
+        "(SELECT 1 FROM anon_jobs j WHERE j.recording_id = recordings.id)"
+    )
+
+    def candidates_added(self, after_rowid: int, limit: int = 200) -> tuple[list[Recording], int]:
+        """Originals catalogued after ``after_rowid`` with no job yet, and the new mark.
+
+        The rowid walks the table's own b-tree, so a sweep reads only new rows.
+        """
+        with self._cat.lock:
+            rows = self._cat.conn.execute(
+                "SELECT rowid FROM recordings WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (after_rowid, limit),
+            ).fetchall()
+            if not rows:
+                return [], after_rowid
+            last = int(rows[-1][0])
+            recs = select_recordings(
+                self._cat.conn,
+                f"WHERE rowid > ? AND rowid <= ? AND {self._FRESH} ORDER BY rowid",
+                (after_rowid, last),
+            )
+        return recs, last
+
+    def candidates_due(
+        self, after: datetime, before: datetime, limit: int = 200
+    ) -> list[Recording]:
+        """Active originals whose deadline is in (after, before] with no job yet, soonest
+        first (the due index: retention's own, store/migrations.py)."""
+        with self._cat.lock:
+            return select_recordings(
+                self._cat.conn,
+                "INDEXED BY idx_recordings_due WHERE state IN ('active', 'restricted') "
+                "AND deadline IS NOT NULL AND +state = 'active' AND deadline > ? "
+                f"AND deadline <= ? AND {self._FRESH} ORDER BY deadline LIMIT ?",
+                (to_epoch(after), to_epoch(before), limit),
+            )
+
+    def requeue(self, job_id: int, reason: str) -> None:
+        """A paused attempt goes back to the queue; a pause is not a failed attempt."""
+        self._cat.execute(
+            "UPDATE anon_jobs SET state = 'queued', reason = ?, attempts = MAX(0, attempts - 1), "
+            "updated_at = ? WHERE id = ?",
+            (reason, time.time(), job_id),
         )
 
     def counts(self) -> dict[str, int]:

@@ -283,6 +283,7 @@ def _anonymization(db: Database) -> None:
         CREATE UNIQUE INDEX idx_anon_jobs_open ON anon_jobs(recording_id)
             WHERE state IN ('queued', 'running');
         CREATE INDEX idx_anon_jobs_state ON anon_jobs(state, id);
+        CREATE INDEX idx_anon_jobs_recording ON anon_jobs(recording_id);
         """
     )
 
