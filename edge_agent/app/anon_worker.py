@@ -31,6 +31,7 @@ from edge_agent.store.catalog import Catalog
 
 if TYPE_CHECKING:
     from edge_agent.app.status import AgentStatus
+    from edge_agent.comms.command_dispatch import CommandDispatcher
     from edge_agent.intake.intake import Intake
     from edge_agent.retention.janitor import Janitor
 
@@ -178,6 +179,7 @@ class _AgentLike(Protocol):
     intake: Intake
     janitor: Janitor
     status: AgentStatus
+    dispatcher: CommandDispatcher | None
 
     def now(self) -> datetime: ...
 
@@ -192,4 +194,6 @@ def attach(agent: _AgentLike) -> AnonWorker:
         now=agent.now,
     )
     agent.status.jobs = worker.jobs
+    if agent.dispatcher is not None:
+        agent.dispatcher.anonymize_queued = worker.wake
     return worker

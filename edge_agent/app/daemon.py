@@ -208,12 +208,12 @@ class Agent:
         self.add(FnComponent("janitor", self.janitor.run), STAGE_MAINT)
         self.add(self.monitor, STAGE_MAINT)
         self._add_control(cfg)
+        if cfg.mqtt is not None:
+            self._build_mqtt(cfg)
         if cfg.anonymize.enabled:  # docs/anonymization.md: one low-priority worker
             from edge_agent.app.anon_worker import attach
 
             self.add(attach(self), STAGE_MAINT)
-        if cfg.mqtt is not None:
-            self._build_mqtt(cfg)
 
     def _add_watch(self, w: Watch) -> None:
         spec = WatchSpec(

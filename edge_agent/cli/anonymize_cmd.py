@@ -182,10 +182,8 @@ def _register_anonymize(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _select(cat: Any, args: argparse.Namespace) -> tuple[list[Recording], list[dict[str, str]]]:
-    from edge_agent.core.anon_policy import original_verdict
+    from edge_agent.core.anon_policy import choose
 
-    now = utcnow()
-    chosen: list[Recording] = []
     refused: list[dict[str, str]] = []
     if args.location is not None:
         recs = cat.recordings.overlapping(args.location, args.from_, args.to)
@@ -197,15 +195,8 @@ def _select(cat: Any, args: argparse.Namespace) -> tuple[list[Recording], list[d
                 refused.append({"id": rid, "why": "not in the catalog"})
             else:
                 recs.append(rec)
-    for rec in recs:
-        why = original_verdict(rec, now) or (
-            "a derivative is not anonymized again" if rec.derived_from else None
-        )
-        if why:
-            refused.append({"id": rec.id, "why": why})
-        else:
-            chosen.append(rec)
-    return chosen, refused
+    chosen, more = choose(recs, utcnow())
+    return chosen, refused + more
 
 
 def cmd_anonymize(args: argparse.Namespace) -> int:

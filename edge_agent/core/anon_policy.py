@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from edge_agent.core.model import Purpose, Recording, RecState
 
-__all__ = ["AnonPolicy", "original_verdict", "policy_wants"]
+__all__ = ["AnonPolicy", "choose", "original_verdict", "pause_reason", "policy_wants"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,23 @@ def original_verdict(rec: Recording | None, now: datetime) -> str | None:
     if rec.tags.anonymized:
         return "recording is already anonymized"
     return None
+
+
+def choose(
+    recs: Sequence[Recording], now: datetime
+) -> tuple[list[Recording], list[dict[str, str]]]:
+    """Which of ``recs`` a request (CLI, command) may anonymize, and why not the others."""
+    chosen: list[Recording] = []
+    refused: list[dict[str, str]] = []
+    for rec in recs:
+        why = original_verdict(rec, now)
+        if why is None and rec.derived_from is not None:
+            why = "a derivative is not anonymized again"
+        if why is None:
+            chosen.append(rec)
+        else:
+            refused.append({"id": rec.id, "why": why})
+    return chosen, refused
 
 
 def policy_wants(
