@@ -100,6 +100,9 @@ class Snapshot:
     agent_uptime_s: float = 0.0
     extra_reasons: tuple[str, ...] = field(default_factory=tuple)
     exports: int = 0  # export.created entries in the audit (docs/export.md)
+    # Live anonymized footage: verified derivatives, unverified ones, and footage a
+    # person declared anonymized with a written reason (docs/anonymization.md).
+    anonymized: Mapping[str, int] = field(default_factory=dict)
 
 
 # -- payload models (their JSON Schemas live in schemas/) ---------------------------
@@ -172,6 +175,12 @@ class ClockPayload(_Payload):
     deletion_paused_since: str | None = None
 
 
+class AnonymizedPayload(_Payload):
+    verified: int = 0
+    unverified: int = 0
+    declared: int = 0
+
+
 class TelemetryPayload(_Payload):
     """Retained on ``{prefix}/{device}/telemetry`` (QoS 0)."""
 
@@ -186,6 +195,7 @@ class TelemetryPayload(_Payload):
     outbox: OutboxPayload
     clock: ClockPayload
     exports: int = 0
+    anonymized: AnonymizedPayload = AnonymizedPayload()
 
 
 # -- pure functions --------------------------------------------------------------
@@ -248,6 +258,7 @@ def build_telemetry(s: Snapshot) -> TelemetryPayload:
             deletion_paused_since=iso(s.clock.paused_since) if s.clock.paused_since else None,
         ),
         exports=s.exports,
+        anonymized=AnonymizedPayload.model_validate(dict(s.anonymized)),
     )
 
 
@@ -404,4 +415,5 @@ class Gatherer:
             agent_uptime_s=time.monotonic() - self.started,
             extra_reasons=tuple(self.extra()) if self.extra else (),
             exports=count_exports(self.catalog),
+            anonymized=self.catalog.recordings.anonymized_counts(),
         )

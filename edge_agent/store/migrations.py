@@ -264,6 +264,9 @@ def _anonymization(db: Database) -> None:
         ALTER TABLE requests ADD COLUMN keep_derivatives INTEGER NOT NULL DEFAULT 0;
         CREATE INDEX idx_recordings_derived_from ON recordings(derived_from)
             WHERE derived_from IS NOT NULL;
+        -- Footage declared anonymized by a person (telemetry counts it apart).
+        CREATE INDEX idx_recordings_declared ON recordings(state)
+            WHERE anonymized = 1 AND derived_from IS NULL;
 
         CREATE TABLE anon_jobs (
             id INTEGER PRIMARY KEY,
