@@ -19,6 +19,11 @@ decodes it to 16-bit PCM (docs/audio.md); ffmpeg does the same with
 cost of the conversion per stream.
 
     python bench/recorder.py --seconds 60
+
+``--beside-anon`` measures instead what an anonymization job costs two
+recording cameras (bench/beside_anon.py):
+
+    python bench/recorder.py --beside-anon --seconds 30
 """
 
 from __future__ import annotations
@@ -145,8 +150,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--no-g711", action="store_true", help="skip the G.711 conversion runs")
+    ap.add_argument("--beside-anon", action="store_true", help="two cameras beside a job")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-recorder-"))
+    if args.beside_anon:
+        sys.path.insert(0, str(REPO / "bench"))
+        import beside_anon
+
+        try:
+            make_clip(work / "clip.mkv")
+            beside_anon.report(work / "clip.mkv", work, args.seconds)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     try:
         clip = work / "clip.mkv"
         make_clip(clip)

@@ -58,11 +58,11 @@ def choose(
     return chosen, refused
 
 
-def policy_wants(
-    policy: AnonPolicy, rec: Recording, now: datetime, *, derived: bool = False
-) -> bool:
+def policy_wants(policy: AnonPolicy, rec: Recording, now: datetime) -> bool:
     """Whether the policy asks for ``rec`` now (the caller skips ones with a job)."""
-    if policy.on is None or derived or original_verdict(rec, now) is not None:
+    if policy.on is None or rec.derived_from is not None:
+        return False
+    if original_verdict(rec, now) is not None:
         return False
     if policy.purposes and rec.tags.purpose not in policy.purposes:
         return False
@@ -73,13 +73,6 @@ def policy_wants(
     if policy.on == "before_deadline":
         return rec.deadline is not None and rec.deadline - timedelta(days=policy.days_before) <= now
     return False
-
-
-def matches(policy: AnonPolicy, purposes: Sequence[Purpose]) -> bool:
-    """Whether the policy can ever pick one of ``purposes`` (skip a sweep otherwise)."""
-    return policy.on is not None and (
-        not policy.purposes or any(p in policy.purposes for p in purposes)
-    )
 
 
 def pause_reason(
