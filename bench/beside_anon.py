@@ -3,13 +3,14 @@ the cost of recording"); run through ``python bench/recorder.py --beside-anon``.
 
 Two cameras (the same 720p25 H.264 4 Mbit/s + AAC file, played at real time
 and looped by the recorder's ``file://`` source, 5 s segments) are recorded
-for the window alone, then again while a job thread anonymizes a 4 s 720p clip
-with faces (tests/anonclip.py) over and over in the same process, niced and
-with ``[anonymize] threads = 2`` as app/anon_worker.py runs it. Each run is its
-own process. Printed per run: the event-loop thread's CPU (where the
-recorders copy packets), the whole process's CPU, the loop's worst lag, the
-segments filed, their length spread and the filing delay (catalog
-``added_at`` minus segment end), and the jobs done beside.
+for the window alone, then again while jobs anonymize a 4 s 720p clip with
+faces (tests/anonclip.py) over and over, each as app/anon_worker.py runs it:
+``edge-agent anonymize --job ID`` in its own process, niced (15), with
+``[anonymize] threads = 2``. Each run is its own process. Printed per run: the
+event-loop thread's CPU (where the recorders' segments are filed), the
+recorder process's CPU (the jobs' processes not included), the loop's worst
+lag, the segments filed, their length spread and the filing delay (catalog
+``added_at`` minus segment end), and the jobs done beside with their CPU.
 
 This file is also the driver: ``python bench/beside_anon.py TMP CLIP SECONDS 0|1``
 prints one JSON line.
@@ -65,7 +66,6 @@ def drive(tmp: Path, clip: str, seconds: float, anon: bool) -> dict[str, Any]:
     sys.path.insert(0, str(REPO / "tests"))
     import anonclip
 
-    from edge_agent.app.anon_job import run_job
     from edge_agent.app.settings import source_plans
     from edge_agent.config.config import parse_config
     from edge_agent.core.model import Purpose
@@ -74,7 +74,9 @@ def drive(tmp: Path, clip: str, seconds: float, anon: bool) -> dict[str, Any]:
     from edge_agent.recording.recorder_manager import RecorderManager
     from edge_agent.store.catalog import Catalog
 
-    cfg = parse_config(CONFIG.format(tmp=tmp, clip=clip), tmp)
+    text = CONFIG.format(tmp=tmp, clip=clip)
+    (tmp / "agent.toml").write_text(text, encoding="utf-8")
+    cfg = parse_config(text, tmp)
     cat = Catalog.open(tmp / "catalog.db", device_id="bench", storage_root=tmp / "rec")
     intake = Intake(cat, intake_settings(cfg))
     faces = tmp / "faces.mp4"
@@ -84,18 +86,27 @@ def drive(tmp: Path, clip: str, seconds: float, anon: bool) -> dict[str, Any]:
     rid = adopted.recording.id
     mgr = RecorderManager(source_plans(cfg), intake, cfg.storage.root)
     stop_jobs = threading.Event()
-    done: dict[str, Any] = {"jobs": 0, "frames": 0, "job_thread_cpu": 0.0}
+    done: dict[str, Any] = {"jobs": 0, "frames": 0, "job_cpu": 0.0}
 
     def jobs() -> None:
-        os.nice(cfg.anonymize.nice)
-        t0 = time.thread_time()
+        nice = cfg.anonymize.nice
+        c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         while not stop_jobs.is_set():
             job, _ = cat.anon_jobs.enqueue(rid, requested_by="bench", origin="cli")
-            out = run_job(cat, cfg, job.id, cancel=stop_jobs.is_set)
-            if out.state == "done":
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edge_agent", "anonymize", "--job", str(job.id),
+                 "--config", str(tmp / "agent.toml")],
+                stdout=subprocess.PIPE, preexec_fn=lambda: os.nice(nice),
+            )  # fmt: skip
+            while proc.poll() is None:
+                if stop_jobs.wait(0.2):
+                    proc.terminate()
+            out = json.loads(proc.communicate()[0] or b"{}")
+            if out.get("state") == "done":
                 done["jobs"] += 1
-                done["frames"] += (out.result or {}).get("frames", 0)
-        done["job_thread_cpu"] = time.thread_time() - t0
+                done["frames"] += out.get("frames", 0)
+        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done["job_cpu"] = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
 
     async def main() -> dict[str, Any]:
         stop = asyncio.Event()
@@ -163,10 +174,10 @@ def run(clip: Path, tmp: Path, seconds: float, anon: bool) -> dict[str, Any]:
 def report(clip: Path, work: Path, seconds: float) -> None:
     cores = os.cpu_count() or 1
     print(f"two cameras 1280x720 25 fps H.264 4 Mbit/s + AAC, 5 s segments, {seconds:.0f} s")
-    print(f"job: 4 s 720p25 clip with faces, threads 2, nice 15; {cores} CPU(s)")
+    print(f"jobs: 4 s 720p25 clip with faces, own process, threads 2, nice 15; {cores} CPU(s)")
     print(
         "| run | loop CPU s/min | process CPU s/min | worst loop lag ms | segments "
-        "| length min..max s | filing delay mean / max s | jobs (frames) |"
+        "| length min..max s | filing delay mean / max s | jobs (frames, CPU s) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     per_min = 60 / seconds
@@ -176,7 +187,8 @@ def report(clip: Path, work: Path, seconds: float) -> None:
             f"| {'beside a job' if anon else 'alone'} | {d['loop_cpu'] * per_min:.2f} "
             f"| {d['process_cpu'] * per_min:.2f} | {d['lag_max'] * 1000:.0f} "
             f"| {d['segments']} | {d['len_min']:.2f}..{d['len_max']:.2f} "
-            f"| {d['delay_mean']:.3f} / {d['delay_max']:.3f} | {d['jobs']} ({d['frames']}) |"
+            f"| {d['delay_mean']:.3f} / {d['delay_max']:.3f} "
+            f"| {d['jobs']} ({d['frames']}, {d['job_cpu']:.1f}) |"
         )
 
 

@@ -262,3 +262,20 @@ def test_erase_takes_the_derivatives_unless_told_to_keep(tmp_path: Path, clip: P
     assert {x["id"]: x["state"] for x in rows(tmp_path)}[did] == "deleted"
     assert not (tmp_path / "recordings" / d["path"]).exists()
     assert cli(cfg, "audit", "verify").returncode == 0
+
+
+def test_a_job_running_in_another_process_is_not_run_twice(tmp_path: Path, clip: Path) -> None:
+    from edge_agent.app.anon_job import _job_lock
+
+    cfg = write_config(tmp_path)
+    rid = adopt(tmp_path, clip, cfg)
+    queued = json.loads(cli(cfg, "anonymize", rid, "--queue-only", "--json").stdout)
+    (job_id,) = queued["queued"]
+    with open_catalog_from_config(load_config(cfg)) as cat, _job_lock(cat, job_id) as mine:
+        assert mine
+        busy = cli(cfg, "anonymize", "--pending", "--json")
+        assert busy.returncode == 1
+        (job,) = json.loads(busy.stdout)["jobs"]
+        assert job["state"] == "busy" and len(rows(tmp_path)) == 1
+    done = cli(cfg, "anonymize", "--pending", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["jobs"][0]["state"] == "done"

@@ -16,10 +16,11 @@ Blocking: call :func:`run_job` from a worker thread.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,7 +61,7 @@ Progress = Callable[[int], None]
 class JobOutcome:
     job_id: int
     recording_id: str
-    state: str  # "done" | "failed" | "queued" (cancelled: runs again later)
+    state: str  # "done" | "failed" | "queued" (cancelled: runs again later) | "busy"
     reason: str
     derivative: Recording | None = None
     verified: bool = False
@@ -157,7 +158,46 @@ def _fail(catalog: Catalog, job: AnonJob, reason: str, now: datetime, actor: str
     return JobOutcome(job.id, job.recording_id, "failed", reason)
 
 
+@contextlib.contextmanager
+def _job_lock(catalog: Catalog, job_id: int) -> Iterator[bool]:
+    """One byte per job in a lock file beside the catalog: the daemon's worker and
+    an `edge-agent anonymize` never run the same job at once. A record lock dies
+    with its process, so a SIGKILLed job is free to resume at once."""
+    path = catalog.path.with_name(catalog.path.name + ".anon-lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, job_id)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, job_id)
+    finally:
+        os.close(fd)
+
+
 def run_job(
+    catalog: Catalog,
+    cfg: Config,
+    job_id: int,
+    **kw: Any,
+) -> JobOutcome:
+    """Run (or resume) one job to ``done`` or ``failed``; never raises for bad input.
+
+    ``state == "busy"`` when another process runs this job now. Keywords: see
+    :func:`_run_job`.
+    """
+    with _job_lock(catalog, job_id) as mine:
+        if not mine:
+            job = catalog.anon_jobs.get(job_id)
+            return JobOutcome(job.id, job.recording_id, "busy", "running in another process")
+        return _run_job(catalog, cfg, job_id, **kw)
+
+
+def _run_job(
     catalog: Catalog,
     cfg: Config,
     job_id: int,
@@ -168,7 +208,6 @@ def run_job(
     gate: StorageGate | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> JobOutcome:
-    """Run (or resume) one job to ``done`` or ``failed``; never raises for bad input."""
     from edge_agent.anonymize.engine import anonymize_file
 
     job = catalog.anon_jobs.get(job_id)

@@ -1,32 +1,39 @@
 """The daemon's anonymization worker: one job at a time, at low priority.
 
 docs/anonymization.md, "jobs" and "policy". One component owned by the
-lifecycle's TaskGroup. Jobs run in a dedicated thread whose niceness is raised
-once (``[anonymize] nice``; onnxruntime and the codecs start their threads
-from it, and Linux threads inherit the creator's niceness), with the
-``[anonymize] threads`` bound: the recorders, which only copy packets, keep
-their CPU. The worker waits while the clock is untrusted or the disk is under
-pressure (core.anon_policy.pause_reason); a job that is running then is
-cancelled at the next frame and queued again. Interrupted jobs (a crash, a
-restart) are taken first. The [anonymize] extra is imported by the job, so a
-daemon with ``[anonymize] enabled = false`` never loads it (this component is
-then not built).
+lifecycle's TaskGroup, one job at a time. A job runs as ``edge-agent
+anonymize --job ID`` in its own process, niced (``[anonymize] nice``) with the
+``[anonymize] threads`` bound: it never holds the daemon's interpreter lock,
+its memory (onnxruntime, the model) is returned when it ends, and it dies with
+the daemon (PR_SET_PDEATHSIG). With a config built in memory (no file to give
+the child) the job runs in one niced thread instead; Linux threads are
+scheduled on their own, and the detector's and codecs' threads inherit the
+niceness of the thread that starts them. The worker waits while the clock is
+untrusted or the disk is under pressure (core.anon_policy.pause_reason); a
+running job is then stopped (SIGTERM: cancelled at the next frame) and queued
+again. Interrupted jobs (a crash, a restart) are taken first. The [anonymize]
+extra is imported only by the job, and this component is built only with
+``[anonymize] enabled = true``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from edge_agent.app.anon_job import run_job
+from edge_agent.app.anon_job import JobOutcome, run_job
 from edge_agent.config.config import Config
 from edge_agent.core.anon_policy import AnonPolicy, pause_reason, policy_wants
+from edge_agent.host.libc import libc
 from edge_agent.store.catalog import Catalog
 
 if TYPE_CHECKING:
@@ -38,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLICY_MARK = "anon_policy_rowid"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def policy_of(cfg: Config) -> AnonPolicy:
@@ -74,6 +82,8 @@ class AnonWorker:
         self._wake.set()
 
     def pause_why(self) -> str | None:
+        if not self.config().anonymize.enabled:
+            return "[anonymize] disabled (a restart stops the worker)"
         last = self.janitor.last
         return pause_reason(
             clock_trusted=self.intake.clock_trusted,
@@ -113,11 +123,16 @@ class AnonWorker:
                 if job_id is not None:
                     self.current = job_id
                     try:
-                        out = await loop.run_in_executor(self._pool, self._run, job_id, stop)
+                        if self.config().path is not None:
+                            state, reason = await self._run_process(job_id, stop)
+                        else:  # a config built in memory (tests): a niced thread
+                            out = await loop.run_in_executor(self._pool, self._run, job_id, stop)
+                            state, reason = out.state, out.reason
                     finally:
                         self.current = None
-                    log.info("anonymization job %s: %s (%s)", job_id, out.state, out.reason)
-                    continue
+                    log.info("anonymization job %s: %s (%s)", job_id, state, reason)
+                    if state != "busy":  # busy: `edge-agent anonymize` runs it now
+                        continue
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wait(stop), self.poll)
@@ -132,7 +147,45 @@ class AnonWorker:
             for t in waits:
                 t.cancel()
 
-    def _run(self, job_id: int, stop: asyncio.Event) -> Any:
+    async def _run_process(self, job_id: int, stop: asyncio.Event) -> tuple[str, str]:
+        """The job in its own process: no share of the event loop's interpreter
+        lock, its memory returned when it ends, niced as a whole; SIGTERM when the
+        daemon stops or must pause (the job is queued again), and it dies with
+        the daemon (a SIGKILLed daemon leaves no job running: it resumes)."""
+        cfg = self.config()
+        nice = cfg.anonymize.nice
+
+        def child() -> None:  # between fork and exec: only async-signal-safe calls
+            os.nice(nice)
+            with contextlib.suppress(OSError):
+                libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edge_agent", "anonymize", "--job", str(job_id),
+            "--config", str(cfg.path), "--by", "agent:anonymize",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            preexec_fn=child,
+        )  # fmt: skip
+        output = asyncio.create_task(proc.communicate())
+        try:
+            while not output.done():
+                if stop.is_set() or self.pause_why() is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.terminate()
+                await asyncio.wait({output}, timeout=1.0)
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await output
+        stdout, _ = output.result()
+        try:
+            doc = json.loads(stdout or b"{}")
+        except ValueError:
+            doc = {}
+        return str(doc.get("state", "failed")), str(doc.get("reason", f"exit {proc.returncode}"))
+
+    def _run(self, job_id: int, stop: asyncio.Event) -> JobOutcome:
         # is_set and the janitor's last pass are plain reads: safe from this thread.
         def cancel() -> bool:
             return stop.is_set() or self.pause_why() is not None

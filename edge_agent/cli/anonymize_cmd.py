@@ -179,6 +179,9 @@ def _register_anonymize(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--dry-run", action="store_true", help="list what would be anonymized")
     p.add_argument("--queue-only", action="store_true", help="queue for the daemon, do not run")
     p.add_argument("--by", help="who asks (default: cli:<user>)")
+    # The daemon's worker runs each job through this (app/anon_worker.py): its own
+    # process, niced, stopped by SIGTERM (the job goes back to the queue).
+    p.add_argument("--job", type=int, help=argparse.SUPPRESS)
 
 
 def _select(cat: Any, args: argparse.Namespace) -> tuple[list[Recording], list[dict[str, str]]]:
@@ -199,7 +202,24 @@ def _select(cat: Any, args: argparse.Namespace) -> tuple[list[Recording], list[d
     return chosen, refused + more
 
 
+def _one_job(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from edge_agent.app.anon_job import run_job
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    cfg = load_cli_config(args.config)
+    with open_cli_catalog(cfg) as cat:
+        out = run_job(cat, cfg, args.job, actor=args.by or "agent", cancel=stop.is_set)
+    print_json(out.as_dict())
+    return EXIT_OK if out.state in ("done", "queued") else EXIT_FAILURE
+
+
 def cmd_anonymize(args: argparse.Namespace) -> int:
+    if args.job is not None:
+        return _one_job(args)
     if args.location is None and (args.from_ is not None or args.to is not None):
         raise CliError("--from/--to go with --location", EXIT_BAD_INPUT)
     if args.location is not None and (args.from_ is None or args.to is None or args.ids):
