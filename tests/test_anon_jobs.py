@@ -170,6 +170,13 @@ def test_verified_derivative_is_a_new_exempt_recording(tmp_path: Path, clip: Pat
     assert again.returncode == 1
     assert "already anonymized" in json.loads(again.stdout)["refused"][0]["why"]
 
+    # A catalog rebuilt from the files' tags knows D as R's derivative again.
+    rebuilt = cli(cfg, "catalog", "rebuild", "--json")
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    again_by_id = {r["id"]: dict(r) for r in rows(tmp_path)}
+    assert again_by_id[d["id"]]["derived_from"] == rid
+    assert again_by_id[d["id"]]["deadline"] is None and again_by_id[d["id"]]["anonymized"] == 1
+
 
 def test_unverified_derivative_keeps_the_originals_deadline(tmp_path: Path, clip: Path) -> None:
     # A first pass that sees no face (threshold 0.99) leaves them all for verification.
