@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +158,37 @@ def test_policy_job_survives_a_sigkill_and_finishes(tmp_path: Path) -> None:
     assert strays == []
     verify = _cli(cfg, "audit", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_the_worker_waits_while_free_space_is_short(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    # A floor of 70% of what is free now: no disk pressure (recording goes on, the
+    # janitor deletes nothing), but under twice the floor, so no derivative is made.
+    free_mib = shutil.disk_usage(tmp_path).free // 2**20
+    cfg.write_text(cfg.read_text().replace('"1MiB"', f'"{int(free_mib * 0.7)}MiB"'))
+    anonclip.make_clip(tmp_path / "rnd.mp4", seconds=1.0)
+    adopt = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "ingest", "--config", str(cfg), "--location",
+         "gate", "--purpose", "rnd", str(tmp_path / "rnd.mp4"), "--json"],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert adopt.returncode == 0, adopt.stderr
+    rid = json.loads(adopt.stdout)["results"][0]["recording"]["id"]
+    assert _cli(cfg, "anonymize", rid, "--queue-only").returncode == 0
+    proc = start(cfg, tmp_path / "daemon.log")
+    try:
+
+        def waiting() -> bool:
+            st = _cli(cfg, "status", "--json")
+            jobs = json.loads(st.stdout).get("jobs", []) if st.stdout else []
+            return [j.get("waiting") for j in jobs] == ["free space under twice the floor"]
+
+        wait_until(waiting, timeout=60, what="the job waiting for free space")
+        time.sleep(6)  # more than a poll: still waiting, nothing written
+        assert _query(tmp_path, "SELECT state, attempts FROM anon_jobs") == [("queued", 0)]
+        assert _query(tmp_path, "SELECT COUNT(*) FROM recordings") == [(1,)]
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -74,4 +74,5 @@ def test_the_worker_waits_for_the_clock_and_the_disk() -> None:
     assert pause_reason(**{**ok, "clock_trusted": False}) == "clock untrusted"  # type: ignore[arg-type]
     assert pause_reason(**{**ok, "disk_pressure": True}) == "disk pressure"  # type: ignore[arg-type]
     assert pause_reason(**{**ok, "free_bytes": 1_500}) == "free space under twice the floor"  # type: ignore[arg-type]
+    assert pause_reason(**{**ok, "free_bytes": None}) == "storage not checked yet"  # type: ignore[arg-type]
     assert "unavailable" in (pause_reason(**{**ok, "storage_unavailable": "EIO"}) or "")  # type: ignore[arg-type]

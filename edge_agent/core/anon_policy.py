@@ -96,6 +96,8 @@ def pause_reason(
         return f"storage unavailable: {storage_unavailable}"
     if storage_full or disk_pressure:
         return "disk pressure"
-    if free_bytes is not None and floor_bytes is not None and free_bytes < 2 * floor_bytes:
+    if free_bytes is None or floor_bytes is None:
+        return "storage not checked yet"  # the janitor's first pass comes first
+    if free_bytes < 2 * floor_bytes:
         return "free space under twice the floor"
     return None
