@@ -94,7 +94,7 @@ def test_valid_config_and_effective_values(tmp_path: Path) -> None:
     assert cfg.sources[1].rtsp_transport == "tcp"
     assert cfg.sources[1].redacted_url == "rtsp://user:***@127.0.0.1:8554/gate"
     assert cfg.sources[0].purpose is Purpose.RND
-    assert cfg.site_of("gate") is Site.EXTERNAL
+    assert cfg.location("gate").kind is Site.EXTERNAL
     assert cfg.location("lab-audio-1").audio_room
     assert cfg.retention_periods() == NOTICE_PERIODS
     assert cfg.longer_than_notice() == []

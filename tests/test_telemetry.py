@@ -75,7 +75,7 @@ def test_payload_fields() -> None:
     }  # fmt: skip
     assert doc["retention"]["next_deadline"] == "2026-11-02T12:00:00Z"
     assert doc["retention"]["longer_than_notice"] == ["rnd_premises"]
-    assert doc["outbox"] == {"depth": 4, "oldest_age_seconds": 1.5}
+    assert doc["outbox"] == {"depth": 4, "oldest_age_seconds": 1.5, "refused": 0, "held": 0}
     assert doc["clock"] == {
         "state": "trusted",
         "reason": None,

@@ -288,6 +288,7 @@ class Agent:
         self.publisher = self.monitor.publisher = Publisher(
             cat, link, f"{root}/events", now=self.now
         )
+        self.gatherer.refused = self.publisher.refused_counts
         telemetry = TelemetryReporter(
             self.gatherer,
             link,

@@ -144,6 +144,7 @@ def source_plans(cfg: Config, ms: ManagerSettings | None = None) -> list[SourceP
     """Each configured source as the recorder manager runs it (``ms``: its timeouts)."""
     from edge_agent.core.policy import audio_decision
     from edge_agent.intake.runtime import origin_for_source
+    from edge_agent.recording.mask import MaskSettings
     from edge_agent.recording.recorder import RecorderSettings
     from edge_agent.recording.recorder_manager import ManagerSettings, SourcePlan
 
@@ -164,6 +165,13 @@ def source_plans(cfg: Config, ms: ManagerSettings | None = None) -> list[SourceP
             open_timeout=ms.open_timeout,
             stall_seconds=ms.stall_seconds,
             max_drift=ms.max_drift,
+            mask=MaskSettings(
+                src.privacy_masks,
+                preset=cfg.profile.mask_preset,
+                bitrate=cfg.profile.mask_bitrate_kbps * 1000,
+            )
+            if src.mask_at_recording
+            else None,
         )
         out.append(SourcePlan(rs, src.priority))
     return out

@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "doctor_cmd",
     "anonymize-file": "anonymize_cmd",
     "anonymize": "anonymize_cmd",
+    "fleet": "fleet_cmd",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 
@@ -88,10 +89,12 @@ def prepare(command: str | None) -> None:
         # folders or files readable by every user.
         os.umask(os.umask(0o027) | 0o027)
         _raise_fd_limit()
-        from edge_agent.host import lean, memtune
+        from edge_agent.host import memtune
 
         memtune.tune()  # before the daemon's imports allocate and its threads start
-        lean.for_daemon()
+        # pydantic's documented switch: no scan of every installed package for
+        # plugins, none loaded into the daemon; an operator can still set it.
+        os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 # What the unit sets (LimitNOFILE=): started by hand under a soft limit of 1024,

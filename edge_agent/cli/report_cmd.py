@@ -31,7 +31,7 @@ def _print(doc: dict[str, Any]) -> None:
             )
     w(f"holds: {len(doc['holds'])}\n")
     for h in doc["holds"]:
-        until = h["expires"] or "until released"
+        until = h["until"] or "until released"
         w(f"  {h['id']}  {h['kind']}: {h['reason']} (by {h['placed_by']}, until {until})\n")
     w(f"restrictions: {len(doc['restrictions'])}\n")
     for r in doc["restrictions"]:

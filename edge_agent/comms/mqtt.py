@@ -23,21 +23,31 @@ import logging
 import random
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from edge_agent.host import lean
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-# Without dnspython (about 90 modules and 4 MiB; live view imports it normally
-# later) and with urllib.request lazy: see edge_agent.host.lean.
-lean.paho()
-import paho.mqtt.client as paho  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode  # noqa: E402
-from paho.mqtt.packettypes import PacketTypes  # noqa: E402
-from paho.mqtt.properties import Properties  # noqa: E402
+# paho imports dnspython, when installed (live view brings it), only for
+# connect_srv(), which we never call: about 60 modules and 2.5 MiB for months.
+# paho treats it as optional (``try: import dns.resolver`` ... ``except
+# ImportError: HAVE_DNS = False``), so we import paho as if it were absent:
+# ``None`` in sys.modules is the import system's own "not importable", and it
+# is removed at once, so live view imports dnspython normally later.
+_HIDE_DNS = "dns.resolver" not in sys.modules
+if _HIDE_DNS:
+    sys.modules["dns.resolver"] = None  # type: ignore[assignment]
+try:
+    import paho.mqtt.client as paho
+finally:
+    if _HIDE_DNS and "dns.resolver" in sys.modules and sys.modules["dns.resolver"] is None:
+        del sys.modules["dns.resolver"]
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +161,9 @@ class MqttLink:
         self.generation = 0
         self.receive_maximum = 65535
         self.last_error: str | None = None
+        # When the last connection was lost (event loop clock): the publisher asks
+        # whether it followed one publish (a 3.1.1 broker refusing it).
+        self.lost_at: float | None = None
 
     # -- wiring ---------------------------------------------------------------
 
@@ -390,6 +403,8 @@ class MqttLink:
         if client is not self._client:
             return
         self.last_error = f"disconnected: {reason}"
+        if self._loop is not None:
+            self.lost_at = self._loop.time()
         self._connected.clear()
         self._disconnected.set()
         if self._connack is not None and not self._connack.done():

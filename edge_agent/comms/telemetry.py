@@ -103,6 +103,7 @@ class Snapshot:
     # Live anonymized footage: verified derivatives, unverified ones, and footage a
     # person declared anonymized with a written reason (docs/anonymization.md).
     anonymized: Mapping[str, int] = field(default_factory=dict)
+    outbox_refused: tuple[int, int] = (0, 0)  # publisher: (refusals, events held)
 
 
 # -- payload models (their JSON Schemas live in schemas/) ---------------------------
@@ -166,6 +167,10 @@ class SourcePayload(_Payload):
 class OutboxPayload(_Payload):
     depth: int
     oldest_age_seconds: float | None
+    # Publishes the broker refused since the agent started, and the events held
+    # back because their topic was refused (docs/brokers.md).
+    refused: int = 0
+    held: int = 0
 
 
 class ClockPayload(_Payload):
@@ -250,6 +255,8 @@ def build_telemetry(s: Snapshot) -> TelemetryPayload:
             oldest_age_seconds=None
             if s.outbox_oldest_age_s is None
             else round(s.outbox_oldest_age_s, 1),
+            refused=s.outbox_refused[0],
+            held=s.outbox_refused[1],
         ),
         clock=ClockPayload(
             state="trusted" if s.clock.trusted else "untrusted",
@@ -384,6 +391,7 @@ class Gatherer:
     clock: Callable[[], ClockState] | None = None
     # Further degraded reasons from the daemon (failed components, health checks).
     extra: Callable[[], Sequence[str]] | None = None
+    refused: Callable[[], tuple[int, int]] | None = None  # Publisher.refused_counts
     started: float = field(default_factory=time.monotonic)
 
     def gather(self, now: datetime) -> Snapshot:
@@ -416,4 +424,5 @@ class Gatherer:
             extra_reasons=tuple(self.extra()) if self.extra else (),
             exports=count_exports(self.catalog),
             anonymized=self.catalog.recordings.anonymized_counts(),
+            outbox_refused=self.refused() if self.refused else (0, 0),
         )

@@ -640,9 +640,6 @@ class Config(_Section):
                 return loc
         raise KeyError(f"unknown location {location_id!r} (known: {self._known_locations()})")
 
-    def site_of(self, location_id: str) -> Site:
-        return self.location(location_id).kind
-
     def source(self, source_id: str) -> Source:
         for src in self.sources:
             if src.id == source_id:

@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from edge_agent.core.export_plan import Holdings, holdings_at
-from edge_agent.core.model import Hold, Recording, iso
+from edge_agent.core.model import Recording, iso
+from edge_agent.retention.holds import hold_doc
 from edge_agent.store import exports as store
 from edge_agent.store.catalog import Catalog
 
@@ -53,21 +54,6 @@ def _rec(rec: Recording, held_by: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def _hold(h: Hold) -> dict[str, Any]:
-    return {
-        "id": h.id,
-        "kind": str(h.kind),
-        "reason": h.reason,
-        "placed_by": h.placed_by,
-        "placed_at": iso(h.placed_at),
-        "recording_ids": list(h.recording_ids),
-        "location": h.location,
-        "window_start": iso(h.window_start) if h.window_start else None,
-        "window_end": iso(h.window_end) if h.window_end else None,
-        "expires": iso(h.expires) if h.expires else None,
-    }
-
-
 def holdings_doc(h: Holdings, location: str, at: datetime, now: datetime) -> dict[str, Any]:
     return {
         "location": location,
@@ -75,7 +61,7 @@ def holdings_doc(h: Holdings, location: str, at: datetime, now: datetime) -> dic
         "asked_at": iso(now),
         "recordings": [_rec(r, h.held_by.get(r.id, ())) for r in h.recordings],
         "derivatives": [_rec(r, h.held_by.get(r.id, ())) for r in h.derivatives],
-        "holds": [_hold(x) for x in h.holds],
+        "holds": [hold_doc(x) for x in h.holds],
         "restrictions": [
             {"request_ref": r.ref, "from": iso(r.start), "to": iso(r.end)} for r in h.restrictions
         ],

@@ -38,6 +38,12 @@ encoded to Opus. Audio that cannot be recorded never stops video: the source
 records without it, reports ``degraded`` and raises ``alarm.audio_dropped``
 (docs/audio.md).
 
+Privacy masks (``mask_at_recording``): the video of such a source is decoded,
+its polygons filled and re-encoded in the same worker thread
+(:mod:`edge_agent.recording.mask`); the segments and the live view get only
+the masked packets. A source whose masking cannot be set up does not record
+at all rather than record unmasked (docs/anonymization.md).
+
 Live view: with a :class:`~edge_agent.recording.packethub.PacketHub` attached,
 the worker publishes every recorded packet straight into it. The hub copies
 a packet only for a source someone watches; otherwise a publish is a lock,
@@ -62,6 +68,7 @@ from edge_agent.core.model import Tags
 from edge_agent.host import memtune
 from edge_agent.media.sources import PacketSource, SourceError, open_source
 from edge_agent.recording.interleave import Interleaver
+from edge_agent.recording.mask import MaskError, MaskingEncoder
 from edge_agent.recording.run import (
     AUDIO_CONVERSION_TAG,
     AUDIO_DROPPED_TAG,
@@ -208,15 +215,28 @@ class Recorder:
         if problem is not None:
             audio_in = None
         log.info("%s: connected to %s", s.source_id, source.description)
+        masker = self._masker(source.video)
+        video = masker.stream if masker is not None else source.video
         # Codec parameters are read once per connection, not per packet.
         hub = self.hub
-        publish = hub.publisher(s.source_id, source.video, audio_in) if hub else None
-        run = Run(self, source.video, audio_in, plan, converter, publish=publish)
+        publish = hub.publisher(s.source_id, video, audio_in) if hub else None
+        run = Run(self, video, audio_in, plan, converter, publish=publish)
         if problem is not None and plan is not None:
             run.drop_audio(problem, plan.source_codec)
         order: Interleaver[tuple[Packet[Stream], float]] = Interleaver(
             ("video", "audio") if audio_in is not None else ("video",)
         )
+
+        def feed(kind: str, packet: Packet[Stream]) -> None:
+            ts = run.arrived(kind, packet)
+            if ts is None:
+                return  # no timestamp: a muxer cannot place it
+            for k, (p, t) in order.push(kind, ts, (packet, ts)):
+                run.feed(k, p, t)
+            if masker is not None and run.writer is not None:
+                # Keyframes are forced from where the open segment starts.
+                masker.realign(run.writer.start_ts)
+
         try:
             for packet in source.packets(stop):
                 if stop.is_set():
@@ -225,11 +245,15 @@ class Recorder:
                 if kind is None:
                     continue
                 result.packets += 1
-                ts = run.arrived(kind, packet)
-                if ts is None:
-                    continue  # no timestamp: a muxer cannot place it
-                for k, (p, t) in order.push(kind, ts, (packet, ts)):
-                    run.feed(k, p, t)
+                if masker is None or kind != "video":
+                    feed(kind, packet)
+                    continue
+                self.live.last_packet = time.monotonic()  # arrival, for stall detection
+                for masked in masker.feed(packet):
+                    feed("video", masked)
+            if masker is not None:
+                for masked in masker.flush():
+                    feed("video", masked)
             for k, (p, t) in order.drain():
                 run.feed(k, p, t)
         except OSError as exc:
@@ -241,8 +265,21 @@ class Recorder:
         finally:
             if run.writer is not None:
                 run.close("stopped" if stop.is_set() else "source ended")
+            if masker is not None:
+                masker.close()
         if not stop.is_set() and result.error is None and result.packets == 0:
             result.error = f"{s.redacted_url}: no packets"
+
+    def _masker(self, video: Stream) -> MaskingEncoder | None:
+        """The decode-fill-encode stage of a masked source; never a fallback to copy."""
+        s = self.settings
+        if s.mask is None:
+            return None
+        try:
+            return MaskingEncoder(video, s.mask, s.segment_seconds)
+        except MaskError as exc:
+            # Recording unmasked would store the very area the law forbids.
+            raise SourceError(f"{s.source_id}: {exc}") from exc
 
     @staticmethod
     def _kind(packet: Packet[Stream], video: Stream, audio: Stream | None) -> str | None:

@@ -38,6 +38,7 @@ from edge_agent.media.audio import (
     AudioPlan,
     plan_for_stream,
 )
+from edge_agent.recording.mask import MaskSettings
 from edge_agent.recording.segment_recovery import SOURCE_ID_TAG
 from edge_agent.recording.segment_writer import MUXER, SegmentWriter, VideoParams
 from edge_agent.recording.status import LiveFigures, State
@@ -76,6 +77,9 @@ class RecorderSettings:
     stall_seconds: float = 10.0
     max_gap: float = DEFAULT_MAX_GAP
     max_drift: float = 10.0
+    # Privacy masks applied while recording (mask_at_recording): the video is
+    # decoded, filled and re-encoded instead of copied (docs/anonymization.md).
+    mask: MaskSettings | None = None
 
 
 @dataclass(frozen=True)

@@ -140,12 +140,18 @@ class Outbox:
             params.append(int(limit))
         return [int(r[0]) for r in self.catalog.query(sql, params)]
 
-    def payloads_after(self, after: int, limit: int) -> list[tuple[int, str]]:
-        """``(seq, payload)`` of the entries after ``after``, in seq order (the publisher)."""
+    def rows_after(self, after: int, limit: int) -> list[tuple[int, str, str]]:
+        """``(seq, type, payload)`` of the entries after ``after``, in seq order (the publisher)."""
         rows = self.catalog.query(
-            "SELECT seq, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+            "SELECT seq, type, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
         )
-        return [(int(r[0]), str(r[1])) for r in rows]
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def row(self, seq: int) -> tuple[int, str, str] | None:
+        """One entry by ``seq``, or None once it is gone."""
+        rows = self.catalog.query("SELECT seq, type, payload FROM outbox WHERE seq = ?", (seq,))
+        return (int(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
 
     def depth(self) -> int:
         return int(self.catalog.query("SELECT COUNT(*) FROM outbox")[0][0])
@@ -156,6 +162,3 @@ class Outbox:
         if not value:
             return None
         return max(0.0, to_epoch(now) - float(value[0][0]))
-
-    def next_seq(self) -> int:
-        return int(self.catalog.get_meta(NEXT_SEQ_KEY) or 1)

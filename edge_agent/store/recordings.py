@@ -85,9 +85,6 @@ class RecordingStore:
     def get(self, id: str) -> Recording | None:
         return self._one("WHERE id = ?", (id,))
 
-    def find_by_sha256(self, sha: str) -> Recording | None:
-        return self._one("WHERE sha256 = ? ORDER BY added_at", (sha,))
-
     def find_by_source_sha256(self, sha: str) -> Recording | None:
         """The recording adopted from a file with this content (before tagging)."""
         return self._one("WHERE source_sha256 = ? ORDER BY added_at", (sha,))
