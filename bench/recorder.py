@@ -29,6 +29,11 @@ process, with the lengths of the segments filed (10 s expected: the
 keyframes are forced at the cuts).
 
     python bench/recorder.py --mask --seconds 30 --presets ultrafast,superfast,veryfast
+
+``--beside-anon`` measures instead what an anonymization job costs two
+recording cameras (bench/beside_anon.py):
+
+    python bench/recorder.py --beside-anon --seconds 30
 """
 
 from __future__ import annotations
@@ -218,12 +223,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--no-g711", action="store_true", help="skip the G.711 conversion runs")
+    ap.add_argument("--beside-anon", action="store_true", help="two cameras beside a job")
     ap.add_argument("--mask", action="store_true", help="privacy masks at recording time")
     ap.add_argument("--presets", default="ultrafast,superfast,veryfast", help="with --mask")
     ap.add_argument("--mask-kbps", type=int, default=2000, help="with --mask")
     ap.add_argument("--noise", type=int, default=12, help="with --mask: grain (0 = clean)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-recorder-"))
+    if args.beside_anon:
+        sys.path.insert(0, str(REPO / "bench"))
+        import beside_anon
+
+        try:
+            make_clip(work / "clip.mkv")
+            beside_anon.report(work / "clip.mkv", work, args.seconds)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     try:
         clip = work / "clip.mkv"
         make_clip(clip, noise=args.noise if args.mask else 0)

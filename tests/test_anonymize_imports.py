@@ -17,6 +17,9 @@ def test_daemon_and_cli_do_not_import_the_anonymize_extra() -> None:
         "prepare('run')\n"
         "build_parser()\n"  # every command registered, anonymize-file included
         "import edge_agent.app.daemon\n"
+        # With [anonymize] enabled the daemon builds the worker; the jobs run in
+        # their own processes, so the daemon still never loads the extra.
+        "import edge_agent.app.anon_worker, edge_agent.app.anon_job\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

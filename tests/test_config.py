@@ -211,7 +211,7 @@ INVALID = {
     "unknown key top level": (
         ("^", "colour = 1\n"),
         "colour: unknown key (known keys: device, storage, locations, sources, watch, "
-        "retention, clock, mqtt, commands, liveview, control, export)",
+        "retention, clock, mqtt, commands, liveview, control, export, anonymize)",
     ),
     "unknown key nested": (
         ("", '[mqtt]\nurl = "mqtt://127.0.0.1"\nurll = "x"\n'),
@@ -223,7 +223,7 @@ INVALID = {
         ("priority = 5", "priority = 5\nprio = 1"),
         "sources[1].prio: unknown key (did you mean 'priority'? known keys: id, url, location, "
         "purpose, audio, segment_seconds, priority, rtsp_transport, anonymized, name_timezone, "
-        "privacy_masks, mask_at_recording)",
+        "privacy_masks, mask_at_recording, anonymized_reason)",
     ),
     "bad device id": (
         ('id = "gw-test-01"', 'id = "GW_01"'),

@@ -210,6 +210,10 @@ class Agent:
         self._add_control(cfg)
         if cfg.mqtt is not None:
             self._build_mqtt(cfg)
+        if cfg.anonymize.enabled:  # docs/anonymization.md: one low-priority worker
+            from edge_agent.app.anon_worker import attach
+
+            self.add(attach(self), STAGE_MAINT)
 
     def _add_watch(self, w: Watch) -> None:
         spec = WatchSpec(

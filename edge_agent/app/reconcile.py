@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge_agent.app.anon_job import DERIVED_TAG
 from edge_agent.core.model import (
     LIVE_STATES,
     Hold,
@@ -166,6 +167,8 @@ def _read_tagged(
         state=RecState.ACTIVE,
         deadline=dl if trusted else None,
         source_sha256=media.decode_source_sha256(info.tags),
+        # An anonymized derivative names its original (docs/anonymization.md).
+        derived_from=info.tags.get(DERIVED_TAG) or None,
     )
     return rec, None
 

@@ -87,6 +87,8 @@ class AgentStatus:
         self.startup_reasons = startup_reasons
         self.now = now
         self.link: MqttLink | None = None  # set once MQTT is wired
+        # The anonymization worker's open jobs (blocking read), when [anonymize] is on.
+        self.jobs: Callable[[], list[dict[str, Any]]] | None = None
         gatherer.retention = self.retention
         gatherer.sources = self.sources
         gatherer.clock = self.clock
@@ -153,11 +155,12 @@ class AgentStatus:
         """What the control socket answers (``edge-agent status``, docs/operator-guide.md)."""
         from edge_agent.comms.status import SESSION_KEY
 
-        def read() -> tuple[Snapshot, int]:
+        def read() -> tuple[Snapshot, int, list[dict[str, Any]]]:
             snap = self.gatherer.gather(self.now())
-            return snap, int(self.catalog.get_meta(SESSION_KEY) or 0)
+            jobs = self.jobs() if self.jobs is not None else []
+            return snap, int(self.catalog.get_meta(SESSION_KEY) or 0), jobs
 
-        snap, session = await asyncio.to_thread(read)
+        snap, session, jobs = await asyncio.to_thread(read)
         state, reasons = availability(snap)
         telemetry = build_telemetry(snap).model_dump(mode="json")
         judged = judge_overdue(telemetry, snap.clock.trusted)
@@ -172,7 +175,7 @@ class AgentStatus:
                 "session": session,
             },
             "sources": [s.as_dict() for s in self.manager.snapshot()],
-            "jobs": [],
+            "jobs": jobs,
             "overdue_judged": judged,
             "free_space_floor_bytes": snap.free_floor_bytes,
             "telemetry": telemetry,

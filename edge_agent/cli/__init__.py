@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "provision": "provision_cmd",
     "doctor": "doctor_cmd",
     "anonymize-file": "anonymize_cmd",
+    "anonymize": "anonymize_cmd",
     "fleet": "fleet_cmd",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))

@@ -1,16 +1,20 @@
-"""``edge-agent anonymize-file IN OUT``: anonymize one video file and verify it.
+"""``edge-agent anonymize``: anonymized derivatives of catalogued recordings, and
+``edge-agent anonymize-file IN OUT``: the engine alone on a file.
 
-The engine alone, on a file, for demos and benchmarks (docs/anonymization.md);
-recordings in the catalog are a later command. Needs the [anonymize] extra,
-imported only when this command runs.
+``anonymize`` queues one job per recording in the catalog (joining a job
+already open for it) and runs them here, resuming an interrupted one; the
+receipt lists each job's verdict (docs/anonymization.md, "jobs"). Both need
+the [anonymize] extra, imported only when they run.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from edge_agent.cli._base import (
     EXIT_BAD_INPUT,
@@ -18,12 +22,17 @@ from edge_agent.cli._base import (
     EXIT_OK,
     CliError,
     add_command,
+    add_config_arg,
     add_json_arg,
     print_json,
 )
+from edge_agent.cli._context import check_location, load_cli_config, open_cli_catalog
+from edge_agent.cli.recordings_cmd import utc_time
+from edge_agent.core.model import Recording, iso, utcnow
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _register_anonymize(sub)
     p = add_command(
         sub,
         "anonymize-file",
@@ -136,3 +145,174 @@ def cmd_anonymize_file(args: argparse.Namespace) -> int:
 
 def _counts(d: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "-"
+
+
+def _register_anonymize(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = add_command(
+        sub,
+        "anonymize",
+        help="make verified anonymized derivatives of catalogued recordings (jobs)",
+        example=(
+            "edge-agent anonymize 3f2a9c0e1b7d4e6f8a0b1c2d3e4f5a6b\n"
+            "edge-agent anonymize --location gate --from 2026-11-20T10:00:00Z "
+            "--to 2026-11-20T11:00:00Z --dry-run\n"
+            "edge-agent anonymize --pending"
+        ),
+        func=cmd_anonymize,
+        description=(
+            "Queues a job per recording (a recording with an open job joins it) and runs "
+            "the jobs now: each writes a new recording (the derivative) with faces, plates "
+            "and the source's privacy masks filled, no audio and only our tags, verifies it "
+            "and catalogues it; the original is never changed. A verified derivative gets "
+            "the anonymized retention period, an unverified one keeps the original's "
+            "deadline. --pending runs every open job (after a crash). Exit 0 when every "
+            "job is done and verified, 1 otherwise, 2 for bad options."
+        ),
+    )
+    add_config_arg(p)
+    add_json_arg(p)
+    p.add_argument("ids", nargs="*", metavar="RECORDING_ID", help="recordings to anonymize")
+    p.add_argument("--location", help="every recording at this location in the window")
+    p.add_argument("--from", dest="from_", type=utc_time, help="window start (ISO 8601)")
+    p.add_argument("--to", type=utc_time, help="window end (ISO 8601)")
+    p.add_argument("--pending", action="store_true", help="run the open jobs (resume)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be anonymized")
+    p.add_argument("--queue-only", action="store_true", help="queue for the daemon, do not run")
+    p.add_argument("--by", help="who asks (default: cli:<user>)")
+    # The daemon's worker runs each job through this (app/anon_worker.py): its own
+    # process, niced, stopped by SIGTERM (the job goes back to the queue).
+    p.add_argument("--job", type=int, help=argparse.SUPPRESS)
+
+
+def _select(cat: Any, args: argparse.Namespace) -> tuple[list[Recording], list[dict[str, str]]]:
+    from edge_agent.core.anon_policy import choose
+
+    refused: list[dict[str, str]] = []
+    if args.location is not None:
+        recs = cat.recordings.overlapping(args.location, args.from_, args.to)
+    else:
+        recs = []
+        for rid in args.ids:
+            rec = cat.recordings.get(rid)
+            if rec is None:
+                refused.append({"id": rid, "why": "not in the catalog"})
+            else:
+                recs.append(rec)
+    chosen, more = choose(recs, utcnow())
+    return chosen, refused + more
+
+
+def _one_job(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from edge_agent.app.anon_job import run_job
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    cfg = load_cli_config(args.config)
+    with open_cli_catalog(cfg) as cat:
+        out = run_job(cat, cfg, args.job, actor=args.by or "agent", cancel=stop.is_set)
+    print_json(out.as_dict())
+    return EXIT_OK if out.state in ("done", "queued") else EXIT_FAILURE
+
+
+def cmd_anonymize(args: argparse.Namespace) -> int:
+    if args.job is not None:
+        return _one_job(args)
+    if args.location is None and (args.from_ is not None or args.to is not None):
+        raise CliError("--from/--to go with --location", EXIT_BAD_INPUT)
+    if args.location is not None and (args.from_ is None or args.to is None or args.ids):
+        raise CliError("--location needs --from and --to, and no RECORDING_ID", EXIT_BAD_INPUT)
+    if not args.ids and args.location is None and not args.pending:
+        raise CliError("give RECORDING_ID..., --location with --from/--to, or --pending", 2)
+    cfg = load_cli_config(args.config)
+    if args.location is not None:
+        check_location(cfg, args.location)
+    by = args.by or f"cli:{getpass.getuser()}"
+    cat = open_cli_catalog(cfg)
+    with cat:
+        chosen, refused = _select(cat, args)
+        if args.dry_run:
+            doc = {
+                "dry_run": True,
+                "would_anonymize": [{"id": r.id, "path": r.path} for r in chosen],
+                "refused": refused,
+                "at": iso(utcnow()),
+            }
+            _emit(args, doc)
+            return EXIT_OK
+        job_ids = []
+        for rec in chosen:
+            job, _ = cat.anon_jobs.enqueue(rec.id, requested_by=by, origin="cli")
+            job_ids.append(job.id)
+        if args.pending:
+            job_ids += [j.id for j in cat.anon_jobs.open_jobs() if j.id not in job_ids]
+        outcomes = [] if args.queue_only else _run(cat, cfg, job_ids, by, args.json)
+    doc = {
+        "dry_run": False,
+        "queued": job_ids if args.queue_only else [],
+        "jobs": [o.as_dict() for o in outcomes],
+        "refused": refused,
+        "at": iso(utcnow()),
+    }
+    _emit(args, doc)
+    ok = all(o.state == "done" and o.verified for o in outcomes) and not refused
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
+def _run(cat: Any, cfg: Any, job_ids: list[int], by: str, quiet: bool) -> list[Any]:
+    try:
+        from edge_agent.anonymize import engine  # noqa: F401  (the extra is installed)
+    except ImportError as exc:
+        raise CliError(
+            f"the anonymize extra is missing ({exc}): pip install 'edge-agent[anonymize]'"
+        ) from None
+    from edge_agent.app.anon_job import run_job
+
+    out = []
+    for jid in job_ids:
+        bar = _Bar(jid) if sys.stderr.isatty() and not quiet else None
+        out.append(run_job(cat, cfg, jid, actor=by, progress=bar))
+        if bar is not None:
+            bar.done()
+    return out
+
+
+class _Bar:
+    """Frames read, on one terminal line (no total: the engine counts as it decodes)."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        self.frames = 0
+
+    def __call__(self, frames: int) -> None:
+        self.frames = frames
+        if frames % 10 == 0:
+            sys.stderr.write(f"\rjob {self.job_id}: {frames} frames")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        sys.stderr.write(f"\rjob {self.job_id}: {self.frames} frames, done\n")
+
+
+def _emit(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    if args.json:
+        print_json(doc)
+        return
+    w = sys.stdout.write
+    if doc["dry_run"]:
+        w(f"would anonymize {len(doc['would_anonymize'])} recording(s)\n")
+        for line in doc["would_anonymize"]:
+            w(f"  {line['id']}  {line['path']}\n")
+    for jid in doc.get("queued", []):
+        w(f"queued job {jid}\n")
+    for j in doc.get("jobs", []):
+        d = j.get("derivative")
+        verdict = "verified" if j["verified"] else "NOT verified (keeps the original's deadline)"
+        w(f"job {j['job']} {j['recording_id']}: {j['state']}: {j['reason']}\n")
+        if d is not None:
+            w(f"  derivative {d['id']} {d['path']} {verdict}; deadline {d['deadline'] or 'none'}\n")
+            w(f"  residuals {_counts(j.get('residuals', {}))}\n")
+    for r in doc["refused"]:
+        w(f"refused {r['id']}: {r['why']}\n")

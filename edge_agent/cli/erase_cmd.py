@@ -35,7 +35,10 @@ def _print_receipt(doc: dict[str, Any]) -> None:
     label = f"would {verb}" if doc["dry_run"] else ("erased" if verb == "erase" else "restricted")
     w(f"  {label}: {doc['touched_count']}\n")
     for line in doc["touched"]:
-        w(f"    {line['id']}  {line['start']} .. {line['end']}  {line['path']}\n")
+        what = f"  (derivative of {line['derived_from']})" if "derived_from" in line else ""
+        w(f"    {line['id']}  {line['start']} .. {line['end']}  {line['path']}{what}\n")
+    for line in doc["kept_derivatives"]:
+        w(f"  kept (anonymized derivative of {line['derived_from']}): {line['id']}\n")
     for h in doc["held"]:
         w(f"  held: {h['id']} by {', '.join(h['holds'])}\n")
     for f in doc["failed"]:
@@ -59,6 +62,7 @@ def _erase(args: argparse.Namespace) -> int:
         start=args.from_,
         end=args.to,
         mode=RequestMode.RESTRICT if args.restrict else RequestMode.ERASE,
+        keep_derivatives=args.keep_derivatives,
     )
     # A request stands for footage adopted later, so it is stored even on a device
     # whose daemon has not created the catalog yet (a dry run creates nothing).
@@ -114,5 +118,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--request-ref", required=True, help="the request's reference (receipt key)")
     p.add_argument("--restrict", action="store_true", help="restrict instead of erasing")
     p.add_argument("--dry-run", action="store_true", help="list what would be touched only")
+    p.add_argument(
+        "--keep-derivatives",
+        action="store_true",
+        help="leave the anonymized derivatives of matched recordings (default: erase them too)",
+    )
     p.add_argument("--by", help="who carries it out (default: cli:<user>)")
     add_json_arg(p)

@@ -47,16 +47,41 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--purpose", required=True, choices=[x.value for x in Purpose], help="why it was recorded"
     )
-    p.add_argument("--anonymized", action="store_true", help="footage is already anonymized")
+    p.add_argument(
+        "--anonymized",
+        action="store_true",
+        help="declare the footage anonymous without the process (needs --anonymized-reason)",
+    )
+    p.add_argument(
+        "--anonymized-reason",
+        help="why this footage holds no personal data (stored and audited); "
+        "to anonymize footage use `edge-agent anonymize`",
+    )
 
 
 def run_ingest(args: argparse.Namespace) -> int:
     from edge_agent.intake.intake import Intake, IntakeIOError, Outcome
     from edge_agent.intake.runtime import intake_settings, origin_for
 
+    reason = (args.anonymized_reason or "").strip() or None
+    if args.anonymized and (reason is None or len(reason) < 8):
+        # It exempts footage from every retention limit (docs/anonymization.md).
+        raise CliError(
+            "--anonymized needs --anonymized-reason (at least 8 characters: why this footage "
+            "holds no personal data); or ingest it normally and run `edge-agent anonymize`",
+            EXIT_BAD_INPUT,
+        )
+    if reason is not None and not args.anonymized:
+        raise CliError("--anonymized-reason goes with --anonymized", EXIT_BAD_INPUT)
     cfg = load_cli_config(args.config)
     try:
-        origin = origin_for(cfg, args.location, Purpose(args.purpose), anonymized=args.anonymized)
+        origin = origin_for(
+            cfg,
+            args.location,
+            Purpose(args.purpose),
+            anonymized=args.anonymized,
+            anonymized_reason=reason,
+        )
     except KeyError as exc:
         raise CliError(f"--location: {exc.args[0]}", EXIT_BAD_INPUT) from None
     owner = act_as_agent(cfg)

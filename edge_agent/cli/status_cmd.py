@@ -80,6 +80,8 @@ def _offline_document(cfg: Config, why_not: str) -> dict[str, Any]:
         gatherer.location_drift = tuple(d.as_dict() for d in drift)
         snap = gatherer.gather(utcnow())
         session = int(cat.get_meta(SESSION_KEY) or 0)
+        # Anonymization jobs wait in the catalog for the daemon (docs/anonymization.md).
+        doc["jobs"] = [j.as_dict() for j in cat.anon_jobs.open_jobs()]
     finally:
         cat.close()
     telemetry = build_telemetry(snap).model_dump(mode="json")
@@ -179,7 +181,11 @@ def _print(doc: dict[str, Any]) -> None:
         )
     w(f"outbox     {t['outbox']['depth']} events queued\n")
     for job in doc.get("jobs", []):
-        w(f"job        {job}\n")
+        why = f" ({job['waiting']})" if job.get("waiting") else ""
+        w(
+            f"job        anonymize {job.get('recording_id')}: {job.get('state')}{why}, "
+            f"attempts {job.get('attempts', 0)}\n"
+        )
 
 
 def _status(args: argparse.Namespace) -> int:

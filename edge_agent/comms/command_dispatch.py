@@ -62,6 +62,7 @@ from edge_agent.core.command_limits import (
 )
 from edge_agent.core.commands import (
     COMMAND_NAMES,
+    AnonymizeArgs,
     ClockConfirmArgs,
     CommandResult,
     EraseArgs,
@@ -158,6 +159,9 @@ class CommandDispatcher:
         self.storage_root = storage_root
         self._now = now
         self.locations = locations
+        # The anonymization worker's wake-up; None: [anonymize] is off and the
+        # command fails (app/anon_worker.py sets it).
+        self.anonymize_queued: Callable[[], None] | None = None
         self._status = status
         self._reload = reload
         self._clock = clock
@@ -602,6 +606,7 @@ class CommandDispatcher:
                 start=parse_ts(args.start),
                 end=parse_ts(args.end),
                 mode=RequestMode.RESTRICT if name == "restrict" else RequestMode.ERASE,
+                keep_derivatives=args.keep_derivatives,
             )
             receipt = await asyncio.to_thread(
                 execute_request,
@@ -614,7 +619,48 @@ class CommandDispatcher:
             )
             doc: dict[str, Any] = receipt.as_dict()
             return doc
+        if isinstance(args, AnonymizeArgs):
+            return await self._anonymize(args, actor, now)
         raise ValueError(f"command {name!r} has no handler")
+
+    async def _anonymize(self, args: AnonymizeArgs, actor: str, now: datetime) -> dict[str, Any]:
+        """Queue jobs for the daemon's worker (docs/anonymization.md); the answer lists them."""
+        from edge_agent.core.anon_policy import choose
+
+        if self.anonymize_queued is None:
+            raise ValueError("anonymization is not enabled on this device ([anonymize] enabled)")
+        await self._check_location(args.location)
+
+        def queue() -> dict[str, Any]:
+            recs = self.catalog.recordings
+            if args.location is not None:
+                found = recs.overlapping(
+                    args.location, parse_ts(args.start or ""), parse_ts(args.end or "")
+                )
+                missing: list[dict[str, str]] = []
+            else:
+                got = {i: recs.get(i) for i in args.recording_ids}
+                found = [r for r in got.values() if r is not None]
+                missing = [{"id": i, "why": "not in the catalog"} for i, r in got.items() if not r]
+            chosen, refused = choose(found, now)
+            jobs = []
+            if not args.dry_run:
+                for rec in chosen:
+                    job, _ = self.catalog.anon_jobs.enqueue(
+                        rec.id, requested_by=actor, origin="command"
+                    )
+                    jobs.append({"job": job.id, "recording_id": rec.id, "state": job.state})
+            return {
+                "dry_run": args.dry_run,
+                "would_anonymize": [r.id for r in chosen] if args.dry_run else [],
+                "queued": jobs,
+                "refused": missing + refused,
+            }
+
+        doc = await asyncio.to_thread(queue)
+        if doc["queued"]:
+            self.anonymize_queued()
+        return doc
 
     # -- answering ------------------------------------------------------------------
 

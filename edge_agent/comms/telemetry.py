@@ -100,6 +100,9 @@ class Snapshot:
     agent_uptime_s: float = 0.0
     extra_reasons: tuple[str, ...] = field(default_factory=tuple)
     exports: int = 0  # export.created entries in the audit (docs/export.md)
+    # Live anonymized footage: verified derivatives, unverified ones, and footage a
+    # person declared anonymized with a written reason (docs/anonymization.md).
+    anonymized: Mapping[str, int] = field(default_factory=dict)
     outbox_refused: tuple[int, int] = (0, 0)  # publisher: (refusals, events held)
     audio_outside_audio_rooms: int = 0  # the audio rule as one number: must be 0
     site: str | None = None  # [device] site: the fleet dashboard's filter
@@ -180,6 +183,12 @@ class ClockPayload(_Payload):
     deletion_paused_since: str | None = None
 
 
+class AnonymizedPayload(_Payload):
+    verified: int = 0
+    unverified: int = 0
+    declared: int = 0
+
+
 class TelemetryPayload(_Payload):
     """Retained on ``{prefix}/{device}/telemetry`` (QoS 0)."""
 
@@ -194,6 +203,7 @@ class TelemetryPayload(_Payload):
     outbox: OutboxPayload
     clock: ClockPayload
     exports: int = 0
+    anonymized: AnonymizedPayload = AnonymizedPayload()
     site: str | None = None
 
 
@@ -260,6 +270,7 @@ def build_telemetry(s: Snapshot) -> TelemetryPayload:
             deletion_paused_since=iso(s.clock.paused_since) if s.clock.paused_since else None,
         ),
         exports=s.exports,
+        anonymized=AnonymizedPayload.model_validate(dict(s.anonymized)),
         site=s.site,
     )
 
@@ -420,6 +431,7 @@ class Gatherer:
             agent_uptime_s=time.monotonic() - self.started,
             extra_reasons=tuple(self.extra()) if self.extra else (),
             exports=count_exports(self.catalog),
+            anonymized=self.catalog.recordings.anonymized_counts(),
             outbox_refused=self.refused() if self.refused else (0, 0),
             audio_outside_audio_rooms=self.catalog.recordings.audio_outside(self.audio_rooms),
             site=self.site,

@@ -339,6 +339,21 @@ MaskPolygon = Annotated[
 ]
 
 
+AnonymizedReason = Annotated[str, Field(min_length=8, max_length=500)]
+
+
+def _check_declared(anonymized: bool, reason: str | None) -> None:
+    # `anonymized = true` exempts footage from every retention limit, so it is
+    # never a bare switch: a person writes down why (docs/anonymization.md).
+    if anonymized and not (reason or "").strip():
+        raise ValueError(
+            "anonymized = true needs anonymized_reason (why this footage holds no personal "
+            "data, e.g. a thermal counting sensor); or let the agent anonymize it ([anonymize])"
+        )
+    if reason is not None and not anonymized:
+        raise ValueError("anonymized_reason is only for anonymized = true")
+
+
 class Source(_Section):
     id: ItemId
     url: SourceUrl
@@ -357,11 +372,15 @@ class Source(_Section):
     # (docs/anonymization.md).
     privacy_masks: tuple[MaskPolygon, ...] = Field(default=(), max_length=32)
     mask_at_recording: StrictBool = False
+    # Footage declared anonymized without the process needs a written reason
+    # (docs/anonymization.md, "the old flag").
+    anonymized_reason: AnonymizedReason | None = None
 
     @model_validator(mode="after")
     def _masks_to_apply(self) -> Source:
         if self.mask_at_recording and not self.privacy_masks:
             raise ValueError("mask_at_recording = true needs privacy_masks")
+        _check_declared(self.anonymized, self.anonymized_reason)
         return self
 
     @property
@@ -386,6 +405,12 @@ class Watch(_Section):
     poll_seconds: Annotated[float, Field(gt=0, le=600)] = 2.0
     # File names without an offset are local time in this zone (absent: UTC).
     name_timezone: TimeZoneName | None = None
+    anonymized_reason: AnonymizedReason | None = None
+
+    @model_validator(mode="after")
+    def _reason_for_anonymized(self) -> Watch:
+        _check_declared(self.anonymized, self.anonymized_reason)
+        return self
 
 
 class Retention(_Section):
@@ -540,6 +565,33 @@ class Export(_Section):
     marketing_originals: StrictBool = False
 
 
+class Anonymize(_Section):
+    """Anonymized derivatives made on the device (docs/anonymization.md)."""
+
+    enabled: StrictBool = False
+    # None: only on request (CLI, MQTT command). "catalogued": every matching
+    # recording once it is catalogued; "before_deadline": days_before its deadline.
+    on: Literal["catalogued", "before_deadline"] | None = None
+    days_before: Annotated[int, Field(ge=1, le=3650, strict=True)] = 7
+    purposes: tuple[Purpose, ...] = ()  # empty: every purpose
+    locations: tuple[str, ...] = ()  # empty: every location
+    fill: Literal["solid", "pixelate"] = "solid"
+    every: Annotated[int, Field(ge=1, le=25, strict=True)] = 2
+    threads: Annotated[int, Field(ge=1, le=16, strict=True)] = 2
+    detect_width: Annotated[int, Field(ge=160, le=3840, strict=True)] = 640
+    faces: StrictBool = True
+    face_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.4
+    face_verify_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    # "off", "heuristic" or the path of an ONNX plate model.
+    plates: str = "off"
+    plate_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.12
+    plate_verify_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    residual_limit: Annotated[int, Field(ge=0, le=1_000_000, strict=True)] = 0
+    # The worker's niceness (0..19): recorders come first.
+    nice: Annotated[int, Field(ge=0, le=19, strict=True)] = 15
+    max_attempts: Annotated[int, Field(ge=1, le=20, strict=True)] = 3
+
+
 class Control(_Section):
     """The daemon's local control socket (docs/operator-guide.md, "Status")."""
 
@@ -567,6 +619,7 @@ class Config(_Section):
     liveview: LiveView | None = None  # absent = live view off
     control: Control = Control()
     export: Export = Export()
+    anonymize: Anonymize = Anonymize()
 
     _path: Path | None = PrivateAttr(default=None)
     _profile: HwProfile | None = PrivateAttr(default=None)

@@ -43,9 +43,12 @@ if TYPE_CHECKING:
 # trusted keys never loads it (about 6 MiB of resident memory).
 
 ENVELOPE_VERSION = 1
-COMMAND_NAMES = ("hold", "release", "erase", "restrict", "clock-confirm", "status", "reload")
-# Destructive: change or remove footage, or what protects it (docs/mqtt.md).
-SIGNED_COMMANDS = frozenset({"hold", "release", "erase", "restrict", "clock-confirm"})
+COMMAND_NAMES = (
+    "hold", "release", "erase", "restrict", "clock-confirm", "status", "reload", "anonymize",
+)  # fmt: skip
+# Destructive: change or remove footage, or what protects it (docs/mqtt.md); anonymize
+# writes new footage that may outlive every retention limit, so it is signed too.
+SIGNED_COMMANDS = frozenset({"hold", "release", "erase", "restrict", "clock-confirm", "anonymize"})
 DEFAULT_SKEW = timedelta(seconds=60)
 # Replay memory lasts until expiry, so the longest validity bounds its size.
 MAX_TTL = timedelta(days=1)
@@ -222,10 +225,32 @@ class EraseArgs(_Model):
     start: UtcText
     end: UtcText
     dry_run: bool = False
+    keep_derivatives: bool = False  # leave anonymized derivatives (docs/retention-policy.md)
 
     @model_validator(mode="after")
     def _window(self) -> EraseArgs:
         if parse_ts(self.end) < parse_ts(self.start):
+            raise ValueError("end is before start")
+        return self
+
+
+class AnonymizeArgs(_Model):
+    """Anonymized derivatives of recordings, by id or by place and time (docs/mqtt.md)."""
+
+    recording_ids: tuple[RecordingId, ...] = Field(default=(), max_length=MAX_RECORDING_IDS)
+    location: str | None = Field(default=None, min_length=1, max_length=MAX_LOCATION)
+    start: UtcText | None = None
+    end: UtcText | None = None
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _scope(self) -> AnonymizeArgs:
+        window = (self.location, self.start, self.end)
+        if self.recording_ids and any(v is not None for v in window):
+            raise ValueError("give recording_ids or location+start+end, not both")
+        if not self.recording_ids and any(v is None for v in window):
+            raise ValueError("give recording_ids, or location with start and end")
+        if self.start and self.end and parse_ts(self.end) < parse_ts(self.start):
             raise ValueError("end is before start")
         return self
 
@@ -248,6 +273,7 @@ ARG_MODELS: dict[str, type[_Model]] = {
     "clock-confirm": ClockConfirmArgs,
     "status": NoArgs,
     "reload": NoArgs,
+    "anonymize": AnonymizeArgs,
 }
 
 

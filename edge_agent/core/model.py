@@ -164,6 +164,8 @@ class Recording:
     source_id: str | None = None
     # Hash of the file as it arrived, before tagging/stripping: identifies re-adoption.
     source_sha256: str | None = None
+    # The recording this one is an anonymized derivative of (docs/anonymization.md).
+    derived_from: str | None = None
 
     @property
     def start(self) -> datetime:
@@ -205,6 +207,9 @@ class EraseRequest:
     start: datetime
     end: datetime
     mode: RequestMode = RequestMode.ERASE
+    # Erasure also takes the anonymized derivatives of what it matches unless
+    # the request keeps them (docs/retention-policy.md).
+    keep_derivatives: bool = False
 
 
 def utcnow() -> datetime:

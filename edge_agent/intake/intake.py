@@ -103,6 +103,7 @@ class Origin:
     wants_audio: bool = True
     recorder_start: datetime | None = None
     name_timezone: str | None = None  # IANA zone of offset-less names (None: UTC)
+    anonymized_reason: str | None = None  # why declared anonymized (docs/anonymization.md)
 
 
 @dataclass(frozen=True)
@@ -491,6 +492,9 @@ class Intake:
             event["truncated"] = True
         with self.catalog.transaction():
             self.catalog.recordings.add(rec)
+            if tags.anonymized and origin.anonymized_reason:  # stored and audited
+                self.catalog.recordings.set_anonymized_reason(rec.id, origin.anonymized_reason)
+                extra = {**extra, "anonymized_reason": origin.anonymized_reason}
             if truncated:
                 self.catalog.recordings.mark_truncated(rec.id)
             self.audit.append(

@@ -45,6 +45,7 @@ def origin_for(
     purpose: Purpose,
     *,
     anonymized: bool = False,
+    anonymized_reason: str | None = None,
     source_id: str | None = None,
     wants_audio: bool = True,
     name_timezone: str | None = None,
@@ -57,6 +58,7 @@ def origin_for(
         signage=loc.signage,
         purpose=purpose,
         anonymized=anonymized,
+        anonymized_reason=anonymized_reason,
         source_id=source_id,
         wants_audio=wants_audio,
         name_timezone=name_timezone,
@@ -69,6 +71,7 @@ def origin_for_watch(cfg: Config, watch: Watch) -> Origin:
         watch.location,
         watch.purpose,
         anonymized=watch.anonymized,
+        anonymized_reason=watch.anonymized_reason,
         name_timezone=watch.name_timezone,
     )
 
@@ -79,6 +82,7 @@ def origin_for_source(cfg: Config, source: Source) -> Origin:
         source.location,
         source.purpose,
         anonymized=source.anonymized,
+        anonymized_reason=source.anonymized_reason,
         source_id=source.id,
         wants_audio=source.audio,
         name_timezone=source.name_timezone,

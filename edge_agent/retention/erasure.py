@@ -61,7 +61,10 @@ _LINE = ("id", "path", "location", "purpose", "start", "end", "state")
 
 
 def _rec_line(rec: Recording) -> dict[str, Any]:
-    return recording_doc(rec, _LINE)
+    line = recording_doc(rec, _LINE)
+    if rec.derived_from is not None:
+        line["derived_from"] = rec.derived_from
+    return line
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ class Receipt:
     blocking_holds: tuple[str, ...] = ()
     reason: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    keep_derivatives: bool = False
+    kept_derivatives: tuple[dict[str, Any], ...] = ()  # left alone: the request keeps them
 
     @property
     def status(self) -> str:
@@ -114,6 +119,11 @@ class Receipt:
             "blocking_holds": list(self.blocking_holds),
             "reason": self.reason,
             "notes": list(self.notes),
+            # Originals and their anonymized derivatives, apart (docs/retention-policy.md).
+            "originals_touched": [x["id"] for x in self.touched if "derived_from" not in x],
+            "derivatives_touched": [x["id"] for x in self.touched if "derived_from" in x],
+            "keep_derivatives": self.keep_derivatives,
+            "kept_derivatives": list(self.kept_derivatives),
         }
 
 
@@ -134,6 +144,18 @@ def execute_request(
     recordings = catalog.recordings.overlapping(
         req.location, req.start, req.end, states=_MATCH_STATES
     )
+    # Derivatives share their original's place and time, so the window finds
+    # them; this also finds any whose span was cut differently.
+    seen = {r.id for r in recordings}
+    recordings += [
+        d
+        for d in catalog.recordings.derivatives_of(sorted(seen), states=_MATCH_STATES)
+        if d.id not in seen
+    ]
+    kept: tuple[Recording, ...] = ()
+    if req.keep_derivatives:
+        kept = tuple(r for r in recordings if r.derived_from is not None)
+        recordings = [r for r in recordings if r.derived_from is None]
     decision = evaluate_erase(req, recordings, catalog.holds.list(), now)
     base: dict[str, Any] = {
         "ref": req.ref,
@@ -146,6 +168,8 @@ def execute_request(
         "at": now,
         "matched": tuple(_rec_line(r) for r in decision.matched),
         "held": tuple({"id": rid, "holds": list(ids)} for rid, ids in decision.held),
+        "keep_derivatives": req.keep_derivatives,
+        "kept_derivatives": tuple(_rec_line(r) for r in kept),
     }
     if decision.blocked:
         receipt = Receipt(
@@ -275,6 +299,8 @@ def standing_verdict(
     rec: Recording, requests: list[EraseRequest], holds: list[Hold], now: datetime
 ) -> StandingVerdict:
     """Pure: erase beats restrict; a hold stops an erase (as for a request run now)."""
+    if rec.derived_from is not None:
+        requests = [r for r in requests if not r.keep_derivatives]
     erases = [r for r in requests if r.mode is RequestMode.ERASE and erase_matches(r, rec)]
     restricts = [r for r in requests if r.mode is RequestMode.RESTRICT and erase_matches(r, rec)]
     held_by = holds_covering(rec, holds, now) if erases else ()

@@ -3,9 +3,9 @@
 :class:`Catalog` is the one database object: opening, the wrong-disk marker,
 migrations, transactions, meta. Rows are read and written through its focused
 stores: ``catalog.recordings`` (store/recordings.py), ``catalog.holds``
-(store/holds.py), ``catalog.requests`` (store/requests.py) and retention's
-queries ``catalog.schedule`` (store/schedule.py); rows become domain objects in
-store/rows.py only.
+(store/holds.py), ``catalog.requests`` (store/requests.py), ``catalog.anon_jobs``
+(store/anon_jobs.py) and retention's queries ``catalog.schedule``
+(store/schedule.py); rows become domain objects in store/rows.py only.
 
 Threading: one connection per :class:`Catalog`, opened with
 ``check_same_thread=False`` and serialised by a re-entrant lock. Every statement
@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from edge_agent.core.model import iso
 from edge_agent.host.fsutil import FILE_MODE, create_file, make_dirs
+from edge_agent.store.anon_jobs import AnonJobStore
 from edge_agent.store.errors import CatalogError, CatalogMismatch, UnknownRecord
 from edge_agent.store.holds import HoldStore
 from edge_agent.store.migrations import MigrationError, SchemaTooNew, apply_migrations, up_to_date
@@ -95,6 +96,7 @@ class Catalog:
         self.holds = HoldStore(self)
         self.requests = RequestStore(self)
         self.schedule = RetentionSchedule(self)
+        self.anon_jobs = AnonJobStore(self)
 
     # -- opening -----------------------------------------------------------
 

@@ -251,12 +251,53 @@ def _truncated_and_standing(db: Database) -> None:
     )
 
 
+def _anonymization(db: Database) -> None:
+    # Derivatives (docs/anonymization.md): D points at its original R so erasure
+    # finds R's derivatives, and keeps the verification figures (JSON) and, for
+    # footage declared anonymized without the process, the written reason. Jobs
+    # live here so a crash or a restart resumes them.
+    db.executescript(
+        """
+        ALTER TABLE recordings ADD COLUMN derived_from TEXT;
+        ALTER TABLE recordings ADD COLUMN anonymization TEXT;
+        ALTER TABLE recordings ADD COLUMN anonymized_reason TEXT;
+        ALTER TABLE requests ADD COLUMN keep_derivatives INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX idx_recordings_derived_from ON recordings(derived_from)
+            WHERE derived_from IS NOT NULL;
+        -- Footage declared anonymized by a person (telemetry counts it apart).
+        CREATE INDEX idx_recordings_declared ON recordings(state)
+            WHERE anonymized = 1 AND derived_from IS NULL;
+
+        CREATE TABLE anon_jobs (
+            id INTEGER PRIMARY KEY,
+            recording_id TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
+            requested_by TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            derivative_id TEXT,
+            staging TEXT,
+            reason TEXT,
+            result TEXT
+        );
+        -- At most one open job per recording: a second request joins the first.
+        CREATE UNIQUE INDEX idx_anon_jobs_open ON anon_jobs(recording_id)
+            WHERE state IN ('queued', 'running');
+        CREATE INDEX idx_anon_jobs_state ON anon_jobs(state, id);
+        CREATE INDEX idx_anon_jobs_recording ON anon_jobs(recording_id);
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _initial),
     Migration(2, "purpose stats and duration bound", _purpose_stats),
     Migration(3, "command replay memory", _commands),
     Migration(4, "durable command results", _command_results),
     Migration(5, "truncated flag, standing request lookup", _truncated_and_standing),
+    Migration(6, "derivatives and anonymization jobs", _anonymization),
 ]
 
 

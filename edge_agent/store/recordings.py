@@ -10,6 +10,7 @@ outside store/ (docs/design/deletion.md describes the protocol they serve).
 from __future__ import annotations
 
 import builtins
+import json
 import sqlite3
 import time
 from collections.abc import Collection, Iterable, Sequence
@@ -73,7 +74,7 @@ class RecordingStore:
     def add_many(self, recs: Iterable[Recording]) -> int:
         """Insert many rows in one transaction (bulk adoption, rebuild)."""
         now = time.time()
-        placeholders = ", ".join("?" * 21)
+        placeholders = ", ".join("?" * 22)
         with self._cat.transaction():
             cur = self._cat.conn.executemany(
                 f"INSERT INTO recordings ({REC_COLUMNS}) VALUES ({placeholders})",
@@ -205,6 +206,71 @@ class RecordingStore:
         )
         if cur.rowcount == 0:
             raise self._unknown(id)
+
+    # -- anonymization (docs/anonymization.md) ---------------------------------
+
+    def set_derivation(self, id: str, *, derived_from: str, anonymization: dict[str, Any]) -> None:
+        """Record that ``id`` is an anonymized derivative of ``derived_from``."""
+        cur = self._cat.execute(
+            "UPDATE recordings SET derived_from = ?, anonymization = ?, updated_at = ? "
+            "WHERE id = ?",
+            (derived_from, json.dumps(anonymization, sort_keys=True), time.time(), id),
+        )
+        if cur.rowcount == 0:
+            raise self._unknown(id)
+
+    def set_anonymized_reason(self, id: str, reason: str) -> None:
+        """The written reason for footage declared anonymized without the process."""
+        cur = self._cat.execute(
+            "UPDATE recordings SET anonymized_reason = ?, updated_at = ? WHERE id = ?",
+            (reason, time.time(), id),
+        )
+        if cur.rowcount == 0:
+            raise self._unknown(id)
+
+    def derivation(self, id: str) -> tuple[str | None, dict[str, Any] | None, str | None]:
+        """``(derived_from, anonymization figures, anonymized_reason)`` of one row."""
+        rows = self._cat.query(
+            "SELECT derived_from, anonymization, anonymized_reason FROM recordings WHERE id = ?",
+            (id,),
+        )
+        if not rows:
+            raise self._unknown(id)
+        src, figures, reason = rows[0]
+        return src, (json.loads(figures) if figures else None), reason
+
+    def derivatives_of(self, ids: Sequence[str], states: Sequence[RecState] = LIVE_STATES) -> _Recs:
+        """Recordings derived from any of ``ids`` (in ``states``)."""
+        out: _Recs = []
+        st = ", ".join("?" * len(states))
+        for i in range(0, len(ids), 500):
+            chunk = builtins.list(ids[i : i + 500])
+            out.extend(
+                self._select(
+                    f"WHERE derived_from IN ({', '.join('?' * len(chunk))}) "
+                    f"AND state IN ({st}) ORDER BY start, id",
+                    (*chunk, *(str(s) for s in states)),
+                )
+            )
+        return out
+
+    def anonymized_counts(self) -> dict[str, int]:
+        """Live anonymized rows: verified derivatives, unverified ones, and declared ones."""
+        # Both read small partial indexes (store/migrations.py), not the table.
+        derived = self._cat.query(
+            "SELECT anonymized, COUNT(*) FROM recordings INDEXED BY idx_recordings_derived_from "
+            f"WHERE derived_from IS NOT NULL AND state IN {LIVE_STATES_SQL} GROUP BY anonymized"
+        )
+        by = {int(a): int(n) for a, n in derived}
+        declared = self._cat.query(
+            "SELECT COUNT(*) FROM recordings INDEXED BY idx_recordings_declared "
+            f"WHERE anonymized = 1 AND derived_from IS NULL AND state IN {LIVE_STATES_SQL}"
+        )
+        return {
+            "verified": by.get(1, 0),
+            "unverified": by.get(0, 0),
+            "declared": int(declared[0][0]) if declared else 0,
+        }
 
     def is_truncated(self, id: str) -> bool:
         rows = self._cat.query("SELECT truncated FROM recordings WHERE id = ?", (id,))

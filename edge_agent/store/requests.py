@@ -47,7 +47,7 @@ class RequestStore:
     ) -> None:
         self._cat.execute(
             "INSERT INTO requests (ref, mode, location, window_start, window_end, "
-            "created_at, dry_run, receipt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, dry_run, receipt, keep_derivatives) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 req.ref,
                 str(req.mode),
@@ -57,6 +57,7 @@ class RequestStore:
                 to_epoch(at) if at is not None else time.time(),
                 int(dry_run),
                 json.dumps(receipt, sort_keys=True, default=str),
+                int(req.keep_derivatives),
             ),
         )
 
@@ -74,6 +75,7 @@ class RequestStore:
                 start=from_epoch(row["window_start"]),
                 end=from_epoch(row["window_end"]),
                 mode=RequestMode(row["mode"]),
+                keep_derivatives=bool(row["keep_derivatives"]),
             )
             out.append(
                 StoredRequest(
@@ -94,7 +96,8 @@ class RequestStore:
         ran is erased or restricted as it arrives. One entry per (ref, mode).
         """
         rows = self._cat.query(
-            "SELECT ref, mode, location, window_start, window_end FROM requests "
+            "SELECT ref, mode, location, window_start, window_end, keep_derivatives "
+            "FROM requests "
             "WHERE dry_run = 0 AND location = ? AND window_start <= ? AND window_end >= ? "
             "ORDER BY id",
             (location, to_epoch(end), to_epoch(start)),
@@ -109,6 +112,7 @@ class RequestStore:
                     start=from_epoch(row[3]),
                     end=from_epoch(row[4]),
                     mode=RequestMode(row[1]),
+                    keep_derivatives=bool(row[5]),
                 ),
             )
         return list(out.values())

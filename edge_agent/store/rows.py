@@ -68,13 +68,13 @@ def opt_dt(x: float | None) -> datetime | None:
 REC_COLUMNS = (
     'id, path, location, purpose, site, audio, anonymized, start, "end", start_iso, '
     "time_source, device, policy_version, deadline, size, sha256, source_sha256, state, "
-    "source_id, added_at, updated_at"
+    "source_id, added_at, updated_at, derived_from"
 )
 # What a Recording needs, in the order row_to_recording reads by position.
 REC_SELECT = (
     'SELECT id, path, location, purpose, site, audio, anonymized, start, "end", '
     "time_source, device, policy_version, deadline, size, sha256, source_sha256, state, "
-    "source_id FROM recordings"
+    "source_id, derived_from FROM recordings"
 )
 _PURPOSES = {p.value: p for p in Purpose}
 _SITES = {s.value: s for s in Site}
@@ -107,6 +107,7 @@ def rec_params(rec: Recording, now: float) -> tuple[Any, ...]:
         rec.source_id,
         now,
         now,
+        rec.derived_from,
     )
 
 
@@ -114,7 +115,7 @@ def row_to_recording(row: tuple[Any, ...]) -> Recording:
     # Positional access and dict lookups instead of sqlite3.Row names and Enum
     # calls: the retention sweep converts a thousand rows at a time.
     (rid, path, loc, purpose, site, audio, anon, start, end, tsrc, device, policy,
-     deadline, size, sha, source_sha, state, source_id) = row  # fmt: skip
+     deadline, size, sha, source_sha, state, source_id, derived_from) = row  # fmt: skip
     tags = Tags(
         location=loc,
         purpose=_PURPOSES[purpose],
@@ -137,6 +138,7 @@ def row_to_recording(row: tuple[Any, ...]) -> Recording:
         deadline=None if deadline is None else datetime.fromtimestamp(deadline, UTC),
         source_id=source_id,
         source_sha256=source_sha,
+        derived_from=derived_from,
     )
 
 
