@@ -55,6 +55,7 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
     if ANON:
         assert anon["built"] and anon["verified"] and anon["residuals"] == 0
         assert anon["derivative_deadline"] is None and anon["original_deadline"] is not None
+        assert anon["derived_from"] == anon["original"]
         assert anon["audio_in_derivative"] is False
         assert Path(anon["before"]).stat().st_size > 1000
         assert Path(anon["after"]).stat().st_size > 1000

@@ -25,7 +25,7 @@ from edge_agent.app.demo.clips import face_clip, make_clip, still_jpeg
 from edge_agent.app.demo.events import broker_answers, demo_broker, publish_local
 from edge_agent.app.settings import janitor_settings, source_plans
 from edge_agent.config.config import Config, load_config
-from edge_agent.core.model import Purpose, Recording, iso, utcnow
+from edge_agent.core.model import Purpose, iso, utcnow
 from edge_agent.intake.adopter import FolderAdopter, WatchSpec
 from edge_agent.intake.intake import Intake, Outcome
 from edge_agent.intake.runtime import intake_settings, origin_for, origin_for_watch
@@ -366,14 +366,13 @@ class Demo:
     # -- 5 ----------------------------------------------------------------------------------
 
     def _anonymize(self, cfg: Config, catalog: Catalog) -> dict[str, Any]:
-        try:
-            from edge_agent.anonymize.engine import anonymize_file
-            from edge_agent.anonymize.settings import AnonSettings
-        except ImportError:
-            self.say(
-                "   not shown: install the anonymize extra (pip install 'edge-agent[anonymize]')"
-            )
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime") is None:
+            self.say("   not shown: install the extra (pip install 'edge-agent[anonymize]')")
             return {"built": False, "why": "the anonymize extra is not installed"}
+        from edge_agent.app.anon_job import run_job
+
         clip = face_clip(self.workdir / "face-study.mp4", seconds=2, start=self.now)
         if clip is None:
             return {"built": False, "why": "scikit-image (its photograph) is not installed"}
@@ -381,40 +380,42 @@ class Demo:
         r = intake.adopt(clip, origin_for(cfg, "street", Purpose.RND), utcnow())
         original = r.recording
         assert original is not None, r.reason
+        self.say(f"   $ edge-agent anonymize {original.id}")
+        job, _ = catalog.anon_jobs.enqueue(original.id, requested_by="demo", origin="cli")
+        done = run_job(catalog, cfg, job.id, actor="demo")
+        derived = done.derivative
         src = cfg.storage.root / original.path
-        dst = self.workdir / "face-study.anonymized.mkv"
-        res = anonymize_file(src, dst, AnonSettings(threads=2))
         before = still_jpeg(src, self.workdir / "before.jpg")
-        after = still_jpeg(dst, self.workdir / "after.jpg") if dst.exists() else None
-        derived = self._catalogue_derivative(cfg, catalog, original, dst, res.verified)
-        self.say(
-            f"   {res.frames} frames, faces filled {res.filled_boxes} times, residual "
-            f"detections {sum(res.residuals.values())}: "
-            f"{'verified' if res.verified else 'NOT verified'}"
+        after = (
+            still_jpeg(cfg.storage.root / derived.path, self.workdir / "after.jpg")
+            if derived
+            else None
         )
+        residuals = sum((done.result or {}).get("residuals", {}).values())
+        self.say(
+            f"   job {done.job_id}: {done.state}, {(done.result or {}).get('frames', 0)} frames, "
+            f"residual detections {residuals}: {'verified' if done.verified else 'NOT verified'}"
+        )
+        if derived is not None:
+            kept = "without limit" if derived.deadline is None else f"until {iso(derived.deadline)}"
+            goes = iso(original.deadline) if original.deadline else "-"
+            self.say(f"   derivative {derived.id}: kept {kept}; the original still goes on {goes}")
         self.say(f"   before: {before}  after: {after}")
         return {
-            "built": True,
+            "built": derived is not None,
             "original": original.id,
             "original_deadline": iso(original.deadline) if original.deadline else None,
             "derivative": derived.id if derived else None,
+            "derived_from": derived.derived_from if derived else None,
             "derivative_deadline": iso(derived.deadline) if derived and derived.deadline else None,
-            "verified": res.verified,
-            "residuals": sum(res.residuals.values()),
+            "verified": done.verified,
+            "residuals": residuals,
             "audio_in_derivative": (
                 media.probe(cfg.storage.root / derived.path).has_audio if derived else None
             ),
             "before": str(before),
             "after": str(after) if after else None,
         }
-
-    def _catalogue_derivative(
-        self, cfg: Config, catalog: Catalog, original: Recording, path: Path, verified: bool
-    ) -> Recording | None:
-        intake = Intake(catalog, intake_settings(cfg), actor="demo")
-        origin = origin_for(cfg, "street", Purpose.RND, anonymized=verified)
-        r = intake.adopt(path, origin, utcnow())
-        return r.recording
 
     # -- 6 ----------------------------------------------------------------------------------
 
