@@ -21,7 +21,7 @@ from typing import Any
 
 from edge_agent.app.health import HealthReading, HealthSettings, LagProbe, OutboxProgress, problems
 from edge_agent.app.storage_watch import StorageWatch
-from edge_agent.comms.command_dispatch import ClockHooks
+from edge_agent.comms.command_exec import ClockHooks
 from edge_agent.comms.mqtt import MqttLink
 from edge_agent.comms.publisher import Publisher
 from edge_agent.core.clock import wall_step
