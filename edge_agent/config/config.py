@@ -368,6 +368,9 @@ class Retention(_Section):
     marketing_external: PeriodField = NOTICE_PERIODS.marketing_external
     anonymized: PeriodField | None = None  # absent = no limit
     allow_longer_than_notice: StrictBool = False
+    # Audit entries and tombstones older than this are sealed into archive files
+    # next to the catalog (docs/storage.md, accountability period); absent = never.
+    accountability_period: PeriodField | None = Period(seconds=31 * 86400)
 
     def periods(self) -> RetentionPeriods:
         return RetentionPeriods(

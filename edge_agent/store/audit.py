@@ -13,6 +13,7 @@ the chain; a head file *ahead* of the chain means entries were cut off.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ from edge_agent.store.catalog import Catalog, _write_json_atomic, to_epoch
 GENESIS_HASH = "0" * 64
 HEAD_SEQ_KEY = "audit_head_seq"
 HEAD_HASH_KEY = "audit_head_hash"
+# Last entry sealed into an archive file (store/audit_archive.py): the live chain
+# starts after it.
+SEALED_SEQ_KEY = "audit_sealed_seq"
+SEALED_HASH_KEY = "audit_sealed_hash"
 
 
 @dataclass(frozen=True)
@@ -231,46 +236,58 @@ class AuditLog:
                 yield AuditEntry(int(r[0]), r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
             last = int(rows[-1][0])
 
+    def _chain(self) -> tuple[Iterator[AuditEntry], dict[str, str]]:
+        """Archived entries then live ones, and the archive hashes as they are read."""
+        # Imported here: audit_archive builds on this module.
+        from edge_agent.store.audit_archive import archived_entries
+
+        archived, hashes = archived_entries(self.catalog)
+        return itertools.chain(archived, self._rows()), hashes
+
     def export(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
-        """Entries in seq order as dicts (``since`` filters on the entry time)."""
-        for entry in self._rows(since):
-            yield entry.as_dict()
+        """Entries in seq order as dicts, archives first (``since`` filters on the time)."""
+        from edge_agent.store.audit_archive import ArchiveError
+
+        entries, _ = self._chain()
+        floor = None if since is None else iso(since)
+        try:
+            for entry in entries:
+                # ISO 8601 UTC text with one format compares in time order.
+                if floor is None or entry.ts >= floor:
+                    yield entry.as_dict()
+        except ArchiveError as exc:
+            raise AuditUnreadable(exc.reason) from None
 
     def verify(self) -> AuditVerdict:
-        """Walk the chain, then check it against both head anchors."""
+        """Walk archives and live chain, then check both head anchors."""
+        from edge_agent.store.audit_archive import SEALED_ACTION, ArchiveError
+
         head_file = self._read_head_file()
         file_seq = head_file[0] if isinstance(head_file, tuple) else 0
         hash_at_file_seq: str | None = None
         count = 0
         prev_hash = GENESIS_HASH
-        for e in self._rows():
-            expected = count + 1
-            if e.seq != expected:
-                return _bad(
-                    count,
-                    expected,
-                    f"entry {expected} is missing (entry {e.seq} follows entry "
-                    f"{expected - 1}): entries were removed",
-                )
-            recomputed = entry_hash(e.seq, e.ts, e.actor, e.action, e.subject, e.data, e.prev_hash)
-            if recomputed != e.hash:
-                return _bad(
-                    count,
-                    e.seq,
-                    f"entry {e.seq} ({e.action}) does not match its hash: it was edited "
-                    "or moved from another position",
-                )
-            if e.prev_hash != prev_hash:
-                return _bad(
-                    count,
-                    e.seq,
-                    f"entry {e.seq} ({e.action}) does not follow entry {e.seq - 1}: "
-                    "entries were removed, replaced or reordered",
-                )
-            if e.seq == file_seq:
-                hash_at_file_seq = e.hash
-            prev_hash = e.hash
-            count += 1
+        entries, archive_hashes = self._chain()
+        anchored: set[str] = set()
+        try:
+            for e in entries:
+                bad = _check_entry(e, count, prev_hash)
+                if bad is not None:
+                    return bad
+                if e.action == SEALED_ACTION:
+                    bad = _check_seal(e, count, archive_hashes)
+                    if bad is not None:
+                        return bad
+                    anchored.add(str(e.data.get("file")))
+                if e.seq == file_seq:
+                    hash_at_file_seq = e.hash
+                prev_hash = e.hash
+                count += 1
+        except ArchiveError as exc:
+            return _bad(count, exc.seq, exc.reason)
+        unanchored = sorted(set(archive_hashes) - anchored)
+        if unanchored:
+            return _bad(count, None, f"archive {unanchored[0]} has no audit.sealed entry naming it")
         return (
             self._check_meta_head(count, prev_hash)
             or self._check_head_file(count, head_file, hash_at_file_seq)
@@ -351,6 +368,52 @@ class AuditLog:
                 f"entry {file_seq} does not match {self.head_path}: the log was rewritten",
             )
         return None
+
+
+class AuditUnreadable(Exception):
+    """An archive of the log cannot be read (export stops; verify names it)."""
+
+
+def _check_entry(e: AuditEntry, count: int, prev_hash: str) -> AuditVerdict | None:
+    expected = count + 1
+    if e.seq != expected:
+        return _bad(
+            count,
+            expected,
+            f"entry {expected} is missing (entry {e.seq} follows entry "
+            f"{expected - 1}): entries were removed",
+        )
+    recomputed = entry_hash(e.seq, e.ts, e.actor, e.action, e.subject, e.data, e.prev_hash)
+    if recomputed != e.hash:
+        return _bad(
+            count,
+            e.seq,
+            f"entry {e.seq} ({e.action}) does not match its hash: it was edited "
+            "or moved from another position",
+        )
+    if e.prev_hash != prev_hash:
+        return _bad(
+            count,
+            e.seq,
+            f"entry {e.seq} ({e.action}) does not follow entry {e.seq - 1}: "
+            "entries were removed, replaced or reordered",
+        )
+    return None
+
+
+def _check_seal(e: AuditEntry, count: int, archive_hashes: dict[str, str]) -> AuditVerdict | None:
+    """An ``audit.sealed`` entry anchors its archive file's SHA-256 in the chain."""
+    name = str(e.data.get("file"))
+    got = archive_hashes.get(name)
+    if got is None:
+        return _bad(count, e.seq, f"archive {name} (sealed by entry {e.seq}) is missing")
+    if got != e.data.get("sha256"):
+        return _bad(
+            count,
+            e.seq,
+            f"archive {name} does not match the SHA-256 in entry {e.seq}: it was altered",
+        )
+    return None
 
 
 def _bad(entries: int, seq: int | None, reason: str) -> AuditVerdict:
