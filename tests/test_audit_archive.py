@@ -118,6 +118,17 @@ def test_several_archives_and_live_chain_verify(cat: Catalog) -> None:
     v = AuditLog(cat).verify()
     assert v.ok, v.reason
     assert v.entries == HOURS + 5 + 5
+    # The quick check reads the newest archive only, and still sees it altered.
+    v = AuditLog(cat).verify(newest_archive_only=True)
+    assert v.ok and v.entries == HOURS + 5 + 5, v.reason
+    files = list_archives(archive_dir(cat.path))
+    files[0][2].write_bytes(b"junk")
+    assert AuditLog(cat).verify(newest_archive_only=True).ok
+    assert not AuditLog(cat).verify().ok
+    newest = files[-1][2]
+    newest.write_bytes(gzip.compress(gzip.decompress(newest.read_bytes()), compresslevel=1))
+    v = AuditLog(cat).verify(newest_archive_only=True)
+    assert not v.ok and "SHA-256" in (v.reason or "")
     # The catalog hands the freed pages back (incremental vacuum is switched on).
     assert int(cat.query("PRAGMA auto_vacuum")[0][0]) == 2
 
@@ -244,9 +255,10 @@ def test_cli_seal_verify_export(tmp_path: Path, cat: Catalog) -> None:
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["entries"] == HOURS
     assert tombstones(cat) == []
-    r = run("audit", "verify", "--config", str(cfg), "--json")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert json.loads(r.stdout)["entries"] == HOURS + 1
+    for quick in ([], ["--quick"]):
+        r = run("audit", "verify", "--config", str(cfg), "--json", *quick)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert json.loads(r.stdout)["entries"] == HOURS + 1
     r = run("audit", "export", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
     exported = [json.loads(line) for line in r.stdout.splitlines()]

@@ -25,7 +25,7 @@ from edge_agent.store.audit_archive import ArchiveError, AuditArchiver
 def _verify(args: argparse.Namespace) -> int:
     cat = open_catalog_for_cli(args.config)
     try:
-        verdict = AuditLog(cat).verify()
+        verdict = AuditLog(cat).verify(newest_archive_only=args.quick)
     finally:
         cat.close()
     if args.json:
@@ -111,6 +111,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_config_arg(p)
     add_json_arg(p)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="read only the newest archive (the link to the live chain), not all of them",
+    )
     p = add_command(
         group,
         "export",

@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -141,11 +141,14 @@ class ArchiveRead:
     """Filled in while :func:`read_archive` is consumed."""
 
     header: dict[str, Any]
+    file: IO[bytes]  # closed by the iterator at its end, or by the caller who stops early
     sha256: str = ""
     tombstones: int = 0
 
 
-def read_archive(path: Path, *, want_tombstones: bool = False) -> tuple[ArchiveRead, Iterator[Any]]:
+def read_archive(
+    path: Path, *, want_tombstones: bool = False
+) -> tuple[ArchiveRead, Generator[Any, None, None]]:
     """Open ``path``; the iterator yields AuditEntry (and tombstone dicts if asked).
 
     Raises ArchiveError for anything that is not a whole archive of this format
@@ -162,9 +165,9 @@ def read_archive(path: Path, *, want_tombstones: bool = False) -> tuple[ArchiveR
     except (OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
         fh.close()
         raise ArchiveError(None, f"archive {path.name} is unreadable ({exc})") from None
-    info = ArchiveRead(header)
+    info = ArchiveRead(header, fh)
 
-    def rows() -> Iterator[Any]:
+    def rows() -> Generator[Any, None, None]:
         try:
             for line in text:
                 doc = json.loads(line)
@@ -391,18 +394,29 @@ class AuditArchiver:
         return max(0, before - after)
 
 
-def archived_entries(catalog: Catalog) -> tuple[Iterator[AuditEntry], dict[str, str]]:
-    """Entries of every applied archive in chain order, and file name -> SHA-256.
+def archived_entries(
+    catalog: Catalog, *, newest_only: bool = False
+) -> tuple[Iterator[AuditEntry], dict[str, str], tuple[int, str]]:
+    """Entries of the applied archives in chain order, file name -> SHA-256, and
+    the (seq, hash) the first yielded entry follows.
 
     The map fills in as the iterator is consumed. Archives beyond the sealed
     anchor are pending (their rows are still live) and are left out.
+    ``newest_only`` reads just the newest archive: the link from the live chain
+    to the archives, in a time that does not grow with the history.
     """
-    sealed_seq, sealed_hash = sealed_point(catalog)
+    sealed_seq, _ = sealed_point(catalog)
     files = [a for a in list_archives(archive_dir(catalog.path)) if a[0] <= sealed_seq]
     hashes: dict[str, str] = {}
+    start = (0, GENESIS_HASH)
+    if newest_only and files:
+        files = files[-1:]
+        info, _ = read_archive(files[0][2])
+        info.file.close()
+        start = (files[0][0] - 1, str(info.header.get("prev_hash")))
 
     def walk() -> Iterator[AuditEntry]:
-        expected = 1
+        expected = start[0] + 1
         for first, last, path in files:
             if first != expected:
                 raise ArchiveError(
@@ -426,6 +440,5 @@ def archived_entries(catalog: Catalog) -> tuple[Iterator[AuditEntry], dict[str, 
                 f"entries {expected}..{sealed_seq} are sealed but no archive holds them "
                 "(an archive file was removed)",
             )
-        _ = sealed_hash  # the chain walk checks the live link against the last hash
 
-    return walk(), hashes
+    return walk(), hashes, start
