@@ -197,7 +197,6 @@ def main() -> int:
             q = audit.verify(newest_archive_only=True)
             quick = (time.perf_counter() - t0) * 1000
             assert v.ok and q.ok, (v.reason, q.reason)
-            jan, seals = [], []
             live = cat.query("SELECT COUNT(*) FROM recordings")[0][0]
             arows = cat.query("SELECT COUNT(*) FROM audit")[0][0]
             size = du([cat_path, cat_path.with_name(cat_path.name + "-wal")])
@@ -209,6 +208,7 @@ def main() -> int:
                 f"| {tel:.2f} | {ver:.2f} | {quick:.0f} |",
                 flush=True,
             )
+            jan, seals = [], []
     print(f"# wall time {time.perf_counter() - t_start:.0f} s; built in {base}")
     cat.close()
     shutil.rmtree(base, ignore_errors=True)
