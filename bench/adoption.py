@@ -1,0 +1,274 @@
+"""A backlog of files: N camera files dropped into a watched folder at once (issue #23 item 2).
+
+    python bench/adoption.py [--files 500] [--seconds 10] [--dir /fast/disk] [--big-gb 1]
+
+Inputs: ``--files`` distinct 720p H.264 + AAC MP4 files of ``--seconds`` each,
+made once with PyAV and cached in ``/tmp/edge-agent-adoption-cache`` (one
+encode, then a stream copy per file with its own title tag, so every file has
+its own hash). Each contender gets a fresh copy of the backlog on the same
+file system and the page cache is flushed (``sync``) before its clock starts.
+
+1. agent: the real :class:`FolderAdopter` with inotify on the folder; files are
+   renamed into it at once; the clock stops when every one is catalogued
+   (hash, audio removed, fsync, audit entry, event) and its source removed.
+2. shell: per file ``ffprobe``, ``ffmpeg -c copy -an``, ``sha256sum``, ``sync``
+   and ``rm`` of the source, one ``bash -c`` per file.
+3. minimum: per file ``shutil.copyfile`` + SHA-256 over the copy + ``fsync``
+   + unlink of the source, in one Python process (C-speed copy and hash).
+
+Prints files/s of each and the ratios (goals: agent >= 5x shell, >= 0.8x
+minimum). ``--big-gb`` adds one file of that size (a long 720p recording made
+by stream-copying the cached input end to end) adopted alone, with the time
+split (SHA-256 of the source, copy + fsync, total) and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import av  # noqa: E402
+
+from edge_agent.core.model import NOTICE_PERIODS, Purpose, Site  # noqa: E402
+from edge_agent.intake.adopter import FolderAdopter, WatchSpec  # noqa: E402
+from edge_agent.intake.intake import Intake, IntakeSettings, Origin, Outcome  # noqa: E402
+from edge_agent.store.catalog import Catalog  # noqa: E402
+from tests.mediagen import make_video  # noqa: E402
+
+CACHE = Path("/tmp/edge-agent-adoption-cache")
+ORIGIN = Origin(
+    location="lobby", site=Site.PREMISES, audio_room=False, signage=True, purpose=Purpose.SECURITY
+)
+
+
+def base_file(seconds: float) -> Path:
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"base-{seconds:g}s.mp4"
+    if not path.exists():
+        print(f"encoding {seconds:g} s of 720p H.264 + AAC once ...", file=sys.stderr)
+        tmp = path.with_suffix(".tmp.mp4")
+        make_video(tmp, seconds=seconds, size=(1280, 720), audio="aac", bit_rate=4_000_000)
+        tmp.rename(path)
+    return path
+
+
+def variant(base: Path, i: int) -> Path:
+    """``base`` stream-copied with its own title: same media, its own hash."""
+    path = CACHE / f"{base.stem}-{i:04d}.mp4"
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".tmp.mp4")
+    with av.open(str(base)) as src, av.open(str(tmp), "w", format="mp4") as dst:
+        dst.metadata["title"] = f"camera file {i}"
+        dst.metadata["creation_time"] = "2026-11-30T10:00:00Z"
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for pkt in src.demux():
+            if pkt.dts is None:
+                continue
+            pkt.stream = streams[pkt.stream.index]
+            dst.mux(pkt)
+    tmp.rename(path)
+    return path
+
+
+def stage(files: list[Path], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True)
+    out = []
+    for i, f in enumerate(files):
+        dst = folder / f"cam1_{i:04d}.mp4"
+        shutil.copyfile(f, dst)
+        out.append(dst)
+    subprocess.run(["sync"], check=True)
+    return out
+
+
+def intake_for(base: Path) -> Intake:
+    root = base / "rec"
+    cat = Catalog.open(base / "catalog.db", device_id="bench", storage_root=root)
+    settings = IntakeSettings(
+        device_id="bench",
+        storage_root=root,
+        quarantine_dir=base / "quarantine",
+        periods=NOTICE_PERIODS,
+    )
+    return Intake(cat, settings)
+
+
+async def agent_run(staged: list[Path], watch: Path, base: Path) -> float:
+    intake = intake_for(base)
+    watch.mkdir()
+    spec = WatchSpec(folder=watch, origin=ORIGIN, stable_seconds=0.2, poll_seconds=0.5)
+    adopter = FolderAdopter(spec, intake, now=lambda: datetime.now(UTC))
+    task = asyncio.create_task(adopter.run())
+    await asyncio.sleep(0.3)
+    t0 = time.perf_counter()
+    for p in staged:
+        os.rename(p, watch / p.name)
+    while adopter.stats.adopted + adopter.stats.quarantined < len(staged):
+        await asyncio.sleep(0.02)
+        if adopter.stats.errors:
+            raise RuntimeError(adopter.stats.last_error)
+    elapsed = time.perf_counter() - t0
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert adopter.stats.adopted == len(staged), adopter.stats
+    cat = intake.catalog
+    audits = cat.query("SELECT COUNT(*) FROM audit WHERE action='recording.added'")[0][0]
+    assert audits == len(staged), audits
+    cat.close()
+    return elapsed
+
+
+def shell_run(staged: list[Path], out: Path) -> float:
+    out.mkdir()
+    t0 = time.perf_counter()
+    for p in staged:
+        dst = out / p.name
+        script = (
+            f"ffprobe -v error -show_format -show_streams '{p}' > /dev/null && "
+            f"ffmpeg -v error -y -i '{p}' -map 0:v -c copy -an '{dst}' && "
+            f"sha256sum '{dst}' > /dev/null && sync && rm '{p}'"
+        )
+        subprocess.run(["bash", "-c", script], check=True)
+    return time.perf_counter() - t0
+
+
+def minimum_run(staged: list[Path], out: Path) -> float:
+    out.mkdir()
+    t0 = time.perf_counter()
+    for p in staged:
+        dst = out / p.name
+        shutil.copyfile(p, dst)
+        h = hashlib.sha256()
+        with open(dst, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+            os.fsync(fh.fileno())
+        os.unlink(p)
+    fd = os.open(out, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    return time.perf_counter() - t0
+
+
+def big_file(base: Path, gigabytes: float) -> Path:
+    path = CACHE / f"big-{gigabytes:g}g.mp4"
+    if path.exists():
+        return path
+    print(f"building a {gigabytes:g} GB recording by stream copy ...", file=sys.stderr)
+    target = int(gigabytes * 1e9)
+    tmp = path.with_suffix(".tmp.mp4")
+    with av.open(str(tmp), "w", format="mp4") as dst:
+        streams = None
+        offset: dict[int, int] = {}
+        written = 0
+        while written < target:
+            with av.open(str(base)) as src:
+                if streams is None:
+                    streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+                last: dict[int, int] = {}
+                for pkt in src.demux():
+                    if pkt.dts is None or pkt.pts is None:
+                        continue
+                    idx = pkt.stream.index
+                    pkt.pts += offset.get(idx, 0)
+                    pkt.dts += offset.get(idx, 0)
+                    last[idx] = max(last.get(idx, 0), pkt.pts + (pkt.duration or 0))
+                    written += pkt.size
+                    pkt.stream = streams[idx]
+                    dst.mux(pkt)
+                offset.update(last)
+    tmp.rename(path)
+    return path
+
+
+def big_run(src: Path, base: Path) -> None:
+    folder = base / "big-in"
+    folder.mkdir()
+    staged = folder / "long.mp4"
+    shutil.copyfile(src, staged)
+    subprocess.run(["sync"], check=True)
+    size = staged.stat().st_size
+    t0 = time.perf_counter()
+    h = hashlib.sha256()
+    with open(staged, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    sha_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cp = base / "big-cp.mp4"
+    shutil.copyfile(staged, cp)
+    with open(cp, "rb") as fh:
+        os.fsync(fh.fileno())
+    cp_s = time.perf_counter() - t0
+    cp.unlink()
+    intake = intake_for(base / "big")
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    res = intake.adopt(staged, ORIGIN, datetime.now(UTC))
+    total = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert res.outcome is Outcome.ADOPTED, res
+    intake.catalog.close()
+    print(f"\none {size / 1e9:.2f} GB file:")
+    print("| step | seconds |")
+    print("|---|---|")
+    print(f"| SHA-256 of the source alone (hashlib) | {sha_s:.2f} |")
+    print(f"| copy + fsync alone (shutil.copyfile) | {cp_s:.2f} |")
+    print(f"| agent adoption, total | {total:.2f} |")
+    print(f"peak RSS of the process {rss / 1024:.0f} MiB (before adoption {rss0 / 1024:.0f} MiB)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--files", type=int, default=500)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--big-gb", type=float, default=0.0, help="also one file of this size")
+    ap.add_argument("--skip-shell", action="store_true")
+    args = ap.parse_args()
+    base_src = base_file(args.seconds)
+    files = [variant(base_src, i) for i in range(args.files)]
+    mb = sum(f.stat().st_size for f in files) / 1e6
+    work = Path(tempfile.mkdtemp(prefix="adoption-", dir=args.dir))
+    try:
+        print(f"# {args.files} files of {args.seconds:g} s 720p H.264+AAC, {mb:.0f} MB in all")
+        staged = stage(files, work / "a-stage")
+        agent_s = asyncio.run(agent_run(staged, work / "a-watch", work / "a"))
+        staged = stage(files, work / "m-stage")
+        min_s = minimum_run(staged, work / "m-out")
+        rows = [("agent (FolderAdopter)", agent_s), ("minimum (copy+sha256+fsync)", min_s)]
+        if not args.skip_shell:
+            staged = stage(files, work / "s-stage")
+            rows.append(
+                ("shell (ffprobe, ffmpeg -an, sha256sum, sync)", shell_run(staged, work / "s-out"))
+            )
+        print("| contender | seconds | files/s | MB/s |")
+        print("|---|---|---|---|")
+        for name, s in rows:
+            print(f"| {name} | {s:.2f} | {args.files / s:.1f} | {mb / s:.0f} |")
+        print(f"agent / minimum: {min_s / agent_s:.2f}x (goal >= 0.8x)")
+        if not args.skip_shell:
+            print(f"agent / shell: {rows[2][1] / agent_s:.2f}x (goal >= 5x)")
+        if args.big_gb:
+            big_run(big_file(base_src, args.big_gb), work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
