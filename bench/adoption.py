@@ -109,7 +109,7 @@ def intake_for(base: Path) -> Intake:
 
 async def agent_run(staged: list[Path], watch: Path, base: Path) -> float:
     intake = intake_for(base)
-    watch.mkdir()
+    os.mkdir(watch)
     spec = WatchSpec(folder=watch, origin=ORIGIN, stable_seconds=0.2, poll_seconds=0.5)
     adopter = FolderAdopter(spec, intake, now=lambda: datetime.now(UTC))
     task = asyncio.create_task(adopter.run())

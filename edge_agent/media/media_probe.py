@@ -381,17 +381,24 @@ def scan_packets(path: Path) -> PacketScan:
         last_end = 0.0
         prev_video: float | None = None
         gap = 0.0
+        # One float per stream: Fraction arithmetic per packet was a third of an
+        # adoption's CPU (bench/adoption.py).
+        bases: dict[int, float | None] = {}
         for packet in container.demux(streams):
+            index = packet.stream.index
+            tb = bases.get(index, 0.0)
+            if tb == 0.0:
+                tb = bases[index] = None if packet.time_base is None else float(packet.time_base)
             stamp = packet.pts if packet.pts is not None else packet.dts
-            if stamp is None or packet.time_base is None:
+            if stamp is None or tb is None:
                 if packet.size:
-                    count += packet.stream.index in video_ids
+                    count += index in video_ids
                 continue
-            sec = float(stamp * packet.time_base)
-            end = sec + float((packet.duration or 0) * packet.time_base)
-            first = sec if first is None else min(first, sec)
-            last_end = max(last_end, end)
-            if packet.stream.index in video_ids:
+            sec = stamp * tb
+            end = sec + (packet.duration or 0) * tb
+            first = sec if first is None or sec < first else first
+            last_end = end if end > last_end else last_end
+            if index in video_ids:
                 count += 1
                 if prev_video is not None:
                     gap = max(gap, abs(sec - prev_video))
