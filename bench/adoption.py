@@ -27,15 +27,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import itertools
 import os
 import resource
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -164,6 +168,104 @@ def minimum_run(staged: list[Path], out: Path) -> float:
     return time.perf_counter() - t0
 
 
+CAMERA = "testsrc://?size=1280x720&rate=25&bitrate=2M&gop=2"
+
+
+def daemon_run(files: list[Path], base: Path, segment_s: float = 2.0) -> None:
+    """The real daemon recording two cameras while the backlog drains through its watch.
+
+    Segment timing per camera from the catalog: length, gap to the previous
+    segment and filing delay (row added_at minus segment end), before and during
+    the drain.
+    """
+    watch, root = base / "watch", base / "rec"
+    watch.mkdir(parents=True)
+    cfg = base / "config.toml"
+    lines = [
+        "[device]", 'id = "bench"', 'hw_profile = "generic-linux"',
+        "[storage]", f'root = "{root}"', f'catalog = "{base / "catalog.db"}"',
+        'free_space_floor = "1MiB"',
+        "[[locations]]", 'id = "gate"', 'kind = "premises"', "signage = true",
+    ]  # fmt: skip
+    for cam in ("cam-1", "cam-2"):
+        lines += [
+            "[[sources]]", f'id = "{cam}"', f'url = "{CAMERA}"', 'location = "gate"',
+            'purpose = "security"', f"segment_seconds = {segment_s:g}",
+        ]  # fmt: skip
+    lines += [
+        "[[watch]]", f'path = "{watch}"', 'location = "gate"', 'purpose = "security"',
+        "stable_seconds = 0.5",
+    ]  # fmt: skip
+    cfg.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    staged = stage(files, base / "stage")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "edge_agent", "run", "--config", str(cfg)]
+    log_fh = open(base / "agent.log", "wb")  # noqa: SIM115 - closed with the agent
+    agent = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log_fh)
+    db = base / "catalog.db"
+    try:
+        time.sleep(12.0)  # cameras running, a few segments filed
+        t_drop = time.time()
+        t0 = time.perf_counter()
+        for p in staged:
+            os.rename(p, watch / p.name)
+        adopted = 0
+        while adopted < len(staged):
+            time.sleep(0.2)
+            if agent.poll() is not None:
+                raise RuntimeError((base / "agent.log").read_text()[-2000:])
+            adopted = _count(db, "SELECT COUNT(*) FROM recordings WHERE source_id IS NULL")
+        drain_s = time.perf_counter() - t0
+        t_end = time.time()
+        time.sleep(2 * segment_s)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=60)
+        log_fh.close()
+    rows = _rows(
+        db,
+        'SELECT source_id, start, "end", added_at FROM recordings '
+        "WHERE source_id IS NOT NULL ORDER BY source_id, start",
+    )
+    rate = len(staged) / drain_s
+    print(f"\ndaemon with two 720p cameras ({segment_s:g} s segments): "
+          f"{len(staged)} files drained in {drain_s:.1f} s ({rate:.1f} files/s)")  # fmt: skip
+    print(
+        "| camera | window | segments | length min..max s | max gap s | filing delay p50 / max s |"
+    )
+    print("|---|---|---|---|---|---|")
+    for cam in ("cam-1", "cam-2"):
+        segs = [r for r in rows if r[0] == cam]
+        for label, lo, hi in (("before", 0.0, t_drop), ("during drain", t_drop, t_end)):
+            w = [r for r in segs if lo <= r[2] < hi]
+            if not w:
+                print(f"| {cam} | {label} | 0 | - | - | - |")
+                continue
+            lengths = [r[2] - r[1] for r in w]
+            gaps = [b[1] - a[2] for a, b in itertools.pairwise(w)] or [0.0]
+            delays = sorted(r[3] - r[2] for r in w)
+            p50, worst = delays[len(delays) // 2], delays[-1]
+            print(f"| {cam} | {label} | {len(w)} | {min(lengths):.2f}..{max(lengths):.2f} "
+                  f"| {max(gaps):.2f} | {p50:.2f} / {worst:.2f} |")  # fmt: skip
+
+
+def _count(db: Path, sql: str) -> int:
+    return int(_rows(db, sql)[0][0])
+
+
+def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    except sqlite3.OperationalError:
+        return [(0,)]
+    try:
+        return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return [(0,)]
+    finally:
+        conn.close()
+
+
 def big_file(base: Path, gigabytes: float) -> Path:
     path = CACHE / f"big-{gigabytes:g}g.mp4"
     if path.exists():
@@ -239,6 +341,9 @@ def main() -> int:
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--big-gb", type=float, default=0.0, help="also one file of this size")
     ap.add_argument("--skip-shell", action="store_true")
+    ap.add_argument(
+        "--cameras", action="store_true", help="also drain through the daemon recording two cameras"
+    )
     args = ap.parse_args()
     base_src = base_file(args.seconds)
     files = [variant(base_src, i) for i in range(args.files)]
@@ -263,6 +368,8 @@ def main() -> int:
         print(f"agent / minimum: {min_s / agent_s:.2f}x (goal >= 0.8x)")
         if not args.skip_shell:
             print(f"agent / shell: {rows[2][1] / agent_s:.2f}x (goal >= 5x)")
+        if args.cameras:
+            daemon_run(files, work / "d")
         if args.big_gb:
             big_run(big_file(base_src, args.big_gb), work)
     finally:
