@@ -271,3 +271,27 @@ def test_cli_seal_verify_export(tmp_path: Path, cat: Catalog) -> None:
     r = run("audit", "export", "--config", str(cfg))
     assert r.returncode == 1
     assert "damaged" in r.stderr
+
+
+def test_sealer_waits_for_a_trusted_clock_and_a_period(cat: Catalog) -> None:
+    from edge_agent.core.model import Period
+    from edge_agent.retention.audit_sealing import AuditSealer
+
+    now = T0 + timedelta(days=31, hours=10)
+    trusted = False
+    sealer = AuditSealer(
+        cat, Period.parse("31d"), now=lambda: now, clock_trusted=lambda: trusted, interval=0.01
+    )
+    assert sealer.seal_once() is None
+    assert live_seqs(cat)[0] == 1
+    trusted = True
+    res = sealer.seal_once()
+    assert res is not None and res.entries == 10  # hours 0..9 are older than 31 days
+    assert AuditSealer(cat, None, now=lambda: now, clock_trusted=lambda: True).seal_once() is None
+
+
+def test_accountability_period_config(tmp_path: Path) -> None:
+    from edge_agent.config.config import load_config
+
+    cfg = load_config(write_config(tmp_path))
+    assert str(cfg.retention.accountability_period) == "30d"
