@@ -157,8 +157,7 @@ class Intake:
             return IntakeResult(Outcome.REFUSED, shown, opened)
         try:
             sha = opened.sha256()
-            probe = media.probe(opened.proc, max_streams=self.settings.max_streams)
-            scan = media.scan_packets(opened.proc)
+            probe, scan = media.probe_and_scan(opened.proc, max_streams=self.settings.max_streams)
         except OSError as exc:
             if _transient(exc):
                 opened.close()
