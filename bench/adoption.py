@@ -271,28 +271,12 @@ def big_file(base: Path, gigabytes: float) -> Path:
     if path.exists():
         return path
     print(f"building a {gigabytes:g} GB recording by stream copy ...", file=sys.stderr)
-    target = int(gigabytes * 1e9)
+    copies = max(1, round(gigabytes * 1e9 / base.stat().st_size))
+    listing = CACHE / "big-list.txt"
+    listing.write_text(f"file '{base}'\n" * copies, encoding="utf-8")
     tmp = path.with_suffix(".tmp.mp4")
-    with av.open(str(tmp), "w", format="mp4") as dst:
-        streams = None
-        offset: dict[int, int] = {}
-        written = 0
-        while written < target:
-            with av.open(str(base)) as src:
-                if streams is None:
-                    streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
-                last: dict[int, int] = {}
-                for pkt in src.demux():
-                    if pkt.dts is None or pkt.pts is None:
-                        continue
-                    idx = pkt.stream.index
-                    pkt.pts += offset.get(idx, 0)
-                    pkt.dts += offset.get(idx, 0)
-                    last[idx] = max(last.get(idx, 0), pkt.pts + (pkt.duration or 0))
-                    written += pkt.size
-                    pkt.stream = streams[idx]
-                    dst.mux(pkt)
-                offset.update(last)
+    cmd = ["ffmpeg", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing)]
+    subprocess.run([*cmd, "-c", "copy", str(tmp)], check=True)
     tmp.rename(path)
     return path
 
