@@ -53,8 +53,9 @@ FORMAT = "edge-agent-audit-archive/1"
 SEALED_ACTION = "audit.sealed"
 ACTOR = "audit-archive"
 # An archive holds at most this many entries: bounded memory when reading one,
-# bounded transaction when removing its rows (a day of eight cameras is ~23,000).
-MAX_ENTRIES = 50_000
+# bounded transaction when removing its rows (a day of eight cameras is ~23,000;
+# as Python objects 20,000 entries take tens of MB while they are sealed).
+MAX_ENTRIES = 20_000
 _NAME_RE = re.compile(r"^audit-(\d{12})-(\d{12})\.jsonl\.gz$")
 _GZIP_LEVEL = 6
 
