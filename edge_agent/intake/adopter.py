@@ -147,31 +147,37 @@ class FolderAdopter:
         # backlog keeps both cores busy (bench/adoption.py). Its readiness is checked
         # just before its read starts, as before.
         todo = iter(paths)
-        upcoming = await self._start_next(todo, force)
+        unread: list[asyncio.Future[Examined | IntakeResult]] = []  # started, not yet adopted
         try:
+            upcoming = await self._start_next(todo, force, unread)
             while upcoming is not None:
                 path, ident, reading = upcoming
-                upcoming = None
-                upcoming = await self._start_next(todo, force)
+                upcoming = await self._start_next(todo, force, unread)
+                unread.remove(reading)
                 result = await self._adopt(path, ident, reading)
                 if result is not None:
                     results.append(result)
         finally:
-            if upcoming is not None:  # cancelled: the read in flight is waited for and closed
+            # Cancelled: each read still in flight is waited for (it may write to the
+            # catalog, see _in_thread) and the source it opened is closed.
+            for fut in unread:
                 with contextlib.suppress(BaseException):
-                    found = await upcoming[2]
-                    if isinstance(found, Examined):
-                        found.close()
+                    _close_examined(await asyncio.shield(fut))
         return results
 
     async def _start_next(
-        self, todo: Iterator[Path], force: bool
+        self,
+        todo: Iterator[Path],
+        force: bool,
+        unread: list[asyncio.Future[Examined | IntakeResult]],
     ) -> tuple[Path, tuple[int, int, int, int], asyncio.Future[Examined | IntakeResult]] | None:
         for path in todo:
             ident = await asyncio.to_thread(self._ready, path, force)
             if ident is None:
                 continue
-            return path, ident, self._read(path, ident)
+            reading = self._read(path, ident)
+            unread.append(reading)
+            return path, ident, reading
         return None
 
     def _read(
@@ -220,7 +226,7 @@ class FolderAdopter:
     ) -> IntakeResult | None:
         shown = display_name(path)
         try:
-            found = await (reading if reading is not None else self._read(path, ident))
+            found = await _finish_read(reading if reading is not None else self._read(path, ident))
             if isinstance(found, Examined):
                 result = await self._complete(found)
             else:
@@ -290,6 +296,23 @@ class FolderAdopter:
         if self._on_result is not None:
             self._on_result(result)
         return result
+
+
+def _close_examined(found: object) -> None:
+    if isinstance(found, Examined):
+        found.close()
+
+
+async def _finish_read(
+    reading: asyncio.Future[Examined | IntakeResult],
+) -> Examined | IntakeResult:
+    """The read's result; cancelled, the read is still waited for and its source closed."""
+    try:
+        return await asyncio.shield(reading)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            _close_examined(await reading)
+        raise
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
