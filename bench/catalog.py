@@ -3,7 +3,7 @@
     python bench/catalog.py [--rows 1000000] [--runs 9] [--dir /some/fast/disk]
 
 Builds a catalog in a temporary folder through the public bulk-insert API
-(``Catalog.add_recordings`` in big transactions: executemany plus the
+(``Catalog.recordings.add_many`` in big transactions: executemany plus the
 purpose-stats triggers), then reports the median of several runs of:
 
 - the retention sweep: the first 1000 due recordings (target <= 5 ms),
@@ -96,7 +96,7 @@ def build(cat: Catalog, rows: int, batch: int) -> float:
         chunk = [rec for _, rec in zip(range(batch), it, strict=False)]
         if not chunk:
             break
-        cat.add_recordings(chunk)
+        cat.recordings.add_many(chunk)
         done += len(chunk)
         rate = done / (time.perf_counter() - t0)
         print(f"\r  inserted {done:>9,} rows ({rate:,.0f} rows/s)", end="", file=sys.stderr)
@@ -137,7 +137,7 @@ def main() -> int:
         raw.row_factory = None
 
         def sweep_sql_only() -> list[tuple[object, ...]]:
-            # The same statement as due_for_deletion, without building Recording objects.
+            # The same statement as schedule.due (store/schedule.py), without Recordings.
             return raw.execute(
                 'SELECT id, path, location, purpose, site, audio, anonymized, start, "end", '
                 "time_source, device, policy_version, deadline, size, sha256, source_sha256, "
@@ -150,7 +150,7 @@ def main() -> int:
         cases: list[tuple[str, Callable[[], object], float, Callable[[object], str]]] = [
             (
                 "deadline sweep (first 1000 due)",
-                lambda: cat.due_for_deletion(now, limit=1000),
+                lambda: cat.schedule.due(now, limit=1000),
                 5.0,
                 lambda r: f"{len(r)} rows",  # type: ignore[arg-type]
             ),
@@ -162,25 +162,27 @@ def main() -> int:
             ),
             (
                 "next deadline",
-                cat.next_deadline,
+                cat.schedule.next_deadline,
                 5.0,
                 lambda r: str(r),
             ),
             (
                 "per-purpose summary",
-                cat.summary_by_purpose,
+                cat.recordings.summaries,
                 50.0,
                 lambda r: ", ".join(f"{p}={s.count:,}" for p, s in r.items()),  # type: ignore[attr-defined]
             ),
             (
                 "location + 1 h window lookup",
-                lambda: cat.overlapping("cam-03", window_start, window_start + timedelta(hours=1)),
+                lambda: cat.recordings.overlapping(
+                    "cam-03", window_start, window_start + timedelta(hours=1)
+                ),
                 10.0,
                 lambda r: f"{len(r)} rows",  # type: ignore[arg-type]
             ),
             (
                 "count by state",
-                cat.count_by_state,
+                cat.recordings.counts,
                 50.0,
                 lambda r: f"{sum(r.values()):,} rows",  # type: ignore[attr-defined]
             ),

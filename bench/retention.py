@@ -96,10 +96,10 @@ def catalogue(cat: Catalog, entries: list[tuple[str, datetime]]) -> None:
             )
         )
         if len(recs) == 50_000:
-            cat.add_recordings(recs)
+            cat.recordings.add_many(recs)
             recs = []
     if recs:
-        cat.add_recordings(recs)
+        cat.recordings.add_many(recs)
 
 
 def deletion_bench(base: Path, n: int, batch: int) -> tuple[float, float]:
@@ -143,19 +143,19 @@ def plan_bench(base: Path, rows: int, runs: int) -> None:
     print(f"building a {rows:,}-row catalog ...", file=sys.stderr)
     build_s = build_catalog(cat, rows, 50_000)
     now = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=60 * (rows // 12) + 3600)
-    holds = cat.list_holds()
+    holds = cat.holds.list()
     times, next_times = [], []
     p = None
     for _ in range(runs + 1):
         t0 = time.perf_counter()
-        page = cat.due_page(now, 500, 0)
+        page = cat.schedule.due_page(now, 500, 0)
         p = plan(page, holds, now, clock_trusted=True)
         times.append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
-        cat.next_deadline_after(now)
+        cat.schedule.next_deadline_after(now)
         next_times.append((time.perf_counter() - t0) * 1000)
     assert p is not None
-    due = cat.count_due(now)
+    due = cat.schedule.count_due(now)
     page_ms, next_ms = statistics.median(times[1:]), statistics.median(next_times[1:])
     print(f"plan at {rows:,} rows (built in {build_s:.0f} s, {due:,} due): first page of 500 "
           f"+ plan = {page_ms:.2f} ms median; next_deadline_after = {next_ms:.2f} ms; "

@@ -108,7 +108,7 @@ def record_day(
     for k in range(0, len(recs), 500):
         batch = recs[k : k + 500]
         with cat.transaction():
-            cat.add_recordings(batch)
+            cat.recordings.add_many(batch)
             items = []
             for r in batch:
                 event = {
@@ -133,8 +133,8 @@ def record_day(
 def telemetry_read(cat: Catalog, now: datetime) -> float:
     t0 = time.perf_counter()
     catalog_retention(cat, now)
-    cat.summary_by_purpose()
-    cat.count_by_state()
+    cat.recordings.summaries()
+    cat.recordings.counts()
     return time.perf_counter() - t0
 
 

@@ -63,7 +63,7 @@ def _launch_line(path: Path, audio: str) -> str:
 
 
 def serve(
-    port: int, mount: str, path: Path, audio: str, protocols: str = "any"
+    port: int, mount: str, path: Path, audio: str, protocols: str = "any", user: str = ""
 ) -> None:  # pragma: no cover
     import gi
 
@@ -82,6 +82,20 @@ def serve(
     if protocols != "any":
         lower = GstRtsp.RTSPLowerTrans
         factory.set_protocols(lower.UDP if protocols == "udp" else lower.TCP)
+    if user:
+        # Basic auth like a camera with a password: a wrong one gets 401.
+        name, _, password = user.partition(":")
+        auth = GstRtspServer.RTSPAuth()
+        token = GstRtspServer.RTSPToken()
+        # set_string, not writable_structure(): PyGObject hands back a copy of that.
+        token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(name, password), token)
+        server.set_auth(auth)
+        factory.add_role_from_structure(
+            Gst.Structure.new_from_string(
+                "viewer, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
+            )
+        )
     server.get_mount_points().add_factory(mount, factory)
     if server.attach(None) == 0:
         print(f"cannot listen on 127.0.0.1:{port}", file=sys.stderr)
@@ -115,11 +129,13 @@ def start(
     mount: str = "/cam",
     audio: bool | str = True,
     protocols: str = "any",
+    user: str = "",
 ) -> subprocess.Popen[str]:
     """Spawn the server and wait until it listens; the caller kills it.
 
     ``protocols`` is ``any``, ``udp`` (plain unicast UDP only) or ``tcp`` (interleaved only);
-    ``audio`` is one of :data:`AUDIO` (True: ``aac``, False: ``none``).
+    ``audio`` is one of :data:`AUDIO` (True: ``aac``, False: ``none``); ``user``
+    (``name:password``) makes the server ask for Basic authentication.
     """
     kind = audio if isinstance(audio, str) else ("aac" if audio else "none")
     if kind not in AUDIO:
@@ -138,6 +154,7 @@ def start(
             str(path),
             *("--audio", kind),
             *("--protocols", protocols),
+            *(("--user", user) if user else ()),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -159,8 +176,9 @@ def main() -> None:  # pragma: no cover
     ap.add_argument("--file", type=Path, required=True)
     ap.add_argument("--audio", choices=AUDIO, default="aac")
     ap.add_argument("--protocols", choices=PROTOCOLS, default="any")
+    ap.add_argument("--user", default="", help="name:password for Basic authentication")
     args = ap.parse_args()
-    serve(args.port, args.path, args.file.resolve(), args.audio, args.protocols)
+    serve(args.port, args.path, args.file.resolve(), args.audio, args.protocols, args.user)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ async def test_adopts_complete_files_and_skips_open_ones(setup, use_inotify: boo
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert len(cat.list_recordings()) == 2
+    assert len(cat.recordings.list()) == 2
     assert adopter.stats.adopted == 2 and adopter.stats.quarantined == 1
 
 
@@ -120,7 +120,7 @@ async def test_files_present_at_start_are_adopted(setup) -> None:
     )
     first = await adopter.pass_once(force=True)
     assert [r.outcome for r in first] == [Outcome.ADOPTED]
-    assert len(cat.list_recordings()) == 1
+    assert len(cat.recordings.list()) == 1
 
 
 async def test_a_backlog_is_read_ahead_and_filed_in_order(setup) -> None:
@@ -136,7 +136,7 @@ async def test_a_backlog_is_read_ahead_and_filed_in_order(setup) -> None:
     )
     got = await adopter.pass_once(force=True)
     assert sorted(str(r.outcome) for r in got) == ["adopted"] * 6 + ["quarantined"]
-    assert len(cat.list_recordings()) == 6
+    assert len(cat.recordings.list()) == 6
     assert list(drop.iterdir()) == []
 
 
@@ -169,7 +169,7 @@ async def test_cancelled_pass_closes_the_read_in_flight(setup) -> None:
     after = _open_files()
     assert not [p for p in after - before if p.endswith(".mkv")], after - before
     rest = await adopter.pass_once(force=True)
-    assert len(cat.list_recordings()) == 3, rest
+    assert len(cat.recordings.list()) == 3, rest
 
 
 def _write_config(tmp: Path) -> Path:

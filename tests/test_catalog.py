@@ -31,10 +31,10 @@ from edge_agent.store.catalog import (
     Catalog,
     CatalogError,
     CatalogMismatch,
-    PurposeStats,
     UnknownRecord,
 )
 from edge_agent.store.outbox_store import Outbox
+from edge_agent.store.recordings import PurposeStats
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -117,19 +117,18 @@ def test_recording_round_trip(cat: Catalog) -> None:
         source_id="cam-1",
         source_sha256="e" * 64,
     )
-    cat.add_recording(r)
-    assert cat.get_recording("abc") == r
-    assert cat.find_by_path("lab/2024/x.mkv") == r
-    assert cat.find_by_sha256("f" * 64) == r
-    assert cat.find_by_source_sha256("e" * 64) == r
-    assert cat.get_recording("nope") is None
+    cat.recordings.add(r)
+    assert cat.recordings.get("abc") == r
+    assert cat.recordings.find_by_path("lab/2024/x.mkv") == r
+    assert cat.recordings.find_by_source_sha256("e" * 64) == r
+    assert cat.recordings.get("nope") is None
     with pytest.raises(sqlite3.IntegrityError):
-        cat.add_recording(dataclasses.replace(r, id="other"))  # same path
+        cat.recordings.add(dataclasses.replace(r, id="other"))  # same path
 
 
 def test_naive_datetime_refused(cat: Catalog) -> None:
     with pytest.raises(ValueError, match="naive"):
-        cat.due_for_deletion(datetime(2024, 1, 1))
+        cat.schedule.due(datetime(2024, 1, 1))
 
 
 def test_hold_round_trip_and_release(cat: Catalog) -> None:
@@ -152,32 +151,32 @@ def test_hold_round_trip_and_release(cat: Catalog) -> None:
         window_end=T0 + timedelta(days=1),
         expires=T0 + timedelta(days=90),
     )
-    cat.add_hold(h1)
-    cat.add_hold(h2)
-    assert cat.get_hold("h1") == h1
-    assert cat.get_hold("h2") == h2
-    assert cat.list_holds() == [h1, h2]
-    cat.set_hold_expiry("h2", T0 + timedelta(days=120))
-    assert cat.get_hold("h2").expires == T0 + timedelta(days=120)  # type: ignore[union-attr]
-    cat.release_hold("h1", by="carol", reason="closed", at=T0 + timedelta(days=2))
-    assert [h.id for h in cat.list_holds()] == ["h2"]
-    released = cat.get_hold("h1")
+    cat.holds.add(h1)
+    cat.holds.add(h2)
+    assert cat.holds.get("h1") == h1
+    assert cat.holds.get("h2") == h2
+    assert cat.holds.list() == [h1, h2]
+    cat.holds.set_expiry("h2", T0 + timedelta(days=120))
+    assert cat.holds.get("h2").expires == T0 + timedelta(days=120)  # type: ignore[union-attr]
+    cat.holds.release("h1", by="carol", reason="closed", at=T0 + timedelta(days=2))
+    assert [h.id for h in cat.holds.list()] == ["h2"]
+    released = cat.holds.get("h1")
     assert released is not None and released.released_by == "carol"
     assert released.released_at == T0 + timedelta(days=2)
-    assert [h.id for h in cat.list_holds(include_released=True)] == ["h1", "h2"]
+    assert [h.id for h in cat.holds.list(include_released=True)] == ["h1", "h2"]
     with pytest.raises(UnknownRecord, match="no open hold"):
-        cat.release_hold("h1", by="x", reason="again", at=T0)
+        cat.holds.release("h1", by="x", reason="again", at=T0)
 
 
 def test_requests(cat: Catalog) -> None:
     req = EraseRequest("REF-1", "gate", T0, T0 + timedelta(hours=1), RequestMode.RESTRICT)
-    cat.add_request(req, dry_run=True, receipt={"would_touch": ["r1"]}, at=T0)
-    cat.add_request(req, dry_run=False, receipt={"touched": ["r1"]}, at=T0)
-    stored = cat.list_requests()
+    cat.requests.add(req, dry_run=True, receipt={"would_touch": ["r1"]}, at=T0)
+    cat.requests.add(req, dry_run=False, receipt={"touched": ["r1"]}, at=T0)
+    stored = cat.requests.list()
     assert [s.dry_run for s in stored] == [True, False]
     assert stored[0].request == req
     assert stored[1].receipt == {"touched": ["r1"]}
-    assert cat.list_requests(ref="nope") == []
+    assert cat.requests.list(ref="nope") == []
 
 
 def test_due_for_deletion_ordering(cat: Catalog) -> None:
@@ -186,25 +185,25 @@ def test_due_for_deletion_ordering(cat: Catalog) -> None:
         rec(i, deadline=None if d is None else T0 + timedelta(hours=d))
         for i, d in enumerate(deadlines)
     ]
-    cat.add_recordings(recs)
-    cat.set_state("r000005", RecState.RESTRICTED)
-    cat.set_state("r000004", RecState.DELETED, reason="retention", at=T0)
-    due = cat.due_for_deletion(T0 + timedelta(hours=4))
+    cat.recordings.add_many(recs)
+    cat.recordings.set_state("r000005", RecState.RESTRICTED)
+    cat.recordings.set_state("r000004", RecState.DELETED, reason="retention", at=T0)
+    due = cat.schedule.due(T0 + timedelta(hours=4))
     assert [r.id for r in due] == ["r000001", "r000002", "r000005"]
-    assert [r.id for r in cat.due_for_deletion(T0 + timedelta(hours=9), limit=2)] == [
+    assert [r.id for r in cat.schedule.due(T0 + timedelta(hours=9), limit=2)] == [
         "r000001",
         "r000002",
     ]
-    assert cat.next_deadline() == T0 + timedelta(hours=1)
-    cat.set_deadline("r000001", None)
-    assert cat.next_deadline() == T0 + timedelta(hours=3)
+    assert cat.schedule.next_deadline() == T0 + timedelta(hours=1)
+    cat.recordings.set_deadline("r000001", None)
+    assert cat.schedule.next_deadline() == T0 + timedelta(hours=3)
     with pytest.raises(UnknownRecord):
-        cat.set_deadline("missing", None)
+        cat.recordings.set_deadline("missing", None)
 
 
 def test_overlapping_closed_intervals(cat: Catalog) -> None:
     # a: [0, 60]  b: [60, 120]  c: [200, 260]  d: long [-3600, 30], elsewhere: other place
-    cat.add_recordings(
+    cat.recordings.add_many(
         [
             rec(1, start=T0, seconds=60),
             rec(2, start=T0 + timedelta(seconds=60), seconds=60),
@@ -217,7 +216,9 @@ def test_overlapping_closed_intervals(cat: Catalog) -> None:
     def ids(a: float, b: float) -> list[str]:
         return [
             r.id
-            for r in cat.overlapping("gate", T0 + timedelta(seconds=a), T0 + timedelta(seconds=b))
+            for r in cat.recordings.overlapping(
+                "gate", T0 + timedelta(seconds=a), T0 + timedelta(seconds=b)
+            )
         ]
 
     assert ids(60, 60) == ["r000001", "r000002"]  # touching both edges
@@ -227,15 +228,15 @@ def test_overlapping_closed_intervals(cat: Catalog) -> None:
     assert ids(30, 30) == ["r000004", "r000001"]
     assert ids(31, 59) == ["r000001"]
     assert ids(260.5, 999) == []
-    cat.set_state("r000001", RecState.DELETED)
+    cat.recordings.set_state("r000001", RecState.DELETED)
     assert ids(31, 59) == []
-    assert [r.id for r in cat.overlapping("gate", T0, T0, states=(RecState.DELETED,))] == [
-        "r000001"
-    ]
+    assert [
+        r.id for r in cat.recordings.overlapping("gate", T0, T0, states=(RecState.DELETED,))
+    ] == ["r000001"]
 
 
 def test_list_recordings_filters(cat: Catalog) -> None:
-    cat.add_recordings(
+    cat.recordings.add_many(
         [
             rec(1),
             rec(2, purpose=Purpose.RND, location="lab"),
@@ -243,36 +244,36 @@ def test_list_recordings_filters(cat: Catalog) -> None:
             rec(4),
         ]
     )
-    assert [r.id for r in cat.list_recordings()] == ["r000001", "r000002", "r000004"]
-    assert [r.id for r in cat.list_recordings(states=None)] == [
+    assert [r.id for r in cat.recordings.list()] == ["r000001", "r000002", "r000004"]
+    assert [r.id for r in cat.recordings.list(states=None)] == [
         "r000001",
         "r000002",
         "r000003",
         "r000004",
     ]
-    assert [r.id for r in cat.list_recordings(location="lab")] == ["r000002"]
-    assert [r.id for r in cat.list_recordings(purpose=Purpose.RND)] == ["r000002"]
+    assert [r.id for r in cat.recordings.list(location="lab")] == ["r000002"]
+    assert [r.id for r in cat.recordings.list(purpose=Purpose.RND)] == ["r000002"]
     since = T0 + timedelta(minutes=3, seconds=30)
-    assert [r.id for r in cat.list_recordings(since=since, states=None)] == ["r000003", "r000004"]
+    assert [r.id for r in cat.recordings.list(since=since, states=None)] == ["r000003", "r000004"]
     until = T0 + timedelta(minutes=2)
-    assert [r.id for r in cat.list_recordings(until=until)] == ["r000001", "r000002"]
-    assert [r.id for r in cat.list_recordings(states=None, limit=1)] == ["r000001"]
+    assert [r.id for r in cat.recordings.list(until=until)] == ["r000001", "r000002"]
+    assert [r.id for r in cat.recordings.list(states=None, limit=1)] == ["r000001"]
 
 
 def test_set_state_records_deletion(cat: Catalog) -> None:
-    cat.add_recording(rec(1))
-    cat.set_state("r000001", RecState.DELETING, reason="retention")
-    cat.set_state("r000001", RecState.DELETED, reason="retention", at=T0)
+    cat.recordings.add(rec(1))
+    cat.recordings.set_state("r000001", RecState.DELETING, reason="retention")
+    cat.recordings.set_state("r000001", RecState.DELETED, reason="retention", at=T0)
     row = cat.conn.execute(
         "SELECT state, deleted_at, delete_reason FROM recordings WHERE id='r000001'"
     ).fetchone()
     assert tuple(row) == ("deleted", T0.timestamp(), "retention")
     with pytest.raises(UnknownRecord, match="no recording with id 'zzz'"):
-        cat.set_state("zzz", RecState.DELETED)
+        cat.recordings.set_state("zzz", RecState.DELETED)
 
 
 def test_summary_and_counts(cat: Catalog) -> None:
-    cat.add_recordings(
+    cat.recordings.add_many(
         [
             rec(1, size=10),
             rec(2, size=20, purpose=Purpose.RND),
@@ -280,11 +281,11 @@ def test_summary_and_counts(cat: Catalog) -> None:
             rec(4, size=80, state=RecState.DELETED),
         ]
     )
-    summary = cat.summary_by_purpose()
+    summary = cat.recordings.summaries()
     assert summary[Purpose.SECURITY] == PurposeStats(2, 50, T0 + timedelta(minutes=1))
     assert summary[Purpose.RND] == PurposeStats(1, 20, T0 + timedelta(minutes=2))
     assert summary[Purpose.MARKETING] == PurposeStats(0, 0, None)
-    counts = cat.count_by_state()
+    counts = cat.recordings.counts()
     assert counts[RecState.ACTIVE] == 2
     assert counts[RecState.RESTRICTED] == 1
     assert counts[RecState.DELETED] == 1
@@ -318,10 +319,10 @@ def test_purpose_stats_match_group_by(
         for op, n, state, purpose, size in ops:
             rid = f"r{n:06d}"
             if op == "insert" and n not in present:
-                c.add_recording(rec(n, state=state, purpose=purpose, size=size))
+                c.recordings.add(rec(n, state=state, purpose=purpose, size=size))
                 present.add(n)
             elif op == "state" and n in present:
-                c.set_state(rid, state)
+                c.recordings.set_state(rid, state)
             elif op == "delete" and n in present:
                 c.execute("DELETE FROM recordings WHERE id = ?", (rid,))
                 present.discard(n)
@@ -341,11 +342,11 @@ def test_purpose_stats_match_group_by(
             if n != 0 or b != 0
         }
         assert kept == expected
-        summary = c.summary_by_purpose()
+        summary = c.recordings.summaries()
         for p in Purpose:
             live = [
                 r
-                for r in c.list_recordings(purpose=p, states=(RecState.ACTIVE, RecState.RESTRICTED))
+                for r in c.recordings.list(purpose=p, states=(RecState.ACTIVE, RecState.RESTRICTED))
             ]
             assert summary[p].count == len(live)
             assert summary[p].bytes == sum(r.size for r in live)
@@ -356,16 +357,16 @@ def test_purpose_stats_match_group_by(
 
 def test_transaction_rollback_and_savepoint(cat: Catalog) -> None:
     with pytest.raises(RuntimeError), cat.transaction():
-        cat.add_recording(rec(1))
+        cat.recordings.add(rec(1))
         raise RuntimeError("abort")
-    assert cat.get_recording("r000001") is None
+    assert cat.recordings.get("r000001") is None
     with cat.transaction():
-        cat.add_recording(rec(2))
+        cat.recordings.add(rec(2))
         with pytest.raises(RuntimeError), cat.transaction():
-            cat.add_recording(rec(3))
+            cat.recordings.add(rec(3))
             raise RuntimeError("inner")
-        cat.add_recording(rec(4))
-    assert [r.id for r in cat.list_recordings()] == ["r000002", "r000004"]
+        cat.recordings.add(rec(4))
+    assert [r.id for r in cat.recordings.list()] == ["r000002", "r000004"]
 
 
 def test_after_commit_hooks(cat: Catalog) -> None:
@@ -390,9 +391,9 @@ def test_failing_after_commit_hook_does_not_undo_or_raise(
         raise OSError("disk full")
 
     with cat.transaction():
-        cat.add_recording(rec(1))
+        cat.recordings.add(rec(1))
         cat.after_commit("k", boom)
-    assert cat.get_recording("r000001") is not None
+    assert cat.recordings.get("r000001") is not None
     assert "after-commit hook 'k' failed" in caplog.text
 
 
@@ -403,8 +404,8 @@ def test_threads_share_one_catalog(cat: Catalog) -> None:
         try:
             for i in range(50):
                 with cat.transaction():
-                    cat.add_recording(rec(base + i))
-                    cat.list_recordings(limit=5)
+                    cat.recordings.add(rec(base + i))
+                    cat.recordings.list(limit=5)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -414,7 +415,7 @@ def test_threads_share_one_catalog(cat: Catalog) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert cat.count_by_state()[RecState.ACTIVE] == 200
+    assert cat.recordings.counts()[RecState.ACTIVE] == 200
 
 
 # -- outbox ------------------------------------------------------------------
@@ -426,11 +427,11 @@ def test_outbox_seq_gap_free_across_reopen_and_rollback(tmp_path: Path) -> None:
     ob = Outbox(c)
     e1 = ob.enqueue("a", {"n": 1}, ts=T0)
     with c.transaction():
-        c.add_recording(rec(1))
+        c.recordings.add(rec(1))
         e2 = ob.enqueue("recording.added", {"recording_id": "r000001"}, ts=T0)
     with pytest.raises(sqlite3.IntegrityError), c.transaction():
         ob.enqueue("lost", {}, ts=T0)
-        c.add_recording(rec(1))  # duplicate: the whole transaction rolls back
+        c.recordings.add(rec(1))  # duplicate: the whole transaction rolls back
     assert (e1.seq, e2.seq) == (1, 2)
     assert e2.payload["recording_id"] == "r000001"
     assert set(e2.payload) == {"id", "seq", "ts", "type", "recording_id"}
@@ -462,7 +463,7 @@ def test_outbox_rejects_reserved_keys_and_bad_class(cat: Catalog) -> None:
     with pytest.raises(ValueError, match="outbox class"):
         ob.enqueue("x", {}, ts=T0, cls="other")
     assert ob.oldest_age(T0) is None
-    assert ob.next_seq() == 1
+    assert ob.depth() == 0  # nothing half-written by the refused calls
 
 
 # -- identity / wrong disk -----------------------------------------------------
@@ -521,7 +522,7 @@ def test_missing_marker_with_recordings_is_a_mismatch(tmp_path: Path) -> None:
     # No recordings yet: the marker is simply written again.
     c = Catalog.open(path, device_id="gw-1", storage_root=root)
     assert (root / STORAGE_MARKER).exists()
-    c.add_recording(rec(1))
+    c.recordings.add(rec(1))
     c.close()
     (root / STORAGE_MARKER).unlink()
     with pytest.raises(CatalogMismatch, match="not mounted"):

@@ -191,7 +191,7 @@ def test_agent_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     """Catalog, WAL, shm, marker, audit head and a partial segment under umask 000."""
     import av
 
-    from edge_agent.recording.recorder import SegmentWriter
+    from edge_agent.recording.segment_writer import SegmentWriter
     from edge_agent.store.audit import AuditLog
     from edge_agent.store.catalog import STORAGE_MARKER, Catalog
 

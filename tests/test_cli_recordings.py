@@ -94,7 +94,7 @@ def test_empty_catalog_list_json_and_verify(empty: Path) -> None:
 
 def test_list_filters_and_restricted(tmp_path: Path, empty: Path) -> None:
     cat = open_cat(tmp_path)
-    cat.add_recordings(
+    cat.recordings.add_many(
         [
             rec(1, location="gate", purpose=Purpose.SECURITY),
             rec(2, location="lab", purpose=Purpose.RND),
@@ -152,7 +152,7 @@ def test_missing_catalog_and_wrong_disk_exit_1(tmp_path: Path) -> None:
     assert out.returncode == 1 and "no catalog at" in out.stderr and out.stdout == ""
     assert not (tmp_path / "catalog.db").exists()
     cat = open_cat(tmp_path)
-    cat.add_recording(rec(1, location="gate", purpose=Purpose.SECURITY))
+    cat.recordings.add(rec(1, location="gate", purpose=Purpose.SECURITY))
     cat.close()
     (tmp_path / "rec" / ".edge-agent-storage").unlink()
     out = run("recordings", "list", "--config", str(cfg))

@@ -61,8 +61,9 @@ def test_clock_accept_resumes_deletion_and_is_audited(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["deleted_retention"] == 0  # due, but the clock is in doubt
     r = run("status", *c, "--json")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # no daemon: "not running", never "online"
     doc = json.loads(r.stdout)
+    assert doc["state"] == "not running"
     assert doc["telemetry"]["clock"]["state"] == "untrusted"
     assert doc["telemetry"]["clock"]["deletion_paused_since"] is not None
     assert any("clock untrusted" in reason for reason in doc["reasons"])
@@ -81,7 +82,7 @@ def test_clock_accept_resumes_deletion_and_is_audited(tmp_path: Path) -> None:
     assert json.loads(r.stdout)["deleted_ids"] == [rid]
     cat = Catalog.open(tmp_path / "catalog.db", device_id="gw-test", storage_root=tmp_path / "rec")
     try:
-        assert cat.get_recording(rid).state is RecState.DELETED  # type: ignore[union-attr]
+        assert cat.recordings.get(rid).state is RecState.DELETED  # type: ignore[union-attr]
     finally:
         cat.close()
     r = run("audit", "export", *c)

@@ -87,7 +87,7 @@ def test_step_without_evidence_stays_untrusted_then_the_flag_confirms_it(tmp_pat
     res = j.sweep_once()
     assert res.clock_trusted
     assert rid in res.deleted_retention
-    assert j.catalog.get_recording(rid).state is RecState.DELETED  # type: ignore[union-attr]
+    assert j.catalog.recordings.get(rid).state is RecState.DELETED  # type: ignore[union-attr]
     step = [e for e in AuditLog(j.catalog).export() if e["action"] == "clock.step_accepted"]
     assert len(step) == 1
     assert step[0]["data"]["source"] == "timesyncd"

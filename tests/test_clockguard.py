@@ -48,19 +48,19 @@ def test_jump_is_caught_across_agent_restarts_within_a_boot(tmp_path: Path) -> N
 
 def test_late_deadlines_assigned_when_trust_returns(tmp_path: Path) -> None:
     cat = _cat(tmp_path)
-    cat.add_recordings([
+    cat.recordings.add_many([
         _rec("plausible", NOW - timedelta(days=1), TimeSource.UNTRUSTED),
         _rec("in1970", datetime(1970, 1, 1, tzinfo=UTC), TimeSource.UNTRUSTED),
     ])  # fmt: skip
     clock = FakeClock(datetime(1970, 1, 1, 0, 10, tzinfo=UTC), synced=False)
     guard = ClockGuard(cat, clock, SETTINGS)
     assert not guard.check().trusted
-    assert cat.get_recording("plausible").deadline is None  # type: ignore[union-attr]
+    assert cat.recordings.get("plausible").deadline is None  # type: ignore[union-attr]
     clock.wall, clock.synced_value = NOW, True
     assert guard.check().trusted
-    assert cat.get_recording("plausible").deadline == NOW + timedelta(days=2)  # type: ignore[union-attr]
+    assert cat.recordings.get("plausible").deadline == NOW + timedelta(days=2)  # type: ignore[union-attr]
     # An implausible start counts from the moment trust returned.
-    assert cat.get_recording("in1970").deadline == NOW + timedelta(days=3)  # type: ignore[union-attr]
+    assert cat.recordings.get("in1970").deadline == NOW + timedelta(days=3)  # type: ignore[union-attr]
     entries = [e for e in AuditLog(cat).export() if e["action"] == "recording.deadline_set"]
     assert {e["subject"] for e in entries} == {"plausible", "in1970"}
 

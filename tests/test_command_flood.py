@@ -235,7 +235,7 @@ def test_a_flood_of_unsigned_junk_changes_nothing_and_a_signed_command_gets_thro
     cat = Catalog.open(cfg.storage.catalog, device_id="gw-1", storage_root=cfg.storage.root)
     try:
         for r in recs:
-            row = cat.get_recording(r.id)
+            row = cat.recordings.get(r.id)
             assert row is not None and row.state is RecState.ACTIVE, row
             assert (cfg.storage.root / r.path).is_file()
         entries = list(AuditLog(cat).export())

@@ -21,8 +21,9 @@ import pytest
 from broker import Broker, Subscriber, write_agent_config
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge_agent.app.settings import mqtt_settings
 from edge_agent.comms.command_dispatch import CommandDispatcher
-from edge_agent.comms.mqtt import InMessage, MqttLink, MqttSettings
+from edge_agent.comms.mqtt import InMessage, MqttLink
 from edge_agent.config.config import Config, load_config
 from edge_agent.core.commands import CommandResult, TrustedKey, sign
 from edge_agent.core.model import iso, utcnow
@@ -46,7 +47,7 @@ def env(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _dispatcher(cfg: Config, cat: Catalog, key: Ed25519PrivateKey) -> CommandDispatcher:
-    settings = dataclasses.replace(MqttSettings.from_config(cfg), reconnect_max=1.0)
+    settings = dataclasses.replace(mqtt_settings(cfg), reconnect_max=1.0)
     trusted = TrustedKey("central", key.public_key())
     return CommandDispatcher(
         cat,
@@ -115,7 +116,7 @@ async def test_a_result_made_during_an_outage_arrives_when_the_broker_returns(
         # The command arrived just before the broker went away.
         result = await disp.handle(_hold_message(env["key"]))
         assert result.state == "done", result
-        assert len(cat.list_holds()) == 1
+        assert len(cat.holds.list()) == 1
         [pending] = ResultStore(cat).pending()
         assert (pending.cmd_id, pending.response_topic) == (result.id, REPLY)
         assert pending.correlation == b"corr-42"
@@ -157,7 +158,7 @@ def test_a_command_cut_short_by_a_stop_is_failed_audited_and_not_run_again(
     closed = ResultStore(cat).close_interrupted(utcnow())
     assert closed == [cmd_id]
     assert ResultStore(cat).close_interrupted(utcnow()) == []  # once
-    assert cat.list_holds() == []  # not run again
+    assert cat.holds.list() == []  # not run again
     [pending] = ResultStore(cat).pending()
     doc = json.loads(pending.payload)
     assert doc["state"] == "failed" and doc["reason"] == INTERRUPTED
@@ -168,7 +169,7 @@ def test_a_command_cut_short_by_a_stop_is_failed_audited_and_not_run_again(
     # The broker delivers it again (dup): answered from the store, still not run.
     again = asyncio.run(disp.handle(dataclasses.replace(msg, dup=True)))
     assert again.state == "failed" and again.reason == INTERRUPTED
-    assert cat.list_holds() == []
+    assert cat.holds.list() == []
 
 
 def test_migration_marks_results_sent_before_it_as_acked(tmp_path: Path) -> None:

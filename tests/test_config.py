@@ -94,7 +94,7 @@ def test_valid_config_and_effective_values(tmp_path: Path) -> None:
     assert cfg.sources[1].rtsp_transport == "tcp"
     assert cfg.sources[1].redacted_url == "rtsp://user:***@127.0.0.1:8554/gate"
     assert cfg.sources[0].purpose is Purpose.RND
-    assert cfg.site_of("gate") is Site.EXTERNAL
+    assert cfg.location("gate").kind is Site.EXTERNAL
     assert cfg.location("lab-audio-1").audio_room
     assert cfg.retention_periods() == NOTICE_PERIODS
     assert cfg.longer_than_notice() == []
@@ -211,7 +211,7 @@ INVALID = {
     "unknown key top level": (
         ("^", "colour = 1\n"),
         "colour: unknown key (known keys: device, storage, locations, sources, watch, "
-        "retention, clock, mqtt, commands, liveview)",
+        "retention, clock, mqtt, commands, liveview, control, export)",
     ),
     "unknown key nested": (
         ("", '[mqtt]\nurl = "mqtt://127.0.0.1"\nurll = "x"\n'),
@@ -222,7 +222,8 @@ INVALID = {
     "unknown key in array of tables": (
         ("priority = 5", "priority = 5\nprio = 1"),
         "sources[1].prio: unknown key (did you mean 'priority'? known keys: id, url, location, "
-        "purpose, audio, segment_seconds, priority, rtsp_transport, anonymized, name_timezone)",
+        "purpose, audio, segment_seconds, priority, rtsp_transport, anonymized, name_timezone, "
+        "privacy_masks, mask_at_recording)",
     ),
     "bad device id": (
         ('id = "gw-test-01"', 'id = "GW_01"'),
@@ -516,7 +517,7 @@ def test_run_logs_the_config_warnings(tmp_path: Path, caplog: pytest.LogCaptureF
 
     cfg = _with_token_file(tmp_path, "0123456789abcdef0123", 0o644, "0.0.0.0:8088")
     with caplog.at_level("WARNING", logger="edge_agent.config.config"):
-        _log_warnings(cfg)
+        _log_warnings(load_config(cfg))
     text = caplog.text
     assert "liveview.listen" in text and "chmod 640" in text
 

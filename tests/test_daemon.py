@@ -15,12 +15,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from broker import REPO, Broker, Subscriber
+from broker import REPO, Broker, Subscriber, free_port
 from mediagen import make_video
 
 from edge_agent.app.health import HealthReading, HealthSettings, OutboxProgress, problems
@@ -281,6 +283,38 @@ def test_sighup_adds_a_source_and_rejects_a_broken_config(tmp_path: Path) -> Non
     write_config(tmp_path, ["cam1", "cam2"])
     actions = audit_actions(cfg)
     assert "config.reloaded" in actions and "config.reload_rejected" in actions
+
+
+def _live_sources(port: int, token: str) -> dict[str, bool]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/sources", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            doc = json.load(resp)
+    except (urllib.error.URLError, OSError):
+        return {}  # not listening yet
+    return {s["id"]: s["live"] for s in doc["sources"]}
+
+
+def test_liveview_gets_packets_from_the_recorders_also_after_sighup(tmp_path: Path) -> None:
+    """The recorders publish into the live view's hub; a source added by a reload too."""
+    token = "daemon-test-token-0123456789abcdef"
+    port = free_port()
+    extra = f'[liveview]\nlisten = "127.0.0.1:{port}"\ntoken = "{token}"\n'
+    cfg = write_config(tmp_path, ["cam1"], extra=extra)
+    log = tmp_path / "agent.log"
+    agent = start(cfg, log)
+    try:
+        wait_until(lambda: _live_sources(port, token) == {"cam1": True}, what="cam1 live")
+        write_config(tmp_path, ["cam1", "cam2"], extra=extra)
+        agent.send_signal(signal.SIGHUP)
+        both = {"cam1": True, "cam2": True}
+        wait_until(lambda: _live_sources(port, token) == both, what="cam2 live after SIGHUP")
+        assert stop(agent) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
 
 
 def test_second_sigterm_forces_exit_1(tmp_path: Path, broker: Broker) -> None:

@@ -44,8 +44,8 @@ def test_erase_deletes_exactly_the_overlapping_recordings_at_that_location(tmp_p
     for name, r in recs.items():
         gone = r.id in expected
         assert (root / r.path).exists() is not gone, name
-        assert cat.get_recording(r.id).state is (RecState.DELETED if gone else RecState.ACTIVE)  # type: ignore[union-attr]
-    stored = cat.list_requests(ref="DSR-1")
+        assert cat.recordings.get(r.id).state is (RecState.DELETED if gone else RecState.ACTIVE)  # type: ignore[union-attr]
+    stored = cat.requests.list(ref="DSR-1")
     assert [s.dry_run for s in stored] == [True, False]
     assert stored[1].receipt == json.loads(json.dumps(receipt.as_dict()))
     actions = [e["action"] for e in AuditLog(cat).export()]
@@ -65,7 +65,7 @@ def test_erase_that_meets_a_hold_stops_and_names_it(tmp_path: Path) -> None:
     assert hold.id in (receipt.reason or "") and receipt.touched == ()
     assert receipt.as_dict()["held"] == [{"id": recs["edge"].id, "holds": [hold.id]}]
     assert all((settings.storage_root / r.path).exists() for r in recs.values())
-    assert cat.count_by_state()[RecState.DELETED] == 0
+    assert cat.recordings.counts()[RecState.DELETED] == 0
     release_hold(cat, hold.id, by="dpo", reason="released for erasure", now=NOW)
     receipt = execute_request(cat, settings.storage_root, req, dry_run=False, actor="dpo", now=NOW)
     assert not receipt.blocked and len(receipt.touched) == 2
@@ -83,9 +83,9 @@ def test_restrict_marks_recordings_restricted(tmp_path: Path) -> None:
     ]
     assert receipt.as_dict()["held"][0]["holds"] == [hold.id]
     for r in (recs["inside"], recs["edge"]):
-        assert cat.get_recording(r.id).state is RecState.RESTRICTED  # type: ignore[union-attr]
+        assert cat.recordings.get(r.id).state is RecState.RESTRICTED  # type: ignore[union-attr]
         assert (settings.storage_root / r.path).exists()
-    assert [x.id for x in cat.list_recordings(location="gate")] == [
+    assert [x.id for x in cat.recordings.list(location="gate")] == [
         recs["before"].id,
         recs["after"].id,
     ]

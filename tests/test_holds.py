@@ -21,7 +21,7 @@ def cat(tmp_path: Path) -> Catalog:
     c = Catalog.open(tmp_path / "catalog.db", device_id="gw-test", storage_root=tmp_path / "rec")
     tags = Tags("gate", Purpose.SECURITY, Site.PREMISES, False, False, NOW, NOW,
                 TimeSource.RECORDER, "gw-test")  # fmt: skip
-    c.add_recording(Recording("r1", "a/r1.mkv", tags, 1, "0" * 64))
+    c.recordings.add(Recording("r1", "a/r1.mkv", tags, 1, "0" * 64))
     return c
 
 
@@ -32,13 +32,13 @@ def _events(cat: Catalog) -> list[dict[str, object]]:
 def test_place_extend_release_are_audited_with_events(cat: Catalog) -> None:
     h = place_hold(cat, kind=HoldKind.INCIDENT, reason="theft", by="alice", now=NOW,
                    recording_ids=["r1"])  # fmt: skip
-    assert cat.get_hold(h.id) == h
+    assert cat.holds.get(h.id) == h
     until = NOW + timedelta(days=30)
     h2 = extend_hold(cat, h.id, until=until, by="bob", reason="still open", now=NOW)
     assert h2.expires == until
     h3 = release_hold(cat, h.id, by="carol", reason="closed", now=NOW + timedelta(days=1))
-    assert h3.released_by == "carol" and cat.list_holds() == []
-    assert [h.id for h in cat.list_holds(include_released=True)] == [h.id]
+    assert h3.released_by == "carol" and cat.holds.list() == []
+    assert [h.id for h in cat.holds.list(include_released=True)] == [h.id]
     entries = list(AuditLog(cat).export())
     assert [e["action"] for e in entries] == ["hold.placed", "hold.extended", "hold.released"]
     assert [e["actor"] for e in entries] == ["alice", "bob", "carol"]
@@ -74,7 +74,7 @@ def test_bad_holds_are_refused_and_change_nothing(
     args.update(kwargs)
     with pytest.raises(HoldError, match=message.replace("(", r"\(").replace(")", r"\)")):
         place_hold(cat, **args)  # type: ignore[arg-type]
-    assert cat.list_holds() == [] and list(AuditLog(cat).export()) == []
+    assert cat.holds.list() == [] and list(AuditLog(cat).export()) == []
 
 
 def test_release_twice_and_unknown(cat: Catalog) -> None:

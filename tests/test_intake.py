@@ -101,7 +101,7 @@ def test_non_audio_room_strips_audio_keeps_video(env, container, audio) -> None:
     assert rec.tags.audio is False
     assert not src.exists(), "the original is consumed"
     assert oct(out.stat().st_mode & 0o777) == oct(0o640)
-    assert cat.get_recording(rec.id) == rec
+    assert cat.recordings.get(rec.id) == rec
 
 
 @pytest.mark.parametrize(("container", "audio"), [("mp4", "aac"), ("mkv", "opus")])
@@ -174,7 +174,7 @@ def test_duplicate_content_is_not_adopted_twice(env) -> None:
     assert second.outcome is Outcome.DUPLICATE
     assert second.recording is not None and first.recording is not None
     assert second.recording.id == first.recording.id
-    assert len(cat.list_recordings()) == 1
+    assert len(cat.recordings.list()) == 1
 
 
 def _bad_inputs(drop: Path) -> dict[str, Path]:
@@ -225,7 +225,7 @@ def test_bad_input_is_quarantined_and_good_file_in_batch_adopted(env) -> None:
     assert outcomes["too_many_streams"].reason.startswith("too_many_streams")
     actions = [e["action"] for e in AuditLog(cat).export()]
     assert actions.count("recording.quarantined") == len(outcomes)
-    assert len(cat.list_recordings()) == 2
+    assert len(cat.recordings.list()) == 2
 
 
 def test_symlink_and_dotdot_are_refused_in_place(env, tmp_path: Path) -> None:
@@ -239,7 +239,7 @@ def test_symlink_and_dotdot_are_refused_in_place(env, tmp_path: Path) -> None:
     res2 = intake.adopt(drop / ".." / "outside.mp4", GATE, NOW, within=drop)
     assert res2.outcome is Outcome.REFUSED and res2.reason.startswith("path_escape")
     assert outside.exists()
-    assert cat.list_recordings() == []
+    assert cat.recordings.list() == []
     assert not quarantine.exists() or not any(quarantine.iterdir())
     assert AuditLog(cat).verify().ok
 
@@ -257,7 +257,7 @@ def test_full_disk_leaves_the_original(env, monkeypatch) -> None:
     with pytest.raises(IntakeIOError):
         intake.adopt(src, GATE, NOW)
     assert src.exists()
-    assert cat.list_recordings() == []
+    assert cat.recordings.list() == []
     assert not [p for p in root.rglob("*") if p.is_file() and p.name != ".edge-agent-storage"]
 
 
@@ -273,7 +273,7 @@ def test_fifo_and_directory_are_refused_without_blocking(env) -> None:
         assert res.outcome is Outcome.REFUSED
         assert res.reason is not None and res.reason.startswith("not_regular")
         assert path.exists()
-    assert cat.list_recordings() == []
+    assert cat.recordings.list() == []
 
 
 @pytest.fixture()
@@ -311,7 +311,7 @@ def test_real_full_disk_keeps_the_original_and_leaves_nothing_half_written(
         intake.adopt(big, GATE, NOW)
     assert big.exists() and media.sha256_file(big) == digest, "the original is untouched"
     assert not [p for p in root.rglob("*") if p.is_file() and p.name.startswith(".partial-")]
-    assert cat.list_recordings() == []
+    assert cat.recordings.list() == []
     assert not (tmp_path / "quarantine").exists(), "a good file is not quarantined"
     # Space came back with the partial file: a small clip still fits.
     small = make_video(drop / "small.mkv", container="mkv", seconds=1)

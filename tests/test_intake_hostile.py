@@ -181,8 +181,8 @@ def test_symlink_swapped_in_after_the_check_is_not_followed(env) -> None:
     results = asyncio.run(adopter(swapping, drop).pass_once(force=True))
     assert [r.outcome for r in results] == [Outcome.REFUSED]
     assert results[0].reason is not None and results[0].reason.startswith("symlink")
-    assert cat.find_by_source_sha256(outside_sha) is None
-    assert cat.list_recordings(states=None) == []
+    assert cat.recordings.find_by_source_sha256(outside_sha) is None
+    assert cat.recordings.list(states=None) == []
     assert outside.exists() and stored_files(root) == []
 
 
@@ -239,7 +239,7 @@ def test_file_replaced_after_it_became_stable_is_watched_afresh(env) -> None:
     replacement = make_video(tmp / "other.mkv", container="mkv", seconds=2)
     os.replace(replacement, src)  # a new inode under the watched name
     assert asyncio.run(ad._adopt(src, ident)) is None
-    assert cat.list_recordings(states=None) == [] and src.exists()
+    assert cat.recordings.list(states=None) == [] and src.exists()
 
 
 # -- item 9: truncated files -------------------------------------------------------------------
@@ -258,14 +258,14 @@ def test_truncated_matroska_ends_at_its_last_packet_and_is_flagged(env) -> None:
     assert rec is not None
     seconds = (rec.end - rec.start).total_seconds()
     assert 0 < seconds < 2.0
-    assert cat.is_truncated(rec.id)
+    assert cat.recordings.is_truncated(rec.id)
     tags = media.probe(intake.settings.storage_root / rec.path).tags
     assert tags[media.TRUNCATED_TAG] == "true"
     added = [e for e in AuditLog(cat).export() if e["action"] == "recording.added"]
     assert added[-1]["data"]["truncated"] is True
 
     full = intake.adopt(shutil.copy(whole, drop / "whole.mkv"), GATE, NOW)
-    assert full.recording is not None and not cat.is_truncated(full.recording.id)
+    assert full.recording is not None and not cat.recordings.is_truncated(full.recording.id)
     assert (full.recording.end - full.recording.start).total_seconds() == pytest.approx(4.0, 0.05)
 
 
@@ -287,7 +287,7 @@ def test_latin1_name_is_adopted_once_with_one_copy(env) -> None:
 
     assert asyncio.run(passes()) == [Outcome.ADOPTED]
     assert not os.path.exists(raw)
-    assert len(cat.list_recordings()) == 1
+    assert len(cat.recordings.list()) == 1
     assert len(stored_files(root)) == 1
     assert AuditLog(cat).verify().ok
     added = [e for e in AuditLog(cat).export() if e["action"] == "recording.added"]
@@ -312,7 +312,7 @@ def test_catalog_failure_after_the_copy_leaves_no_orphan(env) -> None:
     cat.execute("DROP TRIGGER refuse_rows")
     assert intake.adopt(src, GATE, NOW).outcome is Outcome.ADOPTED
     assert len(stored_files(root)) == 1
-    assert [r.state for r in cat.list_recordings(states=None)] == [RecState.ACTIVE]
+    assert [r.state for r in cat.recordings.list(states=None)] == [RecState.ACTIVE]
 
 
 # -- item 8 (intake part): modes whatever the umask --------------------------------------------

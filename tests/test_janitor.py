@@ -100,9 +100,9 @@ def test_retention_with_real_media(tmp_path: Path) -> None:
     assert (root / security.path).parent.parent.exists()  # other locations that day remain
     for kept in (rnd, anon, held, fresh):
         assert (root / kept.path).exists()
-        assert cat.get_recording(kept.id).state is RecState.ACTIVE  # type: ignore[union-attr]
+        assert cat.recordings.get(kept.id).state is RecState.ACTIVE  # type: ignore[union-attr]
     assert res.kept_by_hold == [(held.id, (hold.id,))]
-    row = cat.get_recording(security.id)
+    row = cat.recordings.get(security.id)
     assert row is not None and row.state is RecState.DELETED
     entries = [e for e in AuditLog(cat).export() if e["action"] == "recording.deleted"]
     assert [e["subject"] for e in entries] == [security.id]
@@ -199,7 +199,7 @@ async def test_run_wakes_at_the_deadline_and_on_poke(tmp_path: Path) -> None:
         p = settings.storage_root / r.path
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"data")
-    cat.add_recordings(recs)
+    cat.recordings.add_many(recs)
     guard = ClockGuard(cat, SystemClock(), ClockGuardSettings(release_date=RELEASE))
     j = Janitor(
         cat,
@@ -213,19 +213,19 @@ async def test_run_wakes_at_the_deadline_and_on_poke(tmp_path: Path) -> None:
     task = asyncio.create_task(j.run(stop))
     for _ in range(60):
         await asyncio.sleep(0.1)
-        if cat.get_recording("r1").state is RecState.DELETED:  # type: ignore[union-attr]
+        if cat.recordings.get("r1").state is RecState.DELETED:  # type: ignore[union-attr]
             break
     deleted_at = datetime.now(UTC)
-    assert cat.get_recording("r1").state is RecState.DELETED  # type: ignore[union-attr]
+    assert cat.recordings.get("r1").state is RecState.DELETED  # type: ignore[union-attr]
     assert (deleted_at - recs[0].deadline).total_seconds() < 2.0  # type: ignore[operator]
     # A recording that became due meanwhile is handled at once on poke.
-    cat.set_deadline("r2", datetime.now(UTC) - timedelta(seconds=1))
+    cat.recordings.set_deadline("r2", datetime.now(UTC) - timedelta(seconds=1))
     j.poke()
     for _ in range(30):
         await asyncio.sleep(0.1)
-        if cat.get_recording("r2").state is RecState.DELETED:  # type: ignore[union-attr]
+        if cat.recordings.get("r2").state is RecState.DELETED:  # type: ignore[union-attr]
             break
-    assert cat.get_recording("r2").state is RecState.DELETED  # type: ignore[union-attr]
+    assert cat.recordings.get("r2").state is RecState.DELETED  # type: ignore[union-attr]
     status = j.status().as_dict()
     assert status["clock"] == "trusted" and status["overdue_count"] == 0
     stop.set()
@@ -266,7 +266,7 @@ def test_a_growing_catalog_never_makes_the_janitor_delete_footage_early(tmp_path
     guard = ClockGuard(cat, FakeClock(NOW, synced=True), ClockGuardSettings(release_date=RELEASE))
 
     def free() -> tuple[int, int]:
-        live = sum(r.size for r in cat.list_recordings() if r.state is RecState.ACTIVE)
+        live = sum(r.size for r in cat.recordings.list() if r.state is RecState.ACTIVE)
         # 1000 B above the floor with all three recordings and nothing else on the disk.
         used = (total - floor - size - 1000) + live + catalog_bytes[0] + foreign[0]
         return total - used, total

@@ -22,11 +22,12 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 from mediagen import make_video
 
+from edge_agent.app.settings import source_plans, view_sources
 from edge_agent.config.config import LiveView as LiveViewSettings
 from edge_agent.config.config import parse_config
 from edge_agent.intake.intake import Intake
 from edge_agent.intake.runtime import intake_settings
-from edge_agent.liveview.liveview import LiveView, SourceInfo, sources_from_config
+from edge_agent.liveview.liveview import LiveView, SourceInfo
 from edge_agent.liveview.liveview_tracks import Timeline
 from edge_agent.media.testsrc import open_testsrc
 from edge_agent.recording.packethub import (
@@ -35,7 +36,6 @@ from edge_agent.recording.packethub import (
     H264Normalizer,
     HubPacket,
     PacketHub,
-    attach_to_recorder,
     pump,
 )
 from edge_agent.recording.recorder_manager import RecorderManager
@@ -208,7 +208,7 @@ async def test_reencodes_for_a_browser_without_h264(live: LiveView) -> None:
 
 
 async def test_recorder_packets_reach_a_viewer(tmp_path: Path) -> None:
-    """The real seam: RecorderManager taps -> attach_to_recorder -> hub -> viewer."""
+    """The real seam: RecorderManager publishes into the hub -> viewer."""
     cfg = parse_config(
         f"""
 [device]
@@ -239,12 +239,14 @@ token = "{TOKEN}"
     catalog = Catalog.open(
         tmp_path / "catalog.db", device_id="gw-test", storage_root=tmp_path / "rec"
     )
-    manager = RecorderManager(cfg, Intake(catalog, intake_settings(cfg)))
+    manager = RecorderManager(
+        source_plans(cfg), Intake(catalog, intake_settings(cfg)), cfg.storage.root
+    )
     hub = PacketHub()
-    lv = LiveView(cfg.liveview, sources_from_config(cfg), hub)
+    manager.attach_hub(hub)
+    lv = LiveView(cfg.liveview, view_sources(cfg), hub)
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
-        forward = tg.create_task(attach_to_recorder(hub, manager, ["cam"]))
         tg.create_task(manager.run(stop))
         await lv.start()
         try:
@@ -257,7 +259,6 @@ token = "{TOKEN}"
         finally:
             await lv.close()
             stop.set()
-            forward.cancel()
 
 
 # -- access ----------------------------------------------------------------------------

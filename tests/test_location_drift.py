@@ -140,7 +140,7 @@ def test_removed_location_keeps_its_rights(tmp_path: Path) -> None:
     cat = Catalog.open(tmp_path / "catalog.db", device_id="gw-test", storage_root=tmp_path / "rec")
     try:
         for rid in (recent, due):
-            assert cat.get_recording(rid).state is RecState.DELETED  # type: ignore[union-attr]
+            assert cat.recordings.get(rid).state is RecState.DELETED  # type: ignore[union-attr]
     finally:
         cat.close()
     r = run("audit", "verify", *c)
@@ -150,7 +150,7 @@ def test_removed_location_keeps_its_rights(tmp_path: Path) -> None:
 def test_kind_change_keeps_the_recorded_deadline(tmp_path: Path) -> None:
     recent, _ = _footage(tmp_path)
     cat = Catalog.open(tmp_path / "catalog.db", device_id="gw-test", storage_root=tmp_path / "rec")
-    before = cat.get_recording(recent).deadline  # type: ignore[union-attr]
+    before = cat.recordings.get(recent).deadline  # type: ignore[union-attr]
     cat.close()
     cfg = _config(tmp_path, with_old_lab=True, old_lab_kind="external")
     r = run("config", "check", "--config", str(cfg))
@@ -160,7 +160,7 @@ def test_kind_change_keeps_the_recorded_deadline(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     cat = Catalog.open(tmp_path / "catalog.db", device_id="gw-test", storage_root=tmp_path / "rec")
     try:
-        rec = cat.get_recording(recent)
+        rec = cat.recordings.get(recent)
         assert rec is not None and rec.deadline == before  # 6 months, not recomputed to 2
         assert rec.state is RecState.ACTIVE
     finally:

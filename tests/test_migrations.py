@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlite_utils import Database
 
+from edge_agent.core.model import LIVE_STATES
 from edge_agent.store.catalog import Catalog
 from edge_agent.store.migrations import (
     MIGRATIONS,
@@ -18,6 +20,7 @@ from edge_agent.store.migrations import (
     applied_versions,
     apply_migrations,
 )
+from edge_agent.store.rows import LIVE_STATES_SQL
 
 
 def _db(path: Path) -> Any:
@@ -94,3 +97,19 @@ def test_too_new_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(SchemaTooNew, match=r"schema version 999 .* newer than this edge-agent"):
         Catalog.open(path, device_id="gw-1", storage_root=root)
+
+
+def test_due_index_matches_the_live_states(tmp_path: Path) -> None:
+    """The deadline queries repeat the partial index's WHERE; both come from LIVE_STATES.
+
+    A change to core's LIVE_STATES needs a migration recreating idx_recordings_due:
+    an old index would no longer match the queries pinned to it.
+    """
+    with Catalog.open(tmp_path / "cat.db", device_id="gw-1", storage_root=tmp_path) as cat:
+        (sql,) = cat.query("SELECT sql FROM sqlite_master WHERE name = 'idx_recordings_due'")[0]
+        assert f"state IN {LIVE_STATES_SQL}" in sql
+        derived = "(" + ", ".join(f"'{s}'" for s in LIVE_STATES) + ")"
+        assert derived == LIVE_STATES_SQL
+        # Pinned with INDEXED BY: SQLite refuses the query if the index cannot serve it.
+        assert cat.schedule.count_due(datetime.now(UTC)) == 0
+        assert cat.schedule.pressure_page(10) == []

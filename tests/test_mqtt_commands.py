@@ -160,13 +160,13 @@ def test_every_rejection_reason_is_answered_and_audited(setup: dict[str, Any]) -
                 "reason", "size", "payload_sha256", "topic", "name", "key", "reply_topic"
             }  # fmt: skip
         # Only the accepted copy placed a hold: rejected commands changed nothing.
-        holds = cat.list_holds()
+        holds = cat.holds.list()
         assert len(holds) == 1 and holds[0].placed_by == "key:central"
         release = _signed(key, "release", {"hold_id": holds[0].id, "reason": "closed"})
         _publish(broker, "release", release)
         rel_id = json.loads(release)["id"]
         assert _results(sub, rel_id, ("done", "failed"))[-1]["state"] == "done"
-        assert cat.list_holds() == []
+        assert cat.holds.list() == []
         assert AuditLog(cat).verify().ok
     finally:
         cat.close()
@@ -219,7 +219,7 @@ def test_signed_erase_end_to_end_with_response_topic(
         setup["cfg"].storage.catalog, device_id="gw-1", storage_root=setup["cfg"].storage.root
     )
     try:
-        row = cat.get_recording(rec.id)
+        row = cat.recordings.get(rec.id)
         assert row is not None and row.state is RecState.DELETED
         actions = [e["action"] for e in AuditLog(cat).export()]
         assert "command.accepted" in actions

@@ -88,7 +88,7 @@ async def test_paris_names_adopted_through_a_watch_get_utc_starts_and_deadlines(
         adopter = FolderAdopter(spec, intake, now=lambda: datetime.now(UTC))
         results = await adopter.pass_once(force=True)
         assert [r.outcome for r in results] == [Outcome.ADOPTED] * 3, results
-        recs = {r.tags.start: r for r in cat.list_recordings()}
+        recs = {r.tags.start: r for r in cat.recordings.list()}
         periods = cfg.retention_periods()
         for name, utc in CASES:
             rec = recs.get(utc)

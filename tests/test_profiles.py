@@ -79,7 +79,7 @@ def test_invalid_profile_file(tmp_path: Path) -> None:
         f"{path}: fsync: 'sometimes': Input should be 'always' or 'batched'",
         f"{path}: fan: unknown key (known keys: description, free_space_floor, fsync, "
         "fsync_batch_seconds, write_buffer, max_streams, segment_seconds, temperature_sensor, "
-        "external_storage)",
+        "external_storage, mask_preset, mask_bitrate_kbps)",
     ]
 
 

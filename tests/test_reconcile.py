@@ -40,13 +40,13 @@ def test_reconcile_readopts_marks_missing_and_cleans_partials(tmp_path: Path) ->
     dry = reconcile(cat, root, settings, dry_run=True, force=False, now=NOW)
     assert [r["id"] for r in dry.readopted] == [recs[0].id]
     assert [r["id"] for r in dry.missing] == [recs[1].id]
-    assert cat.get_recording(recs[0].id) is None and partial.exists()
+    assert cat.recordings.get(recs[0].id) is None and partial.exists()
 
     rep = reconcile(cat, root, settings, dry_run=False, force=False, now=NOW)
     assert rep.refused is None
-    back = cat.get_recording(recs[0].id)
+    back = cat.recordings.get(recs[0].id)
     assert back is not None and back.tags == recs[0].tags and back.deadline == recs[0].deadline
-    assert cat.get_recording(recs[1].id).state is RecState.MISSING  # type: ignore[union-attr]
+    assert cat.recordings.get(recs[1].id).state is RecState.MISSING  # type: ignore[union-attr]
     assert rep.untagged == ["2026/stray.mkv"] and untagged.exists()
     assert not partial.exists()
     actions = [e["action"] for e in AuditLog(cat).export()]
@@ -67,9 +67,9 @@ def test_reconcile_refuses_when_half_the_catalog_would_change(tmp_path: Path) ->
         (root / r.path).unlink()
     rep = reconcile(cat, root, settings, dry_run=False, force=False, now=NOW)
     assert rep.refused and "--force" in rep.refused
-    assert cat.count_by_state()[RecState.MISSING] == 0
+    assert cat.recordings.counts()[RecState.MISSING] == 0
     rep = reconcile(cat, root, settings, dry_run=False, force=True, now=NOW)
-    assert rep.refused is None and cat.count_by_state()[RecState.MISSING] == 3
+    assert rep.refused is None and cat.recordings.counts()[RecState.MISSING] == 3
 
 
 def test_rebuild_keeps_old_catalog_and_holds(tmp_path: Path) -> None:
@@ -89,6 +89,6 @@ def test_rebuild_keeps_old_catalog_and_holds(tmp_path: Path) -> None:
     assert any(".lost-" in p for p in rep.moved_aside)
     assert all(Path(p).exists() for p in rep.moved_aside)
     cat, _ = env(tmp_path)
-    assert cat.get_hold(hold.id) is not None
-    assert {r.id for r in cat.list_recordings()} == {r.id for r in recs}
+    assert cat.holds.get(hold.id) is not None
+    assert {r.id for r in cat.recordings.list()} == {r.id for r in recs}
     assert AuditLog(cat).verify().ok

@@ -27,6 +27,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge_agent.app.settings import source_plans
 from edge_agent.config.config import Config, ConfigError, parse_config
 from edge_agent.core.backoff import backoff_delay
 from edge_agent.core.model import Recording, utcnow
@@ -34,11 +35,11 @@ from edge_agent.core.segmenter import Action, decide
 from edge_agent.intake.intake import PARTIAL_PREFIX, Intake
 from edge_agent.intake.runtime import intake_settings
 from edge_agent.media.sources import SourceError, open_source
+from edge_agent.recording.packethub import PacketHub
 from edge_agent.recording.recorder import State, find_partials, recover_partials
 from edge_agent.recording.recorder_manager import (
     ManagerSettings,
     RecorderManager,
-    recorder_settings,
 )
 from edge_agent.store.catalog import Catalog
 from tests import rtsp_server
@@ -188,7 +189,7 @@ class Rig:
     manager: RecorderManager
 
     def recordings(self, source_id: str | None = None) -> list[Recording]:
-        recs = sorted(self.catalog.list_recordings(), key=lambda r: r.tags.start)
+        recs = sorted(self.catalog.recordings.list(), key=lambda r: r.tags.start)
         return [r for r in recs if source_id is None or r.source_id == source_id]
 
     def path(self, rec: Recording) -> Path:
@@ -199,7 +200,12 @@ def open_rig(tmp: Path, sources: str, settings: ManagerSettings = FAST) -> Rig:
     cfg = make_cfg(tmp, sources)
     cat = Catalog.open(tmp / "catalog.db", device_id="gw-test", storage_root=tmp / "rec")
     intake = Intake(cat, intake_settings(cfg))
-    return Rig(cfg, cat, intake, RecorderManager(cfg, intake, settings=settings))
+    return Rig(
+        cfg,
+        cat,
+        intake,
+        RecorderManager(source_plans(cfg, settings), intake, cfg.storage.root, settings=settings),
+    )
 
 
 @asynccontextmanager
@@ -294,7 +300,9 @@ async def test_testsrc_segments_audio_rule_and_signage(tmp_path: Path) -> None:
         assert dark.state == State.DEGRADED and "no signage" in (dark.reason or "")
         # While recording, the open segment has no catalog row: retention cannot see it.
         open_files = list(find_partials(Path(rig.cfg.storage.root)))
-        assert open_files and all(rig.catalog.find_by_path(str(p)) is None for p in open_files)
+        assert open_files and all(
+            rig.catalog.recordings.find_by_path(str(p)) is None for p in open_files
+        )
     assert not list(find_partials(Path(rig.cfg.storage.root))), "stop files the open segment"
     assert not rig.recordings("dark-cam")
     for sid, audio in (("lab-cam", True), ("gate-cam", False)):
@@ -330,17 +338,42 @@ async def test_pause_files_the_segment_and_resume_records_again(tmp_path: Path) 
     assert len(rig.recordings()) == 2
 
 
-async def test_a_slow_packet_listener_never_stalls_recording(tmp_path: Path) -> None:
+async def test_a_slow_viewer_never_stalls_recording(tmp_path: Path) -> None:
     rig = open_rig(tmp_path, source("cam", f"testsrc://?{SMALL}&tone=1", "lab", seconds=2))
-    async with running(rig) as m:
-        slow = m.add_packet_listener("cam", maxlen=8)  # never read
-        live = m.add_packet_listener("cam", maxlen=64)
-        kind, packet = await asyncio.wait_for(live.get(), 5)
-        assert kind in ("video", "audio") and packet.size > 0
-        await until(lambda: len(rig.recordings()) >= 1, 6, "a segment despite the slow tap")
-        assert slow.dropped > 0 and live.video is not None and live.audio is not None
+    hub = PacketHub()
+    rig.manager.attach_hub(hub)
+    async with running(rig):
+        slow = hub.subscribe("cam", audio=True)  # never read
+        live = hub.subscribe("cam", audio=True)
+        assert live.audio is not None
+        first = await asyncio.wait_for(live.video.get(), 5)
+        assert first.keyframe and first.data and first.info.codec == "h264"
+        assert (await asyncio.wait_for(live.audio.get(), 5)).data
+        # The slow viewer's backlog (packethub.VIDEO_BACKLOG, ~6 s here) overflows...
+        await until(lambda: slow.video.dropped > 0, 12, "the slow viewer's backlog overflows")
+        # ...and recording went on all along: 2 s segments were filed meanwhile.
+        assert len(rig.recordings()) >= 2
         slow.close()
         live.close()
+
+
+async def test_nobody_watching_copies_no_packet(tmp_path: Path) -> None:
+    """A live view with no viewer costs the recorder no copy (docs/design/architecture.md)."""
+    rig = open_rig(tmp_path, source("cam", f"testsrc://?{SMALL}&tone=1", "lab", seconds=2))
+    hub = PacketHub()
+    rig.manager.attach_hub(hub)
+    async with running(rig):
+        await until(lambda: hub.counts("cam")[0] > 50, 6, "packets published")
+        assert hub.counts("cam")[1] == 0, "copied with nobody watching"
+        assert hub.codec("cam", "video") is not None and hub.codec("cam", "audio") is not None
+        assert (hub.seconds_since_packet("cam") or 99.0) < 1.0
+        viewer = hub.subscribe("cam")
+        await asyncio.wait_for(viewer.video.get(), 5)
+        viewer.close()
+        published, copied = hub.counts("cam")
+        await asyncio.sleep(0.3)
+        assert hub.counts("cam")[1] == copied > 0, "copies stop when the viewer leaves"
+        assert hub.counts("cam")[0] > published
 
 
 async def test_file_source_plays_in_real_time_and_loops_without_a_cut(tmp_path: Path) -> None:
@@ -424,7 +457,7 @@ def test_rtsp_transport_is_a_per_source_key_that_reaches_the_recorder(tmp_path: 
         tmp_path, source("udp-cam", url, "gate", transport="udp") + source("cam", url, "gate")
     )
     assert [s.rtsp_transport for s in cfg.sources] == ["udp", "tcp"]  # tcp by default
-    assert recorder_settings(cfg, cfg.sources[0], FAST).rtsp_transport == "udp"
+    assert source_plans(cfg, FAST)[0].settings.rtsp_transport == "udp"
     with pytest.raises(ConfigError) as info:
         make_cfg(tmp_path, source("cam", url, "gate", transport="UDP"))
     assert info.value.problems == [
@@ -530,7 +563,7 @@ def test_sigkill_leaves_a_readable_segment_that_start_up_adopts(tmp_path: Path) 
     recs = recover_partials(root, rig.intake, utcnow())
     assert len(recs) == 1
     rec = recs[0]
-    assert rig.catalog.get_recording(rec.id) is not None
+    assert rig.catalog.recordings.get(rec.id) is not None
     seconds = (rec.end - rec.start).total_seconds()
     assert 1.0 < seconds < 3.5, seconds  # ~1 s may be lost with the open cluster
     doc = ffprobe(rig.path(rec))

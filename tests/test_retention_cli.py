@@ -108,7 +108,7 @@ def test_hold_erase_plan_sweep(site: tuple[Path, list[str]], tmp_path: Path) -> 
     with Catalog.open(
         tmp_path / "catalog.db", device_id="gw-test", storage_root=tmp_path / "rec"
     ) as cat:
-        assert cat.get_recording(new).state is RecState.DELETED  # type: ignore[union-attr]
+        assert cat.recordings.get(new).state is RecState.DELETED  # type: ignore[union-attr]
 
 
 def test_reconcile_rebuild_and_wrong_disk(site: tuple[Path, list[str]], tmp_path: Path) -> None:

@@ -148,7 +148,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cat = open_cat(base)
     recs = tiny_rows(base / "rec", N, start=NOW - timedelta(days=5))
     PATHS[:] = [r.path for r in recs]
-    cat.add_recordings(recs)
+    cat.recordings.add_many(recs)
     # A real catalog already has audit entries (adoptions), hence a head anchor file.
     AuditLog(cat).append("test.setup", actor="test", ts=NOW)
     cat.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -306,7 +306,7 @@ def test_lost_catalog_deletes_nothing_and_rebuild_restores(tmp_path: Path, how: 
     assert report.recordings == 6 and report.moved_aside
     with open_cat(tmp_path) as cat:
         for r in recs:
-            got = cat.get_recording(r.id)
+            got = cat.recordings.get(r.id)
             assert got is not None and got.tags == r.tags and got.path == r.path
             assert got.deadline == r.deadline
         assert AuditLog(cat).verify().ok
@@ -320,7 +320,7 @@ def test_lost_catalog_deletes_nothing_and_rebuild_restores(tmp_path: Path, how: 
 
 def _clock_setup(tmp_path: Path) -> tuple[Catalog, FakeClock, Janitor]:
     cat = open_cat(tmp_path)
-    cat.add_recordings(tiny_rows(tmp_path / "rec", 30, start=NOW - timedelta(days=5)))
+    cat.recordings.add_many(tiny_rows(tmp_path / "rec", 30, start=NOW - timedelta(days=5)))
     clock = FakeClock(NOW, boot_id="boot-a", synced=False)
     guard = ClockGuard(cat, clock, ClockGuardSettings(release_date=RELEASE))
     janitor = Janitor(cat, tmp_path / "rec", periods=NOTICE_PERIODS, guard=guard, fsync=False)
@@ -346,7 +346,7 @@ def test_untrusted_clock_deletes_nothing(tmp_path: Path, scenario: str) -> None:
     assert status["clock"] == "untrusted" and status["clock_reason"]
     # Measured against the wrong clock, so only as good as that clock.
     assert status["overdue_count"] == (0 if scenario == "1970" else 30)
-    assert cat.count_by_state()[RecState.ACTIVE] == 30
+    assert cat.recordings.counts()[RecState.ACTIVE] == 30
     # A restarted agent in the same boot still distrusts it (reference in catalog meta).
     guard2 = ClockGuard(cat, clock, ClockGuardSettings(release_date=RELEASE))
     assert not guard2.check().trusted
@@ -372,7 +372,7 @@ def test_disk_pressure_spares_held_footage_and_raises_alarms(tmp_path: Path) -> 
     cat = open_cat(tmp_path)
     # Not expired: only disk pressure can delete these (deadlines 1..2 days ahead).
     recs = tiny_rows(root, 40, start=NOW - timedelta(days=2))
-    cat.add_recordings(recs)
+    cat.recordings.add_many(recs)
     held_ids = [r.id for r in recs[:10]]  # the ones nearest their deadline
     place_hold(
         cat, kind=HoldKind.INCIDENT, reason="case 7", by="dpo", now=NOW, recording_ids=held_ids
@@ -405,7 +405,7 @@ def test_disk_pressure_spares_held_footage_and_raises_alarms(tmp_path: Path) -> 
     floor[0] = capacity
     res = janitor.sweep_once(NOW)
     assert res.storage_full_held and janitor.storage_full_held
-    assert all(cat.get_recording(i).state is RecState.ACTIVE for i in held_ids)  # type: ignore[union-attr]
+    assert all(cat.recordings.get(i).state is RecState.ACTIVE for i in held_ids)  # type: ignore[union-attr]
     assert all((root / r.path).exists() for r in recs[:10])
     assert "alarm.storage_full_held" in alarms
     types = [r[0] for r in cat.query("SELECT type FROM outbox WHERE type LIKE 'alarm.%'")]

@@ -81,7 +81,7 @@ def test_erase_in_force_erases_an_adopted_file_as_it_arrives(env) -> None:
     result = intake.adopt(src, GATE, NOW)
     assert result.outcome is Outcome.ADOPTED
     assert result.recording is not None and result.recording.state is RecState.DELETED
-    row = cat.get_recording(result.recording.id)
+    row = cat.recordings.get(result.recording.id)
     assert row is not None and row.state is RecState.DELETED
     assert not src.exists() and stored(root) == []
 
@@ -107,7 +107,7 @@ def test_restrict_in_force_restricts_an_adopted_file(env) -> None:
     request(cat, root, "DSR-8", RequestMode.RESTRICT)
     result = intake.adopt(clip(drop, "late.mkv", T0 + timedelta(minutes=5)), GATE, NOW)
     assert result.recording is not None
-    row = cat.get_recording(result.recording.id)
+    row = cat.recordings.get(result.recording.id)
     assert row is not None and row.state is RecState.RESTRICTED
     assert result.recording.state is RecState.RESTRICTED
     entries = [e for e in AuditLog(cat).export() if e["action"] == "recording.restricted"]
@@ -121,7 +121,7 @@ def test_erase_beats_restrict_and_a_hold_stops_the_erase(env) -> None:
     request(cat, root, "DSR-E", RequestMode.ERASE)
     first = intake.adopt(clip(drop, "a.mkv", T0 + timedelta(minutes=1)), GATE, NOW)
     assert first.recording is not None and first.recording.state is RecState.DELETED
-    cat.add_hold(
+    cat.holds.add(
         Hold(
             id="incident-1",
             kind=HoldKind.INCIDENT,
@@ -135,7 +135,7 @@ def test_erase_beats_restrict_and_a_hold_stops_the_erase(env) -> None:
     )
     held = intake.adopt(clip(drop, "b.mkv", T0 + timedelta(minutes=2)), GATE, NOW)
     assert held.recording is not None
-    row = cat.get_recording(held.recording.id)
+    row = cat.recordings.get(held.recording.id)
     # The hold keeps it; the restrict still applies.
     assert row is not None and row.state is RecState.RESTRICTED
     entries = [e for e in AuditLog(cat).export() if e["action"] == "erase.held"]
@@ -173,7 +173,7 @@ def test_recorder_segment_closing_after_the_erase_is_erased(env, tmp_path: Path)
     rec = intake.register_segment(segment, tags, "f" * 32, GATE, NOW)
     assert rec.state is RecState.DELETED
     assert not segment.exists() and not final.exists()
-    row = cat.get_recording("f" * 32)
+    row = cat.recordings.get("f" * 32)
     assert row is not None and row.state is RecState.DELETED
 
 
@@ -208,7 +208,7 @@ def test_media_tags_of_an_erased_arrival_are_gone_with_it(env) -> None:
     intake.adopt(src, GATE, NOW)
     again = intake.adopt(Path(copy), GATE, NOW)
     assert again.outcome is Outcome.DUPLICATE
-    assert cat.find_by_source_sha256(sha) is not None and stored(root) == []
+    assert cat.recordings.find_by_source_sha256(sha) is not None and stored(root) == []
 
 
 def test_reconcile_readoption_meets_the_request_in_force(env) -> None:
@@ -222,7 +222,7 @@ def test_reconcile_readoption_meets_the_request_in_force(env) -> None:
     request(cat, root, "DSR-11", RequestMode.ERASE)
     rep = reconcile(cat, root, intake.settings, dry_run=False, force=True, now=NOW, grace=0.0)
     assert len(rep.readopted) == 1
-    row = cat.get_recording(first.recording.id)
+    row = cat.recordings.get(first.recording.id)
     assert row is not None and row.state is RecState.DELETED
     assert stored(root) == []
 
@@ -232,7 +232,7 @@ def test_recording_catalogued_while_the_erase_ran_is_erased(env) -> None:
     intake, cat, drop, root = env
     rec = intake.adopt(clip(drop, "a.mkv", T0 + timedelta(minutes=4)), GATE, NOW).recording
     assert rec is not None
-    original = cat.overlapping
+    original = cat.recordings.overlapping
     calls = []
 
     def overlapping_before_the_row(*args, **kwargs):  # the first lookup misses the new row
@@ -240,9 +240,9 @@ def test_recording_catalogued_while_the_erase_ran_is_erased(env) -> None:
         found = original(*args, **kwargs)
         return [r for r in found if r.id != rec.id] if len(calls) == 1 else found
 
-    cat.overlapping = overlapping_before_the_row  # type: ignore[method-assign]
+    cat.recordings.overlapping = overlapping_before_the_row  # type: ignore[method-assign]
     req = EraseRequest("DSR-12", "gate", T0, T0 + timedelta(hours=1))
     execute_request(cat, root, req, dry_run=False, actor="dpo", now=NOW)
-    row = cat.get_recording(rec.id)
+    row = cat.recordings.get(rec.id)
     assert row is not None and row.state is RecState.DELETED
     assert stored(root) == []

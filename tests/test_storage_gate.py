@@ -279,7 +279,7 @@ def test_adoption_and_janitor_stand_still_while_the_disk_is_gone(tmp_path: Path)
     (root / rec.path).unlink()  # its file went away with the disk, too
     res = janitor.sweep_once(now)
     assert res.storage_unavailable and not res.deleted
-    got = cat.get_recording(rec.id)
+    got = cat.recordings.get(rec.id)
     assert got is not None and got.state is RecState.ACTIVE  # neither deleted nor missing
 
     (tmp_path / "marker").rename(root / STORAGE_MARKER)

@@ -24,8 +24,9 @@ from edge_agent.comms.telemetry import (
 from edge_agent.config.profiles import TemperatureSensor
 from edge_agent.core.model import Purpose
 from edge_agent.store.audit import AuditLog
-from edge_agent.store.catalog import Catalog, PurposeStats
+from edge_agent.store.catalog import Catalog
 from edge_agent.store.outbox_store import Outbox
+from edge_agent.store.recordings import PurposeStats
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 HOST = HostStats(
@@ -74,7 +75,7 @@ def test_payload_fields() -> None:
     }  # fmt: skip
     assert doc["retention"]["next_deadline"] == "2026-11-02T12:00:00Z"
     assert doc["retention"]["longer_than_notice"] == ["rnd_premises"]
-    assert doc["outbox"] == {"depth": 4, "oldest_age_seconds": 1.5}
+    assert doc["outbox"] == {"depth": 4, "oldest_age_seconds": 1.5, "refused": 0, "held": 0}
     assert doc["clock"] == {
         "state": "trusted",
         "reason": None,

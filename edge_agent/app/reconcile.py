@@ -21,10 +21,8 @@ file into place just before committing its row.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,7 +30,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.core.model import Hold, HoldKind, Recording, RecState, TimeSource, iso
+from edge_agent.core.model import (
+    LIVE_STATES,
+    Hold,
+    Recording,
+    RecState,
+    TimeSource,
+    recording_doc,
+)
 from edge_agent.core.policy import deadline
 from edge_agent.host.fsutil import fsync_dir
 from edge_agent.intake.intake import PARTIAL_PREFIX, IntakeSettings
@@ -40,7 +45,8 @@ from edge_agent.media import media
 from edge_agent.retention.deletion import finish_interrupted
 from edge_agent.retention.erasure import Standing, apply_standing, finish_standing
 from edge_agent.store.audit import AuditLog, head_file_path
-from edge_agent.store.catalog import STORAGE_MARKER, Catalog, from_epoch
+from edge_agent.store.catalog import STORAGE_MARKER, Catalog
+from edge_agent.store.holds import salvage_holds
 from edge_agent.store.outbox_store import Outbox
 
 __all__ = ["GRACE", "RebuildReport", "ReconcileReport", "rebuild", "reconcile"]
@@ -48,7 +54,6 @@ __all__ = ["GRACE", "RebuildReport", "ReconcileReport", "rebuild", "reconcile"]
 log = logging.getLogger(__name__)
 
 GRACE = 60.0  # seconds a new or partial file is left alone (intake renames, then commits)
-_LIVE = (RecState.ACTIVE, RecState.RESTRICTED)
 
 
 @dataclass
@@ -165,16 +170,11 @@ def _read_tagged(
     return rec, None
 
 
+_LINE = ("id", "path", "location", "purpose", "start", "end", "deadline")
+
+
 def _rec_line(rec: Recording) -> dict[str, Any]:
-    return {
-        "id": rec.id,
-        "path": rec.path,
-        "location": rec.location,
-        "purpose": str(rec.tags.purpose),
-        "start": iso(rec.start),
-        "end": iso(rec.end),
-        "deadline": iso(rec.deadline) if rec.deadline else None,
-    }
+    return recording_doc(rec, _LINE)
 
 
 # -- reconcile -----------------------------------------------------------------
@@ -199,8 +199,8 @@ def reconcile(
                 catalog, storage_root, now, actor=actor, fsync=settings.fsync
             ).deleted
         )
-    known = catalog.path_states()
-    rep.live_rows = sum(1 for _, st in known.values() if st in _LIVE)
+    known = catalog.schedule.path_states()
+    rep.live_rows = sum(1 for _, st in known.values() if st in LIVE_STATES)
     seen: set[str] = set()
     partials: list[Path] = []
     new: list[Recording] = []
@@ -232,7 +232,7 @@ def reconcile(
             else:
                 rep.unreadable.append({"path": rel, "why": why})
             continue
-        other = catalog.get_recording(rec.id)
+        other = catalog.recordings.get(rec.id)
         if other is not None or rec.id in new_ids:
             where = other.path if other is not None else "another file on this disk"
             rep.conflicts.append(
@@ -244,7 +244,7 @@ def reconcile(
         rep.readopted.append(_rec_line(rec))
     gone: list[tuple[str, str]] = []
     for rel, (rid, state) in known.items():
-        if state in _LIVE and rel not in seen and not (storage_root / rel).exists():
+        if state in LIVE_STATES and rel not in seen and not (storage_root / rel).exists():
             gone.append((rid, rel))
             rep.missing.append({"id": rid, "path": rel})
     rep.partials_removed = [p.relative_to(storage_root).as_posix() for p in partials]
@@ -278,7 +278,7 @@ def _apply(
     for i in range(0, len(new), 500):
         with catalog.transaction():
             for rec in new[i : i + 500]:
-                catalog.add_recording(rec)
+                catalog.recordings.add(rec)
                 line = {**_rec_line(rec), "readopted": True, "size": rec.size}
                 audit.append("recording.readopted", actor=actor, subject=rec.id, data=line, ts=now)
                 event = {k: v for k, v in line.items() if k != "id"}
@@ -287,12 +287,16 @@ def _apply(
                 rep.standing.append(apply_standing(catalog, rec, actor=actor, now=now))
     with catalog.transaction():
         for rid, rel in gone:
-            catalog.set_state(rid, RecState.MISSING, reason="file not found by reconcile", at=now)
+            catalog.recordings.set_state(
+                rid, RecState.MISSING, reason="file not found by reconcile", at=now
+            )
             data = {"recording_id": rid, "path": rel}
             audit.append("recording.missing", actor=actor, subject=rid, data=data, ts=now)
             outbox.enqueue("recording.missing", data, ts=now)
         for item in rep.reappeared:
-            catalog.set_state(item["id"], RecState.ACTIVE, reason="file found again", at=now)
+            catalog.recordings.set_state(
+                item["id"], RecState.ACTIVE, reason="file found again", at=now
+            )
             data = {"recording_id": item["id"], "path": item["path"]}
             audit.append("recording.found", actor=actor, subject=item["id"], data=data, ts=now)
             outbox.enqueue("recording.found", data, ts=now)
@@ -334,43 +338,6 @@ def _move_aside(catalog_path: Path, now: datetime) -> list[str]:
     return moved
 
 
-def _salvage_holds(old: Path) -> tuple[list[Hold], str | None]:
-    """Holds readable from the moved-aside catalog (holds are hard: try not to lose one)."""
-    try:
-        conn = sqlite3.connect(f"file:{old}?mode=ro", uri=True)
-        try:
-            rows = conn.execute(
-                "SELECT id, kind, reason, placed_by, placed_at, recording_ids, location, "
-                "window_start, window_end, expires, released_at, released_by FROM holds"
-            ).fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        return [], f"holds could not be read from {old} ({exc}): place them again"
-    out = []
-    for r in rows:
-        try:
-            out.append(
-                Hold(
-                    id=r[0],
-                    kind=HoldKind(r[1]),
-                    reason=r[2],
-                    placed_by=r[3],
-                    placed_at=from_epoch(r[4]),
-                    recording_ids=tuple(json.loads(r[5] or "[]")),
-                    location=r[6],
-                    window_start=None if r[7] is None else from_epoch(r[7]),
-                    window_end=None if r[8] is None else from_epoch(r[8]),
-                    expires=None if r[9] is None else from_epoch(r[9]),
-                    released_at=None if r[10] is None else from_epoch(r[10]),
-                    released_by=r[11],
-                )
-            )
-        except (ValueError, TypeError) as exc:
-            return out, f"a hold in {old} is unreadable ({exc}): check `hold list`"
-    return out, None
-
-
 def rebuild(
     catalog_path: Path,
     storage_root: Path,
@@ -385,7 +352,7 @@ def rebuild(
     rep.moved_aside = _move_aside(catalog_path, now)
     holds: list[Hold] = []
     if rep.moved_aside and rep.moved_aside[0].startswith(str(catalog_path) + ".lost-"):
-        holds, note = _salvage_holds(Path(rep.moved_aside[0]))
+        holds, note = salvage_holds(Path(rep.moved_aside[0]))
         if note:
             rep.notes.append(note)
     cat = Catalog.open(catalog_path, device_id=settings.device_id, storage_root=storage_root)
@@ -412,9 +379,9 @@ def rebuild(
         audit, outbox = AuditLog(cat), Outbox(cat)
         with cat.transaction():
             for i in range(0, len(recs), 1000):
-                cat.add_recordings(recs[i : i + 1000])
+                cat.recordings.add_many(recs[i : i + 1000])
             for h in holds:
-                cat.add_hold(h)
+                cat.holds.add(h)
             rep.recordings = len(recs)
             rep.holds_recovered = len(holds)
             summary = {

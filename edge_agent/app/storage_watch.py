@@ -24,21 +24,23 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.app.reconcile import reconcile
 from edge_agent.recording.recorder import recover_partials
-from edge_agent.retention.storage_gate import ALARMS, Change, Health, StorageGate
+from edge_agent.retention.storage_gate import ALARMS, Change, Health, StorageGate, capture_identity
 from edge_agent.store.outbox_store import Outbox
 
 if TYPE_CHECKING:
     from edge_agent.intake.intake import Intake
     from edge_agent.recording.recorder_manager import RecorderManager
+    from edge_agent.retention.janitor import Janitor
     from edge_agent.store.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STALL_SECONDS", "StorageWatch", "hold_reason"]
+__all__ = ["STALL_SECONDS", "StorageWatch", "hold_reason", "watch_storage_root"]
 
 STALL_SECONDS = 5.0
 _WHAT = {
@@ -183,3 +185,31 @@ class StorageWatch:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+
+
+def watch_storage_root(
+    root: Path,
+    catalog: Catalog,
+    *,
+    manager: RecorderManager,
+    intake: Intake,
+    janitor: Janitor,
+    now: Callable[[], datetime],
+    wake: Callable[[], None],
+    retry: tuple[float, float],
+) -> StorageWatch | str:
+    """Hold the storage root to the disk the catalog just accepted, or say why it cannot.
+
+    The one gate is shared by everything that writes or deletes there (docs/storage.md).
+    """
+    storage_id = catalog.get_meta("storage_root_id")
+    try:
+        if storage_id is None:
+            raise OSError("the catalog names no storage id")
+        identity = capture_identity(root, str(storage_id))
+    except OSError as exc:
+        log.error("cannot watch the storage root %s: %s", root, exc)
+        return f"storage root {root} cannot be watched: {exc}"
+    gate = StorageGate(root, identity, retry_base=retry[0], retry_cap=retry[1])
+    intake.gate = manager.gate = janitor.gate = gate
+    return StorageWatch(gate, catalog=catalog, manager=manager, intake=intake, now=now, wake=wake)

@@ -34,12 +34,16 @@ COMMANDS: dict[str, str] = {
     "status": "status_cmd",
     "hold": "hold_cmd",
     "erase": "erase_cmd",
+    "export": "export_cmd",
+    "report": "report_cmd",
     "retention": "retention_cmd",
     "clock": "clock_cmd",
     "reconcile": "reconcile_cmd",
     "catalog": "reconcile_cmd",
     "provision": "provision_cmd",
     "doctor": "doctor_cmd",
+    "anonymize-file": "anonymize_cmd",
+    "fleet": "fleet_cmd",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 

@@ -17,7 +17,7 @@ import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edge_agent.cli._base import EXIT_BAD_INPUT, EXIT_FAILURE, CliError, error
 from edge_agent.store.catalog import (
@@ -28,8 +28,12 @@ from edge_agent.store.catalog import (
 )
 from edge_agent.store.migrations import MigrationError
 
+if TYPE_CHECKING:
+    # Only for types: a command that needs no config does not load pydantic.
+    from edge_agent.config.config import Config
 
-def load_cli_config(path: Path) -> Any:
+
+def load_cli_config(path: Path) -> Config:
     """The config, or CliError (exit 2) with one line per problem."""
     from edge_agent.config.config import ConfigError, load_config
 
@@ -52,7 +56,7 @@ class Owner:
     groups: tuple[int, ...]
 
 
-def state_owner(cfg: Any) -> Owner | None:
+def state_owner(cfg: Config) -> Owner | None:
     """Who owns the agent's state: the owner of ``storage.root``, or of the catalog
     (or its folder) while the root does not exist yet; None when nothing does."""
     catalog = Path(cfg.storage.catalog)
@@ -79,7 +83,7 @@ def _tighten_umask() -> None:
     os.umask(os.umask(0o027) | 0o027)
 
 
-def _foreign_state(cfg: Any, owner: Owner) -> list[Path]:
+def _foreign_state(cfg: Config, owner: Owner) -> list[Path]:
     """Catalog files a previous root run left, which ``owner`` could not write."""
     from edge_agent.store.audit import head_file_path
 
@@ -141,7 +145,7 @@ def switch_user(owner: Owner) -> None:
 _acted: list[Owner | None] = []
 
 
-def act_as_agent(cfg: Any) -> Owner | None:
+def act_as_agent(cfg: Config) -> Owner | None:
     """Run the rest of this command as the owner of the agent's state (see module doc).
 
     Returns the user switched to, or None when nothing changed (not root, or
@@ -203,7 +207,7 @@ def act_as_agent(cfg: Any) -> Owner | None:
     return owner
 
 
-def open_cli_catalog(cfg: Any, *, create: bool = False) -> Catalog:
+def open_cli_catalog(cfg: Config, *, create: bool = False) -> Catalog:
     """The config's catalog, opened as the agent (:func:`act_as_agent`); a catalog of
     another disk is shown as such (exit 1)."""
     act_as_agent(cfg)
@@ -215,7 +219,7 @@ def open_cli_catalog(cfg: Any, *, create: bool = False) -> Catalog:
         raise CliError(str(exc), EXIT_FAILURE) from None
 
 
-def check_location(cfg: Any, location: str) -> None:
+def check_location(cfg: Config, location: str) -> None:
     """A location for existing footage: configured, or one the catalog holds footage for.
 
     A room removed from the config keeps its footage until its deadlines, and a
@@ -226,9 +230,9 @@ def check_location(cfg: Any, location: str) -> None:
         return
     cat = open_cli_catalog(cfg)
     try:
-        if cat.has_location(location):
+        if cat.recordings.has_location(location):
             return
-        known = sorted({*configured, *cat.footage_locations()})
+        known = sorted({*configured, *cat.recordings.locations()})
     finally:
         cat.close()
     raise CliError(

@@ -62,12 +62,13 @@ def _print(doc: dict[str, Any]) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from edge_agent.app.settings import janitor_settings
     from edge_agent.retention.janitor import Janitor
 
     cfg = load_cli_config(args.config)
     cat = open_cli_catalog(cfg)
     try:
-        janitor = Janitor.from_config(cfg, cat)
+        janitor = Janitor.from_settings(janitor_settings(cfg), cat)
         doc = _doc(janitor.guard.check(persist=False), janitor.guard)
     finally:
         cat.close()
@@ -76,6 +77,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _accept(args: argparse.Namespace) -> int:
+    from edge_agent.app.settings import janitor_settings
     from edge_agent.core.clock import SyncEvidence
     from edge_agent.retention.clockguard import ClockAcceptError
     from edge_agent.retention.janitor import Janitor
@@ -91,7 +93,7 @@ def _accept(args: argparse.Namespace) -> int:
     cat = open_cli_catalog(cfg)
     who = _who()
     try:
-        janitor = Janitor.from_config(cfg, cat)
+        janitor = Janitor.from_settings(janitor_settings(cfg), cat)
         janitor.guard.actor = "cli"
         ev = SyncEvidence("installer", None, f"confirmed on site by {who.removeprefix('user:')}")
         try:

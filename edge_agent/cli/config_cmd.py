@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edge_agent.cli._base import (
     EXIT_BAD_INPUT,
@@ -16,6 +16,9 @@ from edge_agent.cli._base import (
     print_json,
 )
 from edge_agent.config.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from edge_agent.config.config import Config
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,10 +48,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
 
 
-def _footage_warnings(cfg: Any) -> list[str]:
+def _footage_warnings(cfg: Config) -> list[str]:
     # Read-only: config check never creates, migrates or takes over a catalog.
     from edge_agent.core.location_drift import configured, location_drift
-    from edge_agent.store.catalog import read_footage_by_location
+    from edge_agent.store.recordings import read_footage_by_location
 
     rows = read_footage_by_location(cfg.storage.catalog)
     return [d.message for d in location_drift(configured(cfg.locations), rows or [])]

@@ -12,14 +12,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = add_command(
         sub,
         "demo",
-        help="self-contained demo: records virtual cameras, adopts, tags, plans retention",
+        help="the privacy notice's whole story on this machine, in a temporary folder",
         example="edge-agent demo\nedge-agent demo --keep",
         func=run,
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary folder afterwards")
     p.add_argument("--dir", type=Path, help="work in this (empty) folder instead of a temp one")
     p.add_argument(
-        "--seconds", type=float, default=20.0, help="how long the virtual cameras record (0: skip)"
+        "--seconds", type=float, default=12.0, help="how long the virtual cameras record (0: skip)"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="one JSON document with every step's outcome on stdout"
     )
 
 
@@ -28,4 +31,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
-    return run_demo(keep=args.keep, workdir=args.dir, record_seconds=args.seconds)
+    return run_demo(
+        keep=args.keep, workdir=args.dir, record_seconds=args.seconds, as_json=args.json
+    )

@@ -60,7 +60,9 @@ def _erase(args: argparse.Namespace) -> int:
         end=args.to,
         mode=RequestMode.RESTRICT if args.restrict else RequestMode.ERASE,
     )
-    cat = open_cli_catalog(cfg)
+    # A request stands for footage adopted later, so it is stored even on a device
+    # whose daemon has not created the catalog yet (a dry run creates nothing).
+    cat = open_cli_catalog(cfg, create=not args.dry_run)
     try:
         receipt = execute_request(
             cat,

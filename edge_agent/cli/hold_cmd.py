@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edge_agent.cli._base import (
     EXIT_BAD_INPUT,
@@ -22,6 +22,9 @@ from edge_agent.cli.recordings_cmd import utc_time
 from edge_agent.core.model import Hold, HoldKind, utcnow
 from edge_agent.retention.holds import HoldError, extend_hold, hold_doc, place_hold, release_hold
 from edge_agent.store.catalog import Catalog
+
+if TYPE_CHECKING:
+    from edge_agent.config.config import Config
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -57,9 +60,11 @@ def _add(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _change(args: argparse.Namespace, cfg: Any, op: Callable[[Catalog], Hold]) -> Hold:
+def _change(args: argparse.Namespace, cfg: Config, op: Callable[[Catalog], Hold]) -> Hold:
     """Run one hold change on the catalog; bad input exits 2; ``--json`` prints the hold."""
-    cat = open_cli_catalog(cfg)
+    # A writing command creates the catalog on a provisioned device whose daemon has
+    # not run yet: a hold placed before the first start must not be refused.
+    cat = open_cli_catalog(cfg, create=True)
     try:
         hold = op(cat)
     except HoldError as exc:
@@ -75,7 +80,7 @@ def _list(args: argparse.Namespace) -> int:
     cfg = load_cli_config(args.config)
     cat = open_cli_catalog(cfg)
     try:
-        holds = cat.list_holds(include_released=args.all)
+        holds = cat.holds.list(include_released=args.all)
     finally:
         cat.close()
     docs = [hold_doc(h) for h in holds]

@@ -214,4 +214,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
     if result.token_file is not None:
         verb = "wrote a new" if result.token_created else "kept the existing"
         sys.stdout.write(f"live view: {verb} token in {result.token_file}\n")
+    if result.signing_key is not None:
+        verb = "wrote a new" if result.signing_key_created else "kept the existing"
+        sys.stdout.write(f"exports: {verb} signing key {result.signing_key} (0600)\n")
     return EXIT_OK

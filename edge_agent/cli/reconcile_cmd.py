@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edge_agent.cli._base import (
     EXIT_FAILURE,
@@ -20,9 +20,12 @@ from edge_agent.cli._context import act_as_agent, load_cli_config, open_cli_cata
 from edge_agent.core.model import utcnow
 from edge_agent.intake.intake import IntakeSettings
 
+if TYPE_CHECKING:
+    from edge_agent.config.config import Config
 
-def _settings(cfg: Any) -> IntakeSettings:
-    from edge_agent.intake.runtime import intake_settings
+
+def _settings(cfg: Config) -> IntakeSettings:
+    from edge_agent.app.settings import intake_settings
 
     try:
         return intake_settings(cfg)

@@ -18,7 +18,7 @@ from edge_agent.cli._base import (
     print_json,
 )
 from edge_agent.cli._context import load_cli_config, open_cli_catalog
-from edge_agent.core.model import Purpose, Recording, RecState, iso, parse_ts
+from edge_agent.core.model import Purpose, Recording, RecState, iso, parse_ts, recording_doc
 from edge_agent.store.catalog import Catalog
 
 
@@ -35,31 +35,6 @@ def utc_time(text: str) -> Any:
 def open_catalog_for_cli(config_path: Path) -> Catalog:
     """Load the config and open its existing catalog, or raise CliError."""
     return open_cli_catalog(load_cli_config(config_path))
-
-
-def recording_doc(rec: Recording) -> dict[str, Any]:
-    """A recording as JSON-ready data (times ISO 8601 UTC)."""
-    t = rec.tags
-    return {
-        "id": rec.id,
-        "path": rec.path,
-        "location": t.location,
-        "purpose": str(t.purpose),
-        "site": str(t.site),
-        "audio": t.audio,
-        "anonymized": t.anonymized,
-        "start": iso(t.start),
-        "end": iso(t.end),
-        "duration_s": round((t.end - t.start).total_seconds(), 3),
-        "time_source": str(t.time_source),
-        "device": t.device,
-        "policy_version": t.policy_version,
-        "deadline": iso(rec.deadline) if rec.deadline else None,
-        "size": rec.size,
-        "sha256": rec.sha256,
-        "state": str(rec.state),
-        "source_id": rec.source_id,
-    }
 
 
 def _human_size(n: int) -> str:
@@ -108,7 +83,7 @@ def _list(args: argparse.Namespace) -> int:
         states = (*states, RecState.RESTRICTED)
     cat = open_catalog_for_cli(args.config)
     try:
-        recs = cat.list_recordings(
+        recs = cat.recordings.list(
             location=args.location,
             purpose=Purpose(args.purpose) if args.purpose else None,
             since=args.since,

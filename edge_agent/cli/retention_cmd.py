@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edge_agent.cli._base import (
     EXIT_FAILURE,
@@ -18,8 +17,10 @@ from edge_agent.cli._base import (
 )
 from edge_agent.cli._context import check_location, load_cli_config, open_cli_catalog
 from edge_agent.cli.recordings_cmd import utc_time
-from edge_agent.core.model import iso, utcnow
-from edge_agent.store.catalog import Catalog
+from edge_agent.core.model import utcnow
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["check_location", "load_cli_config", "open_cli_catalog", "register"]
 
@@ -27,73 +28,16 @@ __all__ = ["check_location", "load_cli_config", "open_cli_catalog", "register"]
 # -- retention plan ------------------------------------------------------------
 
 
-def _plan_doc(cfg: Any, cat: Catalog, at: datetime, limit: int) -> dict[str, Any]:
-    from edge_agent.core.retention_plan import plan
-    from edge_agent.retention.janitor import Janitor
-
-    janitor = Janitor.from_config(cfg, cat)
-    verdict = janitor.guard.check(persist=False)
-    holds = cat.list_holds()
-    going: list[dict[str, Any]] = []
-    kept: list[dict[str, Any]] = []
-    total_due = 0
-    offset = 0
-    while len(going) < limit:
-        page = cat.due_page(at, 500, offset)
-        if not page:
-            break
-        offset += len(page)
-        p = plan(page, holds, at, clock_trusted=True)
-        total_due += len(p.deletions)
-        kept += [{"id": i, "holds": list(h)} for i, h in p.kept_by_hold]
-        going += [
-            {
-                "id": d.recording_id,
-                "path": d.path,
-                "reason": str(d.reason),
-                "deadline": iso(d.deadline) if d.deadline else None,
-                "detail": d.detail,
-            }
-            for d in p.deletions
-        ]
-    if len(going) >= limit:
-        total_due = cat.count_due(at) - len(kept)
-    upcoming = [
-        {
-            "id": r.id,
-            "location": r.location,
-            "purpose": str(r.tags.purpose),
-            "deadline": iso(r.deadline) if r.deadline else None,
-        }
-        for r in cat.upcoming_deadlines(at, 10)
-    ]
-    free, total = janitor.free_space()
-    floor = janitor.floor_bytes(total)
-    return {
-        "at": iso(at),
-        "clock": "trusted" if verdict.trusted else "untrusted",
-        "clock_reason": verdict.reason,
-        "blocked": None
-        if verdict.trusted
-        else f"no deletion while the clock is untrusted: {verdict.reason}",
-        "would_delete_count": total_due,
-        "would_delete": going[:limit],
-        "kept_by_hold": kept,
-        "holds": [h.id for h in holds],
-        "upcoming": upcoming,
-        "next_deadline": iso(d) if (d := cat.next_deadline_after(at)) else None,
-        "awaiting_deadline": len(cat.awaiting_deadline(limit=10_000)),
-        "free_bytes": free,
-        "floor_bytes": floor,
-        "disk_pressure": free < floor,
-    }
-
-
 def _plan(args: argparse.Namespace) -> int:
     cfg = load_cli_config(args.config)
     cat = open_cli_catalog(cfg)
     try:
-        doc = _plan_doc(cfg, cat, args.at or utcnow(), args.limit)
+        from edge_agent.app.settings import janitor_settings
+        from edge_agent.retention.janitor import Janitor
+        from edge_agent.retention.preview import retention_preview
+
+        janitor = Janitor.from_settings(janitor_settings(cfg), cat)
+        doc = retention_preview(janitor, args.at or utcnow(), args.limit)
     finally:
         cat.close()
     if args.json:
@@ -125,12 +69,13 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from edge_agent.app.settings import janitor_settings
     from edge_agent.retention.janitor import Janitor
 
     cfg = load_cli_config(args.config)
     cat = open_cli_catalog(cfg)
     try:
-        janitor = Janitor.from_config(cfg, cat)
+        janitor = Janitor.from_settings(janitor_settings(cfg), cat)
         janitor.actor = "cli"
         janitor.batch = args.batch
         res = janitor.sweep_once()

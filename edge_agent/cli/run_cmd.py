@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from edge_agent.cli._base import (
     EXIT_BAD_INPUT,
@@ -13,7 +12,7 @@ from edge_agent.cli._base import (
     add_config_arg,
     error,
 )
-from edge_agent.config.config import ConfigError
+from edge_agent.config.config import Config, ConfigError
 from edge_agent.store.catalog import CatalogError
 from edge_agent.store.migrations import MigrationError
 
@@ -22,13 +21,15 @@ def _run(args: argparse.Namespace) -> int:
     import logging
 
     from edge_agent.app import daemon
+    from edge_agent.config.config import load_config
 
     # The daemon's log is its journal: INFO unless asked for less.
     if args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
     try:
-        _log_warnings(args.config)
-        return daemon.main(args.config, shutdown_timeout=args.shutdown_timeout)
+        cfg = load_config(args.config)
+        _log_warnings(cfg)
+        return daemon.main(cfg, shutdown_timeout=args.shutdown_timeout)
     except ConfigError as exc:
         problems = exc.problems or [str(exc)]
         for line in problems[:-1]:
@@ -38,14 +39,12 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_FAILURE) from None
 
 
-def _log_warnings(config: Path) -> None:
+def _log_warnings(cfg: Config) -> None:
     """The same warnings as ``config check`` (world-readable secrets, clear-text
     passwords, a live view open to the network), once at start in the journal."""
     import logging
 
-    from edge_agent.config.config import load_config
-
-    for line in load_config(config).warnings():
+    for line in cfg.warnings():
         logging.getLogger("edge_agent.config.config").warning("config: %s", line)
 
 

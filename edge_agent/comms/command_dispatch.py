@@ -75,7 +75,7 @@ from edge_agent.core.commands import (
 )
 from edge_agent.core.model import EraseRequest, HoldKind, RequestMode, iso, parse_ts
 from edge_agent.store.audit import AuditLog
-from edge_agent.store.catalog import Catalog, to_epoch
+from edge_agent.store.catalog import Catalog
 from edge_agent.store.command_results import ResultStore, result_payload
 
 log = logging.getLogger(__name__)
@@ -441,9 +441,6 @@ class CommandDispatcher:
         digest = _digest(msg.payload)
         size = len(msg.payload)
 
-        def seen(cmd_id: str) -> bool:
-            return bool(cat.query("SELECT 1 FROM commands WHERE id = ?", (cmd_id,)))
-
         with cat.transaction():
             verdict = validate(
                 msg.payload,
@@ -451,12 +448,12 @@ class CommandDispatcher:
                 device_id=self.device_id,
                 trusted=self.trusted,
                 now=now,
-                seen=seen,
+                seen=self.results.known,
                 max_payload=self.max_payload,
             )
             env = verdict.envelope
             if verdict.reason is Reason.REPLAYED and env is not None and msg.dup:
-                stored = self._stored_result(env.id, digest)
+                stored = self.results.stored(env.id, digest)
                 if stored is not None:
                     return Decision(verdict, redelivered=stored)
             summary = None
@@ -467,27 +464,15 @@ class CommandDispatcher:
                 if not admitted:
                     return Decision(verdict, silent=True, summary=summary)
             if verdict.accepted and env is not None and verdict.key is not None:
-                # Expired ids are forgotten an hour on; an unacknowledged result is kept
-                # for a week in case the dashboard is away that long.
-                cat.execute(
-                    "DELETE FROM commands WHERE expires_at < ? AND (result_acked = 1 OR "
-                    "result IS NULL OR expires_at < ?)",
-                    (to_epoch(now) - 3600, to_epoch(now) - 7 * 86400),
-                )
-                cat.execute(
-                    "INSERT INTO commands (id, name, key_id, digest, received_at, expires_at, "
-                    "state, response_topic, correlation) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 'accepted', ?, ?)",
-                    (
-                        env.id,
-                        env.name,
-                        env.key_id,
-                        digest,
-                        to_epoch(now),
-                        to_epoch(expiry_of(env)),
-                        msg.response_topic if reply_problem is None else None,
-                        msg.correlation_data if reply_problem is None else None,
-                    ),
+                self.results.remember(
+                    id=env.id,
+                    name=env.name,
+                    key_id=env.key_id,
+                    digest=digest,
+                    received=now,
+                    expires=expiry_of(env),
+                    response_topic=msg.response_topic if reply_problem is None else None,
+                    correlation=msg.correlation_data if reply_problem is None else None,
                 )
                 data: dict[str, Any] = {
                     "topic": label(name),
@@ -521,12 +506,6 @@ class CommandDispatcher:
                     ts=now,
                 )
         return Decision(verdict, summary=summary)
-
-    def _stored_result(self, cmd_id: str, digest: str) -> CommandResult | None:
-        rows = self.catalog.query("SELECT digest, result FROM commands WHERE id = ?", (cmd_id,))
-        if not rows or rows[0][0] != digest or rows[0][1] is None:
-            return None
-        return CommandResult.model_validate_json(rows[0][1])
 
     @staticmethod
     def _actor(verdict: Verdict) -> str:
@@ -563,7 +542,7 @@ class CommandDispatcher:
         # holds recordings can be erased, restricted and held (docs/retention-policy.md).
         if location is None or self.locations is None or location in self.locations:
             return
-        if await asyncio.to_thread(self.catalog.has_location, location):
+        if await asyncio.to_thread(self.catalog.recordings.has_location, location):
             return
         known = ", ".join(sorted(self.locations)) or "none"
         raise ValueError(

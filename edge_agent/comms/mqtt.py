@@ -39,8 +39,6 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
-from edge_agent.config.config import Config  # noqa: E402
-
 log = logging.getLogger(__name__)
 
 Protocol = Literal["5", "3.1.1"]
@@ -60,6 +58,8 @@ class Will:
 
 @dataclass(frozen=True)
 class MqttSettings:
+    """The link's settings; ``edge_agent.app.settings.mqtt_settings`` makes them from a config."""
+
     host: str
     port: int
     client_id: str
@@ -78,34 +78,6 @@ class MqttSettings:
     # paho's own in-flight limit; the publisher's window stays below it, so paho
     # never holds a queue of its own.
     max_inflight: int = 200
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> MqttSettings:
-        m = cfg.mqtt
-        if m is None:
-            raise ValueError("mqtt: no [mqtt] section (add one with url = ...)")
-        password = None
-        if m.password_file is not None:
-            try:
-                password = m.password_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ValueError(
-                    f"mqtt.password_file: cannot read {m.password_file} ({exc.strerror}; "
-                    "check the path and permissions)"
-                ) from None
-        return cls(
-            host=m.host,
-            port=m.port,
-            client_id=f"edge-agent-{cfg.device.id}",
-            protocol=m.protocol,
-            keepalive=m.keepalive,
-            tls=m.tls,
-            ca_file=m.ca_file,
-            cert_file=m.cert_file,
-            key_file=m.key_file,
-            username=m.username,
-            password=password,
-        )
 
 
 class Backoff:
@@ -179,6 +151,9 @@ class MqttLink:
         self.generation = 0
         self.receive_maximum = 65535
         self.last_error: str | None = None
+        # When the last connection was lost (event loop clock): the publisher asks
+        # whether it followed one publish (a 3.1.1 broker refusing it).
+        self.lost_at: float | None = None
 
     # -- wiring ---------------------------------------------------------------
 
@@ -418,6 +393,8 @@ class MqttLink:
         if client is not self._client:
             return
         self.last_error = f"disconnected: {reason}"
+        if self._loop is not None:
+            self.lost_at = self._loop.time()
         self._connected.clear()
         self._disconnected.set()
         if self._connack is not None and not self._connack.done():

@@ -22,8 +22,10 @@ from pydantic import BaseModel, ConfigDict
 
 from edge_agent.config.profiles import TemperatureSensor
 from edge_agent.core.model import Purpose, iso
-from edge_agent.store.catalog import Catalog, PurposeStats, to_epoch
+from edge_agent.store.catalog import Catalog
+from edge_agent.store.exports import count_exports
 from edge_agent.store.outbox_store import Outbox
+from edge_agent.store.recordings import PurposeStats
 
 # Outbox depth / age beyond which the device reports itself degraded.
 BACKLOG_DEPTH = 10_000
@@ -97,6 +99,8 @@ class Snapshot:
     free_floor_bytes: int | None = None
     agent_uptime_s: float = 0.0
     extra_reasons: tuple[str, ...] = field(default_factory=tuple)
+    exports: int = 0  # export.created entries in the audit (docs/export.md)
+    outbox_refused: tuple[int, int] = (0, 0)  # publisher: (refusals, events held)
 
 
 # -- payload models (their JSON Schemas live in schemas/) ---------------------------
@@ -160,6 +164,10 @@ class SourcePayload(_Payload):
 class OutboxPayload(_Payload):
     depth: int
     oldest_age_seconds: float | None
+    # Publishes the broker refused since the agent started, and the events held
+    # back because their topic was refused (docs/brokers.md).
+    refused: int = 0
+    held: int = 0
 
 
 class ClockPayload(_Payload):
@@ -182,6 +190,7 @@ class TelemetryPayload(_Payload):
     sources: list[SourcePayload]
     outbox: OutboxPayload
     clock: ClockPayload
+    exports: int = 0
 
 
 # -- pure functions --------------------------------------------------------------
@@ -236,6 +245,8 @@ def build_telemetry(s: Snapshot) -> TelemetryPayload:
             oldest_age_seconds=None
             if s.outbox_oldest_age_s is None
             else round(s.outbox_oldest_age_s, 1),
+            refused=s.outbox_refused[0],
+            held=s.outbox_refused[1],
         ),
         clock=ClockPayload(
             state="trusted" if s.clock.trusted else "untrusted",
@@ -243,6 +254,7 @@ def build_telemetry(s: Snapshot) -> TelemetryPayload:
             evidence=s.clock.evidence,
             deletion_paused_since=iso(s.clock.paused_since) if s.clock.paused_since else None,
         ),
+        exports=s.exports,
     )
 
 
@@ -342,16 +354,11 @@ def read_host(paths: Sequence[Path], sensor: TemperatureSensor | None) -> HostSt
 
 def catalog_retention(catalog: Catalog, now: datetime) -> RetentionSnapshot:
     """What the catalog alone says: the janitor may provide a richer one."""
-    rows = catalog.query(
-        "SELECT COUNT(*), MIN(deadline) FROM recordings INDEXED BY idx_recordings_due "
-        "WHERE state IN ('active', 'restricted') AND deadline IS NOT NULL AND deadline <= ?",
-        (to_epoch(now),),
-    )
-    count, oldest = int(rows[0][0]), rows[0][1]
+    count, oldest = catalog.schedule.overdue(now)
     return RetentionSnapshot(
-        next_deadline=catalog.next_deadline(),
+        next_deadline=catalog.schedule.next_deadline(),
         overdue_count=count,
-        worst_overdue_seconds=0.0 if oldest is None else to_epoch(now) - float(oldest),
+        worst_overdue_seconds=0.0 if oldest is None else (now - oldest).total_seconds(),
     )
 
 
@@ -373,6 +380,7 @@ class Gatherer:
     clock: Callable[[], ClockState] | None = None
     # Further degraded reasons from the daemon (failed components, health checks).
     extra: Callable[[], Sequence[str]] | None = None
+    refused: Callable[[], tuple[int, int]] | None = None  # Publisher.refused_counts
     started: float = field(default_factory=time.monotonic)
 
     def gather(self, now: datetime) -> Snapshot:
@@ -391,7 +399,7 @@ class Gatherer:
             device_id=self.device_id,
             version=self.version,
             host=host,
-            recordings=self.catalog.summary_by_purpose(),
+            recordings=self.catalog.recordings.summaries(),
             retention=retention,
             outbox_depth=outbox.depth(),
             outbox_oldest_age_s=outbox.oldest_age(now),
@@ -403,4 +411,6 @@ class Gatherer:
             free_floor_bytes=floor,
             agent_uptime_s=time.monotonic() - self.started,
             extra_reasons=tuple(self.extra()) if self.extra else (),
+            exports=count_exports(self.catalog),
+            outbox_refused=self.refused() if self.refused else (0, 0),
         )

@@ -44,6 +44,7 @@ from pydantic import (
     StrictBool,
     ValidationError,
     ValidationInfo,
+    model_validator,
 )
 
 from edge_agent.config.config_checks import (
@@ -61,6 +62,7 @@ from edge_agent.config.profiles import (
     SpaceFloorField,
     load_profile,
 )
+from edge_agent.core.anon_plan import check_polygon
 from edge_agent.core.model import NOTICE_PERIODS, Period, Purpose, RetentionPeriods, Site
 from edge_agent.core.policy import longer_than_notice
 
@@ -323,6 +325,18 @@ class Location(_Section):
     signage: StrictBool = False
 
 
+def _check_mask(points: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+    why = check_polygon(points)
+    if why is not None:
+        raise ValueError(why)
+    return points
+
+
+MaskPolygon = Annotated[
+    tuple[tuple[float, float], ...], Field(max_length=64), AfterValidator(_check_mask)
+]
+
+
 class Source(_Section):
     id: ItemId
     url: SourceUrl
@@ -335,6 +349,18 @@ class Source(_Section):
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     anonymized: StrictBool = False
     name_timezone: TimeZoneName | None = None
+    # Areas never to show (a neighbour's windows, a pavement): polygons of
+    # [x, y] points in 0..1 of the picture. Always filled in anonymized
+    # derivatives; with mask_at_recording the area is never stored at all
+    # (docs/anonymization.md).
+    privacy_masks: tuple[MaskPolygon, ...] = Field(default=(), max_length=32)
+    mask_at_recording: StrictBool = False
+
+    @model_validator(mode="after")
+    def _masks_to_apply(self) -> Source:
+        if self.mask_at_recording and not self.privacy_masks:
+            raise ValueError("mask_at_recording = true needs privacy_masks")
+        return self
 
     @property
     def scheme(self) -> str:
@@ -470,6 +496,8 @@ class LiveView(_Section):
     token: SecretStr | None = None
     token_file: ConfigPath | None = None
     max_viewers: Annotated[int, Field(ge=1, le=64, strict=True)] = 4
+    # The installer's console on the same server and token (docs/console.md).
+    console: StrictBool = True
     # Open HTTP connections at once (a page and its viewers use a handful each);
     # more are closed on accept so idle sockets cannot use up file descriptors.
     max_connections: Annotated[int, Field(ge=4, le=1024, strict=True)] = 64
@@ -507,6 +535,19 @@ class LiveView(_Section):
             ) from None
 
 
+class Export(_Section):
+    # The notice lets marketing use anonymized material; originals only when the
+    # company decides so (docs/export.md).
+    marketing_originals: StrictBool = False
+
+
+class Control(_Section):
+    """The daemon's local control socket (docs/operator-guide.md, "Status")."""
+
+    # None: ``control.sock`` beside the catalog, a folder the agent's group can read.
+    socket: ConfigPath | None = None
+
+
 @dataclass(frozen=True)
 class FsyncPolicy:
     mode: FsyncMode
@@ -525,6 +566,8 @@ class Config(_Section):
     mqtt: Mqtt | None = None  # absent = MQTT off
     commands: Commands = Commands()
     liveview: LiveView | None = None  # absent = live view off
+    control: Control = Control()
+    export: Export = Export()
 
     _path: Path | None = PrivateAttr(default=None)
     _profile: HwProfile | None = PrivateAttr(default=None)
@@ -546,9 +589,6 @@ class Config(_Section):
             if loc.id == location_id:
                 return loc
         raise KeyError(f"unknown location {location_id!r} (known: {self._known_locations()})")
-
-    def site_of(self, location_id: str) -> Site:
-        return self.location(location_id).kind
 
     def source(self, source_id: str) -> Source:
         for src in self.sources:
@@ -580,6 +620,10 @@ class Config(_Section):
 
     def longer_than_notice(self) -> list[str]:
         return self.retention.longer_than_notice()
+
+    @property
+    def control_socket(self) -> Path:
+        return self.control.socket or self.storage.catalog.parent / "control.sock"
 
     @property
     def quarantine_dir(self) -> Path:

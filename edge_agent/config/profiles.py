@@ -4,7 +4,8 @@ One TOML file per device kind in ``hw_profiles/`` (shipped inside the package as
 ``edge_agent/hw_profiles``). A profile gives the defaults that depend on the
 hardware rather than on the site: how much disk must stay free, how often to
 fsync (SD cards wear out under many small synced writes), how many streams the
-board can record, which temperature sensor to report and the segment length.
+board can record, which temperature sensor to report, the segment length and
+how to re-encode a source masked at recording time.
 ``[storage]`` and ``[[sources]]`` in the config may override them.
 """
 
@@ -29,6 +30,10 @@ from pydantic import (
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "hw_profiles"
 
 FsyncMode = Literal["always", "batched"]
+# libx264's presets, fastest first: how much CPU a masked source's re-encoding may take.
+MaskPreset = Literal[
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
+]
 
 _UNITS = {
     "": 1,
@@ -154,6 +159,11 @@ class HwProfile(BaseModel):
     # Recordings go to their own disk (NVMe, HDD, USB), not the system disk: doctor
     # fails when the storage root is not on a mounted filesystem of its own.
     external_storage: bool = False
+    # Sources with privacy masks at recording time are decoded, masked and
+    # re-encoded with libx264 at this preset and bitrate (kbit/s, a cap);
+    # docs/anonymization.md "Masks at recording time" says what each profile takes.
+    mask_preset: MaskPreset = "veryfast"
+    mask_bitrate_kbps: int = Field(default=2000, ge=100, le=50_000, strict=True)
     path: Path | None = None
 
     def summary(self) -> dict[str, Any]:

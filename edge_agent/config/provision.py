@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.config.config import Config, ConfigError, validate_config
+from edge_agent.config.device_key import ensure_device_key
 from edge_agent.core.model import Purpose, Site
 from edge_agent.host.fsutil import atomic_write_bytes
 
@@ -103,6 +104,10 @@ class ProvisionResult:
     token_file: Path | None
     token_created: bool
     warnings: list[str]
+    # The export signing key in the state folder (docs/export.md); None when
+    # that folder does not exist yet: the first export makes the key then.
+    signing_key: Path | None = None
+    signing_key_created: bool = False
 
 
 # -- spec parsing ---------------------------------------------------------------
@@ -276,12 +281,18 @@ def provision(req: ProvisionRequest, *, force: bool = False) -> ProvisionResult:
     text = render_toml(doc)
     _write_private(out, text.encode("utf-8"))
     cfg = validate_config(doc, out.parent, check_files=True, path=out)
+    signing_key, key_created = None, False
+    state_dir = Path(cfg.storage.catalog).parent
+    if state_dir.is_dir():
+        signing_key, key_created = ensure_device_key(state_dir)
     return ProvisionResult(
         config=cfg,
         path=out,
         token_file=token_file,
         token_created=created,
         warnings=cfg.warnings(),
+        signing_key=signing_key,
+        signing_key_created=key_created,
     )
 
 

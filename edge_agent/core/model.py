@@ -8,9 +8,11 @@ All datetimes are timezone-aware UTC.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 POLICY_VERSION = "notice-2024-1"
 
@@ -32,6 +34,11 @@ class RecState(StrEnum):
     DELETED = "deleted"
     MISSING = "missing"
     RESTRICTED = "restricted"
+
+
+# States whose file is on disk and governed by retention (docs/retention-policy.md):
+# the one list the catalog's SQL, its partial index and the retention plan share.
+LIVE_STATES: tuple[RecState, ...] = (RecState.ACTIVE, RecState.RESTRICTED)
 
 
 class TimeSource(StrEnum):
@@ -238,3 +245,40 @@ def iso(dt: datetime) -> str:
 
 
 ZERO = timedelta(0)
+
+
+# -- a recording as JSON -----------------------------------------------------------
+
+_DOC_FIELDS: dict[str, Callable[[Recording], Any]] = {
+    "id": lambda r: r.id,
+    "path": lambda r: r.path,
+    "location": lambda r: r.tags.location,
+    "purpose": lambda r: str(r.tags.purpose),
+    "site": lambda r: str(r.tags.site),
+    "audio": lambda r: r.tags.audio,
+    "anonymized": lambda r: r.tags.anonymized,
+    "start": lambda r: iso(r.tags.start),
+    "end": lambda r: iso(r.tags.end),
+    "duration_s": lambda r: round((r.tags.end - r.tags.start).total_seconds(), 3),
+    "time_source": lambda r: str(r.tags.time_source),
+    "device": lambda r: r.tags.device,
+    "policy_version": lambda r: r.tags.policy_version,
+    "deadline": lambda r: iso(r.deadline) if r.deadline else None,
+    "size": lambda r: r.size,
+    "sha256": lambda r: r.sha256,
+    "state": lambda r: str(r.state),
+    "source_id": lambda r: r.source_id,
+}
+RECORDING_FIELDS: tuple[str, ...] = tuple(_DOC_FIELDS)
+
+
+def recording_doc(
+    rec: Recording, fields: Sequence[str] = RECORDING_FIELDS, *, id_key: str = "id"
+) -> dict[str, Any]:
+    """``rec`` as JSON-ready data (times ISO 8601 UTC), in the order of ``fields``.
+
+    The one Recording-to-dict: CLI output, audit entries, receipts and MQTT events
+    (docs/mqtt.md) pick their fields from here so a field is spelled and
+    formatted the same everywhere. Events name the id ``recording_id`` (``id_key``).
+    """
+    return {(id_key if f == "id" else f): _DOC_FIELDS[f](rec) for f in fields}

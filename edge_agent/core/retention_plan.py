@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import NamedTuple
 
-from edge_agent.core.model import Hold, Recording, RecState, TimeSource, iso
+from edge_agent.core.model import LIVE_STATES, Hold, Recording, TimeSource, iso
 from edge_agent.core.policy import active_holds, holds_covering, require_utc
 
 __all__ = [
@@ -30,8 +30,6 @@ __all__ = [
 ]
 
 _LATEST = datetime.max.replace(tzinfo=UTC)
-
-_LIVE_STATES = frozenset({RecState.ACTIVE, RecState.RESTRICTED})
 
 
 class DeletionReason(StrEnum):
@@ -105,7 +103,7 @@ def choose_for_pressure(
     chosen: list[Recording] = []
     total = 0
     for rec in sorted(candidates, key=_pressure_key):
-        if rec.state not in _LIVE_STATES or holds_covering(rec, holds, now):
+        if rec.state not in LIVE_STATES or holds_covering(rec, holds, now):
             continue
         chosen.append(rec)
         total += max(rec.size, 0)
@@ -140,7 +138,7 @@ def plan(
     deleted, neither for retention nor for disk pressure.
     """
     now = require_utc(now, "now")
-    live = sorted((r for r in recordings if r.state in _LIVE_STATES), key=lambda r: r.id)
+    live = sorted((r for r in recordings if r.state in LIVE_STATES), key=lambda r: r.id)
     retention: list[PlannedDeletion] = []
     kept: list[tuple[str, tuple[str, ...]]] = []
     unheld_rest: list[Recording] = []

@@ -185,7 +185,7 @@ class Intake:
             except OSError as exc:  # the source stays where it is, retried later
                 raise IntakeIOError(f"storage unavailable: {exc.strerror}") from exc
         origin, probe, scan = ex.origin, ex.probe, ex.scan
-        existing = self.catalog.find_by_source_sha256(ex.source_sha)
+        existing = self.catalog.recordings.find_by_source_sha256(ex.source_sha)
         if existing is not None:
             return self._drop_duplicate(src, existing, now)
         start_choice = choose_recording_start(
@@ -350,13 +350,13 @@ class Intake:
             source_id=origin.source_id,
             source_sha256=source_sha,
         )
-        event = added_event(rec, dl if trusted else None)
+        event = added_event(rec)
         if truncated:
             event["truncated"] = True
         with self.catalog.transaction():
-            self.catalog.add_recording(rec)
+            self.catalog.recordings.add(rec)
             if truncated:
-                self.catalog.mark_truncated(rec.id)
+                self.catalog.recordings.mark_truncated(rec.id)
             self.audit.append(
                 "recording.added", actor=self.actor, subject=rec.id, data={**event, **extra}, ts=now
             )

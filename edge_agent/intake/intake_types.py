@@ -11,13 +11,16 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from edge_agent.core.model import Purpose, Recording, RetentionPeriods, Site, iso
+from edge_agent.core.model import Purpose, Recording, RetentionPeriods, Site, recording_doc
 from edge_agent.intake.intake_source import TRANSIENT_ERRNOS, Source
 from edge_agent.media import media
 
 PARTIAL_PREFIX = ".partial-"
 FILE_MODE = 0o640
 DIR_MODE = 0o750
+# What an intake result shows of its recording (docs/mqtt.md), through core's recording_doc.
+_OUTCOME_FIELDS = ("id", "path", "location", "purpose", "site", "audio", "anonymized",
+                   "start", "end", "time_source", "deadline", "size")  # fmt: skip
 
 
 class Outcome(StrEnum):
@@ -73,21 +76,7 @@ class IntakeResult:
             "audio_removed": self.audio_removed,
         }
         if self.recording is not None:
-            r = self.recording
-            doc["recording"] = {
-                "id": r.id,
-                "path": r.path,
-                "location": r.tags.location,
-                "purpose": str(r.tags.purpose),
-                "site": str(r.tags.site),
-                "audio": r.tags.audio,
-                "anonymized": r.tags.anonymized,
-                "start": iso(r.tags.start),
-                "end": iso(r.tags.end),
-                "time_source": str(r.tags.time_source),
-                "deadline": iso(r.deadline) if r.deadline else None,
-                "size": r.size,
-            }
+            doc["recording"] = recording_doc(self.recording, _OUTCOME_FIELDS)
         return doc
 
 

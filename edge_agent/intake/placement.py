@@ -13,11 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_agent.core.model import Recording, Tags, iso
+from edge_agent.core.model import Recording, Tags, recording_doc
 from edge_agent.core.timesource import StartChoice, choose_start, start_candidates, zone
 from edge_agent.host.fsutil import fsync_dir, fsync_file
 from edge_agent.intake.intake_types import DIR_MODE, FILE_MODE, IntakeSettings, Origin
 from edge_agent.media import media
+
+# What "recording.added" carries (docs/mqtt.md).
+_EVENT_FIELDS = ("id", "path", "location", "purpose", "site", "audio", "start", "end",
+                 "time_source", "deadline", "size")  # fmt: skip
 
 if TYPE_CHECKING:
     from edge_agent.retention.storage_gate import StorageGate
@@ -95,19 +99,6 @@ def place_file(
     return size, sha
 
 
-def added_event(rec: Recording, deadline: datetime | None) -> dict[str, object]:
-    """The ``recording.added`` event (and the core of its audit entry)."""
-    tags = rec.tags
-    return {
-        "recording_id": rec.id,
-        "path": rec.path,
-        "location": tags.location,
-        "purpose": str(tags.purpose),
-        "site": str(tags.site),
-        "audio": tags.audio,
-        "start": iso(tags.start),
-        "end": iso(tags.end),
-        "time_source": str(tags.time_source),
-        "deadline": iso(deadline) if deadline else None,
-        "size": rec.size,
-    }
+def added_event(rec: Recording) -> dict[str, object]:
+    """The ``recording.added`` event (and the core of its audit entry, docs/mqtt.md)."""
+    return recording_doc(rec, _EVENT_FIELDS, id_key="recording_id")

@@ -8,7 +8,9 @@ up. ``401`` bad token, ``404`` unknown source, ``415`` not SDP, ``503`` over
 usable SDP offer (empty, not UTF-8, unparsable) is ``400`` with the reason,
 one over 64 KiB ``413``. ``GET /`` is the page; ``GET /api/sources`` (token
 required) lists what it shows. Connection limits, timeouts and the descriptor
-reserve for recording are in :mod:`edge_agent.liveview.liveview_gate`.
+reserve for recording are in :mod:`edge_agent.liveview.liveview_gate`; what
+one viewer's offer turns into (SDP checks, the WebRTC answer, its tracks) in
+:mod:`edge_agent.liveview.liveview_session`.
 
 What an installer may see:
 - live pictures only — recordings (restricted or not) are never served here;
@@ -31,36 +33,41 @@ import contextlib
 import hmac
 import ipaddress
 import logging
-import secrets
-import socket
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from edge_agent.liveview.liveview_gate import Gate, ServerLimits, recording_fd_reserve
-from edge_agent.recording.packethub import PacketHub, Subscription
+from edge_agent.liveview.liveview_gate import (
+    ACCEPT_BACKLOG,
+    Gate,
+    ServerLimits,
+    listen,
+    recording_fd_reserve,
+    request_cap,
+)
+from edge_agent.liveview.liveview_session import (
+    BadOffer,
+    Mode,
+    Session,
+    decode_offer,
+    open_session,
+    read_offer,
+)
+from edge_agent.recording.packethub import PacketHub
 
 if TYPE_CHECKING:
-    from aiortc import RTCPeerConnection
-
-    from edge_agent.config.config import Config
     from edge_agent.config.config import LiveView as LiveViewSettings
-    from edge_agent.liveview.liveview_tracks import _HubTrack
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LiveView", "SourceInfo", "sources_from_config"]
+__all__ = ["ACCEPT_BACKLOG", "LiveView", "SourceInfo"]
 
-Mode = Literal["passthrough", "reencode"]
 CODEC_WAIT_SECONDS = 5.0  # a source that shows no packet in this long is "not live"
 AUDIO_WAIT_SECONDS = 1.0
 CONNECT_SECONDS = 30.0  # a viewer that never connects gives its slot back
 MAX_OFFER_BYTES = 64 * 1024
-ACCEPT_BACKLOG = 16
-LISTEN_QUEUE = 128
 MIN_TOKEN_LENGTH = 16  # the same floor as the config check (config_checks.MIN_TOKEN_LENGTH)
 _SDP = "application/sdp"
 
@@ -82,76 +89,6 @@ class SourceInfo:
         return self.audio_room and self.audio
 
 
-def sources_from_config(cfg: Config) -> list[SourceInfo]:
-    out: list[SourceInfo] = []
-    for src in cfg.sources:
-        loc = cfg.location(src.location)
-        out.append(
-            SourceInfo(
-                id=src.id,
-                location=loc.id,
-                purpose=str(src.purpose),
-                site=str(loc.kind),
-                audio_room=loc.audio_room,
-                signage=loc.signage,
-                audio=src.audio,
-            )
-        )
-    return out
-
-
-@dataclass
-class _Session:
-    id: str
-    source_id: str
-    pc: RTCPeerConnection
-    sub: Subscription
-    mode: Mode
-    tracks: list[_HubTrack] = field(default_factory=list)
-    created: float = field(default_factory=time.monotonic)
-    closing: asyncio.Task[None] | None = None
-
-
-@dataclass(frozen=True)
-class _Offer:
-    video: bool
-    h264: bool  # H.264 packetization-mode 1 offered for video
-    audio: bool
-
-
-class BadOffer(ValueError):
-    """The body is not an SDP offer this server can answer; the message says why."""
-
-
-def decode_offer(body: bytes) -> str:
-    if not body.strip():
-        raise BadOffer("the body is empty (send the SDP offer)")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadOffer(f"the body is not UTF-8 (byte {exc.start})") from None
-    if not text.lstrip().startswith("v=0"):
-        raise BadOffer("the body does not start with 'v=0', so it is not SDP")
-    return text
-
-
-def _read_offer(offer_sdp: str) -> _Offer:
-    from aiortc import sdp
-
-    try:
-        desc = sdp.SessionDescription.parse(offer_sdp)
-    except Exception as exc:  # aiortc's parser raises whatever the split/int calls raise
-        raise BadOffer(f"the offer is not valid SDP ({type(exc).__name__})") from None
-    kinds = [m.kind for m in desc.media]
-    video = next((m for m in desc.media if m.kind == "video"), None)
-    h264 = video is not None and any(
-        c.mimeType.lower() == "video/h264"
-        and str(c.parameters.get("packetization-mode", "0")) == "1"
-        for c in video.rtp.codecs
-    )
-    return _Offer(video is not None, h264, "audio" in kinds)
-
-
 class LiveView:
     """The live view server; one per daemon, enabled by ``[liveview]``."""
 
@@ -163,8 +100,11 @@ class LiveView:
         *,
         passthrough: bool = True,
         limits: ServerLimits | None = None,
+        mount: Callable[[web.Application, str], None] | None = None,
     ) -> None:
         self.settings = settings
+        # More routes on the same server and token (the console, docs/console.md).
+        self._mount = mount
         # The descriptor reserve counts every configured camera, signed or not:
         # each one records.
         self.limits = limits or ServerLimits(
@@ -182,7 +122,7 @@ class LiveView:
         self.hub = hub
         self.passthrough = passthrough  # False forces re-encoding (benchmarks, odd browsers)
         self._token = b""
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[str, Session] = {}
         self._reserved = 0  # slots held by offers still negotiating
         self._runner: web.AppRunner | None = None
         self._closed = False
@@ -216,7 +156,7 @@ class LiveView:
 
         limits = self.limits
         app = web.Application(
-            client_max_size=limits.max_body_bytes, middlewares=[self._per_request, _headers]
+            client_max_size=limits.max_body_bytes, middlewares=[request_cap(limits), _headers]
         )
         from edge_agent.liveview.liveview_page import PAGE_HTML, PAGE_JS
 
@@ -231,6 +171,8 @@ class LiveView:
         app.router.add_get("/api/sources", self._api_sources)
         app.router.add_post("/whep/{source_id}", self._whep_post)
         app.router.add_delete("/whep/{source_id}/{session_id}", self._whep_delete)
+        if self._mount is not None:
+            self._mount(app, token)
         runner = web.AppRunner(
             app,
             access_log=None,
@@ -241,31 +183,13 @@ class LiveView:
         )
         await runner.setup()
         assert runner.server is not None
-        gate = Gate(runner.server, limits)
-        host, port = self.settings.host, self.settings.port
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        host = self.settings.host
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.setblocking(False)
-            # Our own server in front of aiohttp's handler: the gate decides per
-            # connection before aiohttp sees it (see liveview_gate). asyncio
-            # accepts up to `backlog` sockets per wake-up before the gate sees
-            # any of them: short bursts keep a flood inside the fd reserve.
-            server = await asyncio.get_running_loop().create_server(
-                gate, sock=sock, backlog=ACCEPT_BACKLOG
-            )
-            # create_server also made ACCEPT_BACKLOG the kernel's queue; a longer
-            # one costs no descriptor (queued connections are not ours until
-            # accepted) and spares clients SYN retries while a flood is drained.
-            sock.listen(LISTEN_QUEUE)
+            server, gate, self.port = await listen(runner.server, limits, host, self.settings.port)
         except BaseException:
-            sock.close()
             await runner.cleanup()
             raise
         self._runner, self._server, self.gate = runner, server, gate
-        self.port = sock.getsockname()[1]
         try:
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
@@ -313,14 +237,6 @@ class LiveView:
             return False
         return hmac.compare_digest(given.strip().encode("utf-8"), self._token)
 
-    @staticmethod
-    def _unauthorised() -> web.Response:
-        return web.json_response(
-            {"error": "missing or wrong token (send Authorization: Bearer <liveview token>)"},
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="edge-agent live view"'},
-        )
-
     # -- handlers ---------------------------------------------------------------------
 
     def _mode_for(self, source_id: str) -> Mode | None:
@@ -331,7 +247,7 @@ class LiveView:
 
     async def _api_sources(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
-            return self._unauthorised()
+            return _unauthorised()
         docs = []
         for s in self.sources.values():
             idle = self.hub.seconds_since_packet(s.id)
@@ -358,7 +274,7 @@ class LiveView:
 
     async def _whep_post(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
-            return self._unauthorised()
+            return _unauthorised()
         if request.content_type != _SDP:
             return _error(415, f"Content-Type is {request.content_type!r}; send {_SDP}")
         source_id = request.match_info["source_id"]
@@ -392,7 +308,7 @@ class LiveView:
             )
         try:
             offer_sdp = decode_offer(body)
-            offer = _read_offer(offer_sdp)
+            offer = read_offer(offer_sdp)
         except BadOffer as exc:
             return _error(400, f"the offer is not usable SDP: {exc}")
         if not offer.video:
@@ -410,7 +326,15 @@ class LiveView:
             and (await self.hub.wait_codec(source.id, "audio", AUDIO_WAIT_SECONDS) is not None)
         )
         try:
-            session = await self._answer(source.id, offer_sdp, mode, audio)
+            session = await open_session(
+                self.hub,
+                source.id,
+                offer_sdp,
+                mode,
+                audio,
+                ice_servers=self.settings.ice_servers,
+                on_gone=self._forget,
+            )
         except Exception as exc:  # aiortc raises a zoo of types on odd offers
             log.info("live view: offer for %s refused: %s", source.id, exc)
             return _error(400, f"cannot answer this offer: {exc}")
@@ -418,6 +342,7 @@ class LiveView:
             await self._end(session, "shutdown")
             return _error(503, "the live view is shutting down")
         self._sessions[session.id] = session
+        asyncio.get_running_loop().call_later(CONNECT_SECONDS, self._check_connected, session)
         log.info(
             "live view: viewer %s on %s (%s%s), %d watching",
             session.id[:8],
@@ -438,75 +363,15 @@ class LiveView:
             },
         )
 
-    async def _answer(self, source_id: str, offer_sdp: str, mode: Mode, audio: bool) -> _Session:
-        from aiortc import (
-            RTCConfiguration,
-            RTCIceServer,
-            RTCPeerConnection,
-            RTCRtpSender,
-            RTCSessionDescription,
-        )
-
-        from edge_agent.liveview.liveview_tracks import (
-            PassthroughVideoTrack,
-            ReencodeVideoTrack,
-            audio_track,
-        )
-
-        servers = [RTCIceServer(urls=u) for u in self.settings.ice_servers]
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
-        sub = self.hub.subscribe(source_id, audio=audio)
-        session = _Session(secrets.token_urlsafe(16), source_id, pc, sub, mode)
-        try:
-            video: _HubTrack = (
-                PassthroughVideoTrack(sub.video)
-                if mode == "passthrough"
-                else ReencodeVideoTrack(sub.video)
-            )
-            session.tracks.append(video)
-            # Transceivers made before the offer is applied take its m-lines, so the
-            # codec preference below shapes the answer.
-            vt = pc.addTransceiver(video, direction="sendonly")
-            if mode == "passthrough":
-                caps = RTCRtpSender.getCapabilities("video").codecs
-                vt.setCodecPreferences(
-                    [c for c in caps if c.mimeType.lower() in ("video/h264", "video/rtx")]
-                )
-            if audio and sub.audio is not None:
-                # G.711 goes out as is; anything else is transcoded to Opus.
-                at, mimes = audio_track(sub.audio, self.hub.codec(source_id, "audio"))
-                session.tracks.append(at)
-                acaps = RTCRtpSender.getCapabilities("audio").codecs
-                pc.addTransceiver(at, direction="sendonly").setCodecPreferences(
-                    [c for c in acaps if c.mimeType.lower() in mimes]
-                )
-            # No audio transceiver otherwise: an offered audio m-line is answered
-            # inactive and nothing is ever sent on it.
-
-            @pc.on("connectionstatechange")
-            async def _state() -> None:
-                if pc.connectionState in ("failed", "closed"):
-                    self._forget(session, pc.connectionState)
-
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-            # aiortc gathers all candidates here: the answer is complete (no trickle).
-            await pc.setLocalDescription(await pc.createAnswer())
-        except BaseException:
-            sub.close()
-            await pc.close()
-            raise
-        asyncio.get_running_loop().call_later(CONNECT_SECONDS, self._check_connected, session)
-        return session
-
-    def _check_connected(self, session: _Session) -> None:
+    def _check_connected(self, session: Session) -> None:
         if session.id in self._sessions and session.pc.connectionState not in ("connected",):
             self._forget(session, "never connected")
 
-    def _forget(self, session: _Session, why: str) -> None:
+    def _forget(self, session: Session, why: str) -> None:
         if session.closing is None and session.id in self._sessions:
             session.closing = asyncio.ensure_future(self._end(session, why))
 
-    async def _end(self, session: _Session, why: str) -> None:
+    async def _end(self, session: Session, why: str) -> None:
         if self._sessions.pop(session.id, None) is not None:
             log.info("live view: viewer %s on %s gone (%s)", session.id[:8], session.source_id, why)
         session.sub.close()
@@ -517,41 +382,25 @@ class LiveView:
 
     async def _whep_delete(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
-            return self._unauthorised()
+            return _unauthorised()
         session = self._sessions.get(request.match_info["session_id"])
         if session is None or session.source_id != request.match_info["source_id"]:
             return _error(404, "no such viewer session (already closed?)")
         await self._end(session, "hung up")
         return web.Response(status=200)
 
-    @web.middleware
-    async def _per_request(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        transport = request.transport
-        conn = transport.get_protocol() if transport is not None else None
-        started = getattr(conn, "request_started", None)
-        number = started() if started is not None else 0
-        response: web.StreamResponse = await handler(request)
-        if number >= self.limits.max_requests:
-            response.force_close()  # keep-alive bound: the client reconnects
-        return response
-
     # -- for tests and status --------------------------------------------------------
 
     def session_stats(self) -> list[dict[str, Any]]:
-        out = []
-        for s in self._sessions.values():
-            first = min((t.first_frame_at for t in s.tracks if t.first_frame_at), default=None)
-            out.append(
-                {
-                    "id": s.id,
-                    "source": s.source_id,
-                    "mode": s.mode,
-                    "state": s.pc.connectionState,
-                    "frames": {t.kind: t.frames for t in s.tracks},
-                    "first_frame_s": None if first is None else first - s.created,
-                }
-            )
-        return out
+        return [s.stats() for s in self._sessions.values()]
+
+
+def _unauthorised() -> web.Response:
+    return web.json_response(
+        {"error": "missing or wrong token (send Authorization: Bearer <liveview token>)"},
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="edge-agent live view"'},
+    )
 
 
 def _error(status: int, message: str, *, retry_after: int | None = None) -> web.Response:

@@ -29,6 +29,7 @@ import errno
 import logging
 import os
 import resource
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,8 @@ from typing import Any
 log = logging.getLogger("edge_agent.liveview.liveview")
 
 LOG_EVERY_SECONDS = 30.0
+ACCEPT_BACKLOG = 16  # sockets accepted per wake-up before the gate sees any
+LISTEN_QUEUE = 128
 # What the rest of the agent may need at once: the catalog (db, WAL, shm, a
 # second connection), watched-folder files, the broker socket, sd_notify,
 # WebRTC peers' UDP sockets, libraries' own descriptors.
@@ -239,3 +242,52 @@ class Gate:
         for conn in list(self.open):
             if conn._transport is not None:
                 conn._transport.abort()
+
+
+async def listen(
+    handler_factory: Any, limits: ServerLimits, host: str, port: int
+) -> tuple[asyncio.Server, Gate, int]:
+    """Listen on ``host:port`` with a :class:`Gate` in front of ``handler_factory``.
+
+    Returns the server, its gate and the bound port (``port`` 0 picks one).
+    """
+    gate = Gate(handler_factory, limits)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+        # Our own server in front of aiohttp's handler: the gate decides per
+        # connection before aiohttp sees it. asyncio accepts up to `backlog`
+        # sockets per wake-up before the gate sees any of them: short bursts
+        # keep a flood inside the fd reserve.
+        server = await asyncio.get_running_loop().create_server(
+            gate, sock=sock, backlog=ACCEPT_BACKLOG
+        )
+        # create_server also made ACCEPT_BACKLOG the kernel's queue; a longer
+        # one costs no descriptor (queued connections are not ours until
+        # accepted) and spares clients SYN retries while a flood is drained.
+        sock.listen(LISTEN_QUEUE)
+    except BaseException:
+        sock.close()
+        raise
+    return server, gate, int(sock.getsockname()[1])
+
+
+def request_cap(limits: ServerLimits) -> Any:
+    """aiohttp middleware: close a connection after ``max_requests`` requests."""
+    from aiohttp import web
+
+    @web.middleware
+    async def cap(request: web.Request, handler: Any) -> web.StreamResponse:
+        transport = request.transport
+        conn = transport.get_protocol() if transport is not None else None
+        started = getattr(conn, "request_started", None)
+        number = started() if started is not None else 0
+        response: web.StreamResponse = await handler(request)
+        if number >= limits.max_requests:
+            response.force_close()  # keep-alive bound: the client reconnects
+        return response
+
+    return cap

@@ -1,20 +1,24 @@
 """Fan-out of a camera's encoded packets to live viewers (one camera connection for all).
 
-A producer — the recorder's worker thread, or a feeder thread in tests —
-calls :meth:`PacketHub.publish` for every packet; each viewer holds a
+A producer — the recorder's worker thread (through :meth:`PacketHub.publisher`),
+or :func:`pump` in demos and tests — calls :meth:`PacketHub.publish` for
+every packet, from its own thread; each viewer holds a
 :class:`Subscription` read from asyncio. The producer never waits: every
 subscriber channel is a bounded ring buffer that drops its oldest entries,
 and a video channel that overflowed (or just started) waits for the next
 keyframe, because a decoder fed a GOP with holes shows garbage until then.
 
-H.264 is normalised once per source, and only while someone watches: packets
-are converted to Annex-B (FFmpeg's ``h264_mp4toannexb`` bitstream filter for
-MP4-style length-prefixed input) and every keyframe carries its SPS/PPS, so a
-viewer that joins late can start decoding at the first keyframe it gets.
+H.264 is normalised once per source (:mod:`edge_agent.recording.h264`), and
+only while someone watches: packets are converted to Annex-B (FFmpeg's
+``h264_mp4toannexb`` bitstream filter for MP4-style length-prefixed input) and
+every keyframe carries its SPS/PPS, so a viewer that joins late can start
+decoding at the first keyframe it gets.
 WebRTC H.264 packetisation (RFC 6184) needs exactly that.
 
-This module never imports aiortc: the recorder can publish whether or not the
-live view is enabled.
+Nobody watching a source costs its producer a lock, a dict lookup and two
+counters per packet: no copy, no conversion (``copied`` in :meth:`PacketHub.counts`
+says how many packets were copied for viewers). This module never imports
+aiortc: the recorder can publish whether or not the live view is enabled.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import av
 from av.packet import Packet
+
+from edge_agent.recording.h264 import H264Normalizer
 
 if TYPE_CHECKING:
     from av.stream import Stream
@@ -41,10 +47,10 @@ log = logging.getLogger(__name__)
 __all__ = [
     "Channel",
     "CodecInfo",
+    "H264Normalizer",
     "HubPacket",
     "PacketHub",
     "Subscription",
-    "attach_to_recorder",
     "pump",
 ]
 
@@ -52,8 +58,6 @@ Kind = Literal["video", "audio"]
 
 VIDEO_BACKLOG = 150  # packets: ~6 s at 25 fps, far more than a healthy viewer lags
 AUDIO_BACKLOG = 300  # AAC frames: ~6 s at 48 kHz
-_START_CODE = b"\x00\x00\x01"
-_NAL_SPS = 7
 
 
 @dataclass(frozen=True)
@@ -120,52 +124,6 @@ class HubPacket:
         if self.pts is None or self.time_base is None:
             return None
         return float(self.pts * self.time_base)
-
-
-def _nal_types(data: bytes) -> set[int]:
-    types: set[int] = set()
-    i = data.find(_START_CODE)
-    while i != -1 and i + 3 < len(data):
-        types.add(data[i + 3] & 0x1F)
-        i = data.find(_START_CODE, i + 3)
-    return types
-
-
-def _is_annexb(extradata: bytes) -> bool:
-    return extradata.startswith(_START_CODE) or extradata.startswith(b"\x00" + _START_CODE)
-
-
-class H264Normalizer:
-    """Annex-B H.264 with SPS/PPS in front of every keyframe."""
-
-    def __init__(self, info: CodecInfo) -> None:
-        self._bsf: av.BitStreamFilterContext | None = None
-        self._parameter_sets = b""
-        if info.extradata and not _is_annexb(info.extradata):
-            # avcC extradata: the filter rewrites length prefixes to start codes and
-            # inserts SPS/PPS itself. It needs the stream's codec parameters: given
-            # only a codec name it has no extradata and silently passes MP4-style
-            # packets through, which the browser cannot decode.
-            if info.stream is None:
-                raise ValueError("h264 with avcC extradata needs CodecInfo.stream")
-            self._bsf = av.BitStreamFilterContext("h264_mp4toannexb", info.stream)
-        else:
-            # Annex-B already (RTSP, raw encoders with global headers): the
-            # parameter sets live out of band in extradata, if anywhere.
-            self._parameter_sets = info.extradata
-
-    def convert(self, packet: Packet[Any]) -> list[tuple[bytes, bool]]:
-        """(Annex-B data, keyframe) for one input packet."""
-        keyframe = bool(packet.is_keyframe)
-        if self._bsf is not None:
-            twin = Packet(bytes(packet))  # the filter consumes its input packet
-            twin.pts, twin.dts, twin.time_base = packet.pts, packet.dts, packet.time_base
-            twin.is_keyframe = keyframe
-            return [(bytes(out), bool(out.is_keyframe)) for out in self._bsf.filter(twin)]
-        data = bytes(packet)
-        if keyframe and self._parameter_sets and _NAL_SPS not in _nal_types(data):
-            data = self._parameter_sets + data
-        return [(data, keyframe)]
 
 
 class Channel:
@@ -280,6 +238,7 @@ class _SourceState:
         self.normalizer_for: CodecInfo | None = None
         self.last_packet = 0.0  # monotonic
         self.packets = 0
+        self.copied = 0  # packets copied for viewers
 
 
 class PacketHub:
@@ -317,6 +276,7 @@ class PacketHub:
                     state.normalizer = None
                 state.normalizer_for = codec_info
             normalizer = state.normalizer if kind == "video" and codec_info.is_h264 else None
+            state.copied += 1
         try:
             if normalizer is not None:
                 chunks = normalizer.convert(packet)
@@ -331,6 +291,33 @@ class PacketHub:
             item = HubPacket(k, data, pts, packet.time_base, keyframe, codec_info)
             for sub in subs:
                 sub.push(item)
+
+    def publisher(
+        self, source_id: str, video: Stream, audio: Stream | None
+    ) -> Callable[[str, Packet[Any]], None]:
+        """``publish`` bound to one connection's streams (the recorder's seam).
+
+        Codec parameters are read here, once per connection: per packet they would
+        cost more than the packet itself. A reconnect brings new streams, hence a
+        new publisher.
+        """
+        infos = {"video": CodecInfo.from_stream(video)}
+        if audio is not None:
+            infos["audio"] = CodecInfo.from_stream(audio)
+
+        def publish(kind: str, packet: Packet[Any]) -> None:
+            info = infos.get(kind)
+            if info is None:
+                return
+            try:
+                self.publish(source_id, kind, packet, info)
+            except Exception:
+                # This runs in the recording thread: a live view fault must cost the
+                # preview, never the recording. Off until the next connection.
+                log.exception("%s: live view feed stopped for this connection", source_id)
+                infos.clear()
+
+        return publish
 
     def subscribe(self, source_id: str, *, audio: bool = False) -> Subscription:
         """A new viewer; video starts at the next keyframe. Close it when done."""
@@ -359,6 +346,12 @@ class PacketHub:
                 return None
             return time.monotonic() - state.last_packet
 
+    def counts(self, source_id: str) -> tuple[int, int]:
+        """(packets published, packets copied for viewers) since the hub started."""
+        with self._lock:
+            state = self._sources.get(source_id)
+            return (state.packets, state.copied) if state is not None else (0, 0)
+
     def subscriber_count(self, source_id: str) -> int:
         with self._lock:
             state = self._sources.get(source_id)
@@ -374,61 +367,7 @@ class PacketHub:
             await asyncio.sleep(0.05)
 
 
-# -- recorder seam ---------------------------------------------------------------------
-
-
-class _Tap(Protocol):
-    video: Stream | None
-    audio: Stream | None
-    closed: bool
-
-    async def get(self) -> tuple[str, Packet[Any]]: ...
-
-    def close(self) -> None: ...
-
-
-class _TapSource(Protocol):
-    def add_packet_listener(self, source_id: str, maxlen: int = ...) -> _Tap: ...
-
-
-async def _forward(hub: PacketHub, source_id: str, tap: _Tap) -> None:
-    infos: dict[str, CodecInfo] = {}
-    try:
-        while True:
-            try:
-                kind, packet = await tap.get()
-            except EOFError:
-                return
-            stream = tap.video if kind == "video" else tap.audio
-            if stream is None:
-                continue
-            info = infos.get(kind)
-            if info is None or info.stream is not stream:
-                # A reconnect brings new streams, possibly with new parameters.
-                info = infos[kind] = CodecInfo.from_stream(stream)
-            hub.publish(source_id, kind, packet, info)
-    finally:
-        tap.close()
-
-
-async def attach_to_recorder(
-    hub: PacketHub, manager: _TapSource, source_ids: Iterable[str]
-) -> None:
-    """Forward the recorder manager's packet taps into the hub until cancelled.
-
-    ``RecorderManager.add_packet_listener(source_id) -> PacketTap`` is pull-style
-    (asyncio ``get()``, current input streams on ``tap.video``/``tap.audio``), so
-    this runs one forwarding task per source. Attach before the manager starts
-    its sessions: a tap learns its streams when a session opens.
-    """
-    taps = [(sid, manager.add_packet_listener(sid, VIDEO_BACKLOG)) for sid in source_ids]
-    try:
-        async with asyncio.TaskGroup() as tg:
-            for sid, tap in taps:
-                tg.create_task(_forward(hub, sid, tap))
-    finally:
-        for _, tap in taps:
-            tap.close()
+# -- demo/test producer ------------------------------------------------------------------
 
 
 class _PacketSource(Protocol):

@@ -2,14 +2,15 @@
 
 :class:`RecorderManager` is what the daemon runs::
 
-    manager = RecorderManager(cfg, intake)
+    manager = RecorderManager(source_plans(cfg, ms), intake, storage_root)
     await manager.run(stop)          # returns after stop is set and segments are filed
 
 Per source an asyncio task starts a worker thread per connection
 (:meth:`Recorder.run_session`), waits for it, and reconnects with jittered
 exponential backoff. Closed segments come back to the event loop and are
 filed through :meth:`Intake.register_segment` in a worker thread, one at a
-time, so the recording threads never wait for hashing, fsync or SQLite.
+time, so the recording threads never wait for hashing, fsync or SQLite
+(:mod:`edge_agent.recording.filer`).
 
 Before any source starts, segments left behind by a crash are adopted
 (:func:`~edge_agent.recording.recorder.recover_partials`).
@@ -27,32 +28,28 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from edge_agent.config.config import Config, Source
 from edge_agent.core.backoff import backoff_delay
 from edge_agent.core.model import Tags, utcnow
-from edge_agent.core.policy import audio_decision
 from edge_agent.intake.intake import Intake
-from edge_agent.intake.runtime import origin_for_source
+from edge_agent.recording.filer import SegmentFiler
 from edge_agent.recording.recorder import (
     CONTAINER,
-    ClosedSegment,
-    PacketTap,
     Recorder,
     RecorderSettings,
     SessionResult,
     SourceStatus,
     State,
-    adopt_partial,
     recover_partials,
 )
 
 if TYPE_CHECKING:
+    from edge_agent.recording.packethub import PacketHub
     from edge_agent.retention.storage_gate import StorageGate
 
 log = logging.getLogger(__name__)
@@ -71,29 +68,16 @@ class ManagerSettings:
     shutdown_timeout: float = 20.0
 
 
-def recorder_settings(cfg: Config, src: Source, ms: ManagerSettings) -> RecorderSettings:
-    origin = origin_for_source(cfg, src)
-    keep = audio_decision(src.audio, origin.audio_room, origin.signage).keep
-    return RecorderSettings(
-        source_id=src.id,
-        url=src.url,
-        redacted_url=src.redacted_url,
-        origin=origin,
-        device_id=cfg.device.id,
-        segment_seconds=float(cfg.segment_seconds_for(src)),
-        keep_audio=keep,
-        rtsp_transport=src.rtsp_transport,
-        open_timeout=ms.open_timeout,
-        stall_seconds=ms.stall_seconds,
-        max_drift=ms.max_drift,
-    )
-
-
 @dataclass(frozen=True)
-class _Alarm:
-    type: str
-    data: dict[str, object]
-    at: datetime
+class SourcePlan:
+    """One source as the manager runs it: built from the config in app/settings.py."""
+
+    settings: RecorderSettings
+    priority: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.settings.source_id
 
 
 @dataclass(eq=False)
@@ -115,14 +99,15 @@ class _Handle:
 class RecorderManager:
     def __init__(
         self,
-        cfg: Config,
+        sources: Sequence[SourcePlan],
         intake: Intake,
+        storage_root: Path,
         *,
         settings: ManagerSettings | None = None,
         now: Callable[[], datetime] = utcnow,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        self.cfg = cfg
+        self.storage_root = storage_root
         self.intake = intake
         self.settings = settings or ManagerSettings()
         self._now = now
@@ -130,30 +115,28 @@ class RecorderManager:
         self._handles: dict[str, _Handle] = {}
         self._order: list[str] = []
         # Closed segments and alarms from the recording threads, filed in order.
-        self._closed: asyncio.Queue[ClosedSegment | _Alarm] = asyncio.Queue()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending_taps: dict[str, list[PacketTap]] = {}
+        self.filer = SegmentFiler(intake, now)
+        # The live view's packet hub (edge_agent.recording.packethub), if any.
+        self.hub: PacketHub | None = None
         self.recovered: list[str] = []  # ids adopted from a crash at start-up
-        self.filed = 0  # segments catalogued since start
         self._running = False
         # Storage lost or failing (edge_agent.app.storage_watch): every source waits.
         self.held: str | None = None
-        self.gate: StorageGate | None = None
-        for src in cfg.sources:
+        for src in sources:
             self._add(src)
 
     # -- public API --------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Adopt crash leftovers, record every source until ``stop``, file the last segments."""
-        self._loop = asyncio.get_running_loop()
+        self.filer.loop = asyncio.get_running_loop()
         recs = await asyncio.to_thread(
-            recover_partials, Path(self.cfg.storage.root), self.intake, self._now()
+            recover_partials, self.storage_root, self.intake, self._now()
         )
         self.recovered = [r.id for r in recs]
         if recs:
             log.info("adopted %d segment(s) left by an earlier run", len(recs))
-        filer = asyncio.create_task(self._file_segments(), name="recorder-filer")
+        filer = asyncio.create_task(self.filer.run(), name="recorder-filer")
         watchdog = asyncio.create_task(self._watchdog(), name="recorder-watchdog")
         self._running = True
         try:
@@ -164,13 +147,26 @@ class RecorderManager:
             self._running = False
             watchdog.cancel()
             await self._stop_all()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closed.join(), self.settings.shutdown_timeout)
+            await self.filer.drained(self.settings.shutdown_timeout)
             filer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await filer
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
+
+    @property
+    def filed(self) -> int:
+        """Segments catalogued since start."""
+        return self.filer.filed
+
+    @property
+    def gate(self) -> StorageGate | None:
+        """Storage lost or failing: segments are not filed (edge_agent.app.storage_watch)."""
+        return self.filer.gate
+
+    @gate.setter
+    def gate(self, gate: StorageGate | None) -> None:
+        self.filer.gate = gate
 
     def snapshot(self) -> list[SourceStatus]:
         """Every configured source's state, in config order (for telemetry and ``status``)."""
@@ -209,39 +205,36 @@ class RecorderManager:
             if loop.time() >= end:
                 return
             await asyncio.sleep(0.05)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closed.join(), max(0.1, end - loop.time()))
+        await self.filer.drained(max(0.1, end - loop.time()))
 
     def paused(self) -> dict[str, str]:
         return {i: h.paused for i, h in self._handles.items() if h.paused is not None}
 
-    def add_packet_listener(self, source_id: str, maxlen: int = 256) -> PacketTap:
-        """A bounded, drop-oldest copy of ``source_id``'s recorded packets (live view).
+    def attach_hub(self, hub: PacketHub) -> None:
+        """Publish every source's recorded packets into ``hub`` (the live view).
 
-        Survives reconnects and config reloads; ``tap.close()`` removes it.
+        Call before :meth:`run`; sources added by a reload get it too. The hub
+        keeps its viewers across reconnects and reloads: they are keyed by source id.
         """
-        return self._handle(source_id).recorder.add_packet_listener(maxlen)
+        self.hub = hub
+        for h in self._handles.values():
+            h.recorder.hub = hub
 
-    async def apply_config(self, cfg: Config) -> None:
+    async def apply_config(self, sources: Sequence[SourcePlan]) -> None:
         """Switch to a new config (SIGHUP): stop removed or changed sources, start new ones.
 
         Unchanged sources keep recording without a cut.
         """
-        self.cfg = cfg
-        wanted = {s.id: s for s in cfg.sources}
+        wanted = {s.id: s for s in sources}
         for sid in list(self._handles):
             h = self._handles[sid]
             src = wanted.get(sid)
-            if src is not None and recorder_settings(cfg, src, self.settings) == (
-                h.recorder.settings
-            ):
+            if src is not None and src.settings == h.recorder.settings:
                 h.priority = src.priority
                 continue
             await self._stop_one(sid)
-            if src is not None:
-                self._pending_taps[sid] = h.recorder._taps
-        self._order = [s.id for s in cfg.sources]
-        for src in cfg.sources:
+        self._order = [s.id for s in sources]
+        for src in sources:
             if src.id not in self._handles:
                 h = self._add(src)
                 if self._running:
@@ -256,8 +249,8 @@ class RecorderManager:
             raise KeyError(f"unknown source {source_id!r} (known: {known})")
         return h
 
-    def _add(self, src: Source) -> _Handle:
-        rs = recorder_settings(self.cfg, src, self.settings)
+    def _add(self, src: SourcePlan) -> _Handle:
+        rs = src.settings
         intake = self.intake
 
         def segment_path(tags: Tags, rec_id: str) -> Path:
@@ -267,12 +260,12 @@ class RecorderManager:
         rec = Recorder(
             rs,
             segment_path=segment_path,
-            on_closed=self._segment_closed,
-            on_alarm=self._alarm,
+            on_closed=self.filer.segment_closed,
+            on_alarm=self.filer.alarm,
             now=self._now,
             clock_trusted=lambda: intake.clock_trusted,
+            hub=self.hub,
         )
-        rec._taps = self._pending_taps.pop(src.id, [])
         h = _Handle(rec, src.priority)
         self._handles[src.id] = h
         if src.id not in self._order:
@@ -389,46 +382,3 @@ class RecorderManager:
                         rec.seconds_since_packet(),
                     )
                     h.session_stop.set()
-
-    # -- closed segments -------------------------------------------------------------------
-
-    def _segment_closed(self, seg: ClosedSegment | _Alarm) -> None:
-        """Called from a recording thread."""
-        if isinstance(seg, ClosedSegment) and seg.damaged and self.gate is not None:
-            self.gate.suspect()  # a write failed: is it the disk?
-        loop = self._loop
-        if loop is None:
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._closed.put_nowait, seg)
-
-    def _alarm(self, type: str, data: dict[str, object]) -> None:
-        """Called from a recording thread: queued into the outbox by the filer."""
-        self._segment_closed(_Alarm(type, data, self._now()))
-
-    async def _file_segments(self) -> None:
-        while True:
-            seg = await self._closed.get()
-            try:
-                await asyncio.to_thread(self._file_one, seg)
-            except Exception:
-                # Left under its .partial- name: adopted at the next start.
-                log.exception("cannot file %s", getattr(seg, "path", seg))
-            finally:
-                self._closed.task_done()
-
-    def _file_one(self, seg: ClosedSegment | _Alarm) -> None:
-        now = self._now()
-        if isinstance(seg, _Alarm):
-            self.intake.outbox.enqueue(seg.type, seg.data, ts=seg.at)
-            return
-        why = self.gate.blocked() if self.gate is not None else None
-        if why is not None:
-            # Filed when the storage is back (recover_partials), if the file made it there.
-            log.warning("segment %s not filed now (%s)", seg.path.name, why)
-            return
-        if seg.damaged:
-            adopt_partial(seg.path, self.intake, now)
-        else:
-            self.intake.register_segment(seg.path, seg.tags, seg.rec_id, seg.origin, now)
-        self.filed += 1

@@ -78,7 +78,7 @@ def adopt_partial(path: Path, intake: Intake, now: datetime) -> Recording | None
     if videos == 0:
         intake.quarantine(path, "empty: recorder segment without a video packet", now)
         return None
-    if intake.catalog.get_recording(rec_id) is not None:
+    if intake.catalog.recordings.get(rec_id) is not None:
         log.warning("%s: recording %s is already catalogued; left for reconcile", path, rec_id)
         return None
     tags = replace(tags, end=tags.start + timedelta(seconds=seconds))

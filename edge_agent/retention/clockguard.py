@@ -69,23 +69,6 @@ class ClockGuardSettings:
     alarm_repeat: timedelta = timedelta(days=1)
     command_tolerance: timedelta = timedelta(seconds=120)
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> ClockGuardSettings:
-        """From an ``edge_agent.config.config.Config``."""
-        c = cfg.clock
-        return cls(
-            release_date=c.release_date,
-            max_jump=c.max_jump,
-            trust_rtc=c.trust_rtc,
-            periods=cfg.retention_periods(),
-            sources=TimeSyncSources(
-                timesyncd_flag=c.timesync_flag,
-                chronyc=c.chronyc or None,
-            ),
-            alarm_after=timedelta(seconds=c.untrusted_alarm_after_seconds),
-            command_tolerance=timedelta(seconds=c.command_tolerance_seconds),
-        )
-
 
 class ClockAcceptError(ValueError):
     """The clock cannot be accepted as it reads (before the release date or recordings)."""
@@ -176,7 +159,7 @@ class ClockGuard:
         if now is not None:
             sample = clockmod.ClockSample(now, sample.boottime_s, sample.boot_id, sample.synced)
         previous = self._previous()
-        newest = self.catalog.newest_trusted_start()
+        newest = self.catalog.schedule.newest_trusted_start()
         sources = self.settings.sources
         cheap = self._command_evidence(sample, previous) + sources.gather(slow=False)
         verdict = self._judge(sample, previous, newest, cheap)
@@ -345,7 +328,7 @@ class ClockGuard:
                 "reason": verdict.reason,
                 "since": state["since"],
                 "untrusted_for_s": round(untrusted_for),
-                "would_be_due": self.catalog.count_due(sample.wall),
+                "would_be_due": self.catalog.schedule.count_due(sample.wall),
                 "fix": "let NTP sync (timedatectl set-ntp true), or confirm the time with "
                 "`edge-agent clock accept --reason ...` or a signed clock-confirm command",
             }
@@ -391,7 +374,7 @@ class ClockGuard:
                 f"the clock reads {iso(sample.wall)}, before this release "
                 f"({iso(s.release_date)}); set the time first (timedatectl set-time)"
             )
-        newest = self.catalog.newest_trusted_start()
+        newest = self.catalog.schedule.newest_trusted_start()
         if newest is not None and sample.wall < newest - clockmod.DEFAULT_BEHIND_TOLERANCE:
             raise ClockAcceptError(
                 f"the clock reads {iso(sample.wall)}, before the newest recording "
@@ -421,7 +404,7 @@ class ClockGuard:
         done = 0
         no_limit = 0  # anonymized footage without a limit keeps no deadline: page past it
         while True:
-            recs = self.catalog.awaiting_deadline(limit=500, offset=no_limit)
+            recs = self.catalog.schedule.awaiting_deadline(limit=500, offset=no_limit)
             if not recs:
                 return done
             with self.catalog.transaction():
@@ -433,7 +416,7 @@ class ClockGuard:
                     if dl is None:
                         no_limit += 1
                         continue
-                    self.catalog.set_deadline(rec.id, dl)
+                    self.catalog.recordings.set_deadline(rec.id, dl)
                     why = "recorded while the clock was untrusted; " + (
                         "its start is plausible"
                         if plausible

@@ -31,7 +31,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from edge_agent.core.model import Recording, RecState, iso
+from edge_agent.core.model import LIVE_STATES, Recording, RecState, iso, recording_doc
 from edge_agent.core.policy import holds_covering
 from edge_agent.host.fsutil import fsync_dir
 from edge_agent.store.audit import AuditLog
@@ -48,7 +48,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LIVE = ("active", "restricted")
+LIVE = tuple(str(s) for s in LIVE_STATES)
 _DATE_DIR = re.compile(r"^(\d{4})(?:/(\d{2})(?:/(\d{2}))?)?(?:/|$)")
 
 
@@ -75,22 +75,16 @@ class DeletionOutcome:
         self.bytes_freed += other.bytes_freed
 
 
+_EVENT = ("id", "path", "location", "purpose", "start", "end", "deadline", "size")
+
+
 def _event(
     rec: Recording, reason: str, now: datetime, now_iso: str | None = None
 ) -> dict[str, Any]:
-    t = rec.tags
-    return {
-        "recording_id": rec.id,
-        "path": rec.path,
-        "location": t.location,
-        "purpose": str(t.purpose),
-        "start": iso(t.start),
-        "end": iso(t.end),
-        "deadline": iso(rec.deadline) if rec.deadline else None,
-        "size": rec.size,
-        "reason": reason,
-        "deleted_at": now_iso or iso(now),
-    }
+    doc = recording_doc(rec, _EVENT, id_key="recording_id")
+    doc["reason"] = reason
+    doc["deleted_at"] = now_iso or iso(now)
+    return doc
 
 
 def delete_recordings(
@@ -133,8 +127,7 @@ def mark_deleting(
     if not doomed:
         return marked
     with catalog.transaction():
-        holds = catalog.list_holds()
-        now_s = now.timestamp()
+        holds = catalog.holds.list()
         unheld: list[Doomed] = []
         for d in doomed:
             held = holds_covering(d.rec, holds, now)
@@ -144,17 +137,13 @@ def mark_deleting(
                 unheld.append(d)
         # Inside this IMMEDIATE transaction nobody else writes, so reading the states
         # first and then updating in one executemany is the same as per-row checks.
-        deletable = _ids_in_states(catalog, [d.rec.id for d in unheld], from_states)
+        deletable = catalog.recordings.ids_in_states([d.rec.id for d in unheld], from_states)
         for d in unheld:
             if d.rec.id in deletable:
                 marked.append(d)
             else:
                 out.skipped.append((d.rec.id, "no longer in a deletable state"))
-        catalog.conn.executemany(
-            "UPDATE recordings SET state = 'deleting', delete_reason = ?, state_reason = ?, "
-            "updated_at = ? WHERE id = ?",
-            [(d.reason, d.detail, now_s, d.rec.id) for d in marked],
-        )
+        catalog.recordings.mark_deleting([(d.rec.id, d.reason, d.detail) for d in marked], at=now)
     return marked
 
 
@@ -233,16 +222,12 @@ def record_deleted(
         return out
     audit = AuditLog(catalog)
     outbox = Outbox(catalog)
-    now_s = now.timestamp()
     with catalog.transaction():
         # Only rows still in `deleting` are closed: another process may have finished an
         # interrupted deletion first, and each deletion is audited exactly once.
-        still = _ids_in_states(catalog, [d.rec.id for d in unlinked.done], ("deleting",))
+        still = catalog.recordings.ids_in_states([d.rec.id for d in unlinked.done], ("deleting",))
         closed = [d for d in unlinked.done if d.rec.id in still]
-        catalog.conn.executemany(
-            "UPDATE recordings SET state = 'deleted', deleted_at = ?, updated_at = ? WHERE id = ?",
-            [(now_s, now_s, d.rec.id) for d in closed],
-        )
+        catalog.recordings.mark_deleted([d.rec.id for d in closed], at=now)
         now_iso = iso(now)
         events = [_event(d.rec, d.reason, now, now_iso) for d in closed]
         # One audit entry and one event per recording, written as a batch in the same
@@ -276,21 +261,6 @@ def _unlink_and_record(
     return record_deleted(catalog, storage_root, unlinked, actor=actor, now=now, fsync=fsync)
 
 
-def _ids_in_states(catalog: Catalog, ids: Sequence[str], states: Sequence[str]) -> set[str]:
-    found: set[str] = set()
-    states_sql = ", ".join("?" * len(states))
-    for i in range(0, len(ids), 500):
-        chunk = list(ids[i : i + 500])
-        rows = catalog.conn.execute(
-            # `+state` keeps SQLite on the primary key: the state index would scan.
-            f"SELECT id FROM recordings WHERE id IN ({', '.join('?' * len(chunk))}) "
-            f"AND +state IN ({states_sql})",
-            (*chunk, *states),
-        ).fetchall()
-        found.update(str(r[0]) for r in rows)
-    return found
-
-
 def finish_interrupted(
     catalog: Catalog,
     storage_root: Path,
@@ -305,18 +275,16 @@ def finish_interrupted(
     while True:
         rows = [
             r
-            for r in catalog.recordings_in_state(RecState.DELETING, limit=1000 + len(failed))
+            for r in catalog.schedule.in_state(RecState.DELETING, limit=1000 + len(failed))
             if r.id not in failed
         ]
         if not rows:
             return out
         reasons = {
-            str(r[0]): (str(r[1] or "unknown"), str(r[2] or "interrupted deletion finished"))
-            for r in catalog.query(
-                "SELECT id, delete_reason, state_reason FROM recordings WHERE state = 'deleting'"
-                f" AND id IN ({', '.join('?' * len(rows))})",
-                [r.id for r in rows],
-            )
+            rid: (str(why or "unknown"), str(detail or "interrupted deletion finished"))
+            for rid, (why, detail) in catalog.recordings.deleting_reasons(
+                [r.id for r in rows]
+            ).items()
         }
         batch = [
             Doomed(r, *reasons.get(r.id, ("unknown", "interrupted deletion finished")))

@@ -6,7 +6,7 @@ The rules are in docs/retention-policy.md.
 decision out and writes the receipt. Erasure uses the janitor's crash-safe
 deletion protocol (:mod:`edge_agent.retention.deletion`). An erase that meets a hold
 touches nothing and its receipt names the holds. Every run, dry or real,
-blocked or done, leaves a stored receipt (``catalog.add_request``), an audit
+blocked or done, leaves a stored receipt (``catalog.requests.add``), an audit
 entry and an ``erase.done`` / ``restrict.done`` event.
 
 A request stays in force for its window (:func:`apply_standing`): a recording
@@ -22,7 +22,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.core.model import EraseRequest, Hold, Recording, RecState, RequestMode, iso
+from edge_agent.core.model import (
+    EraseRequest,
+    Hold,
+    Recording,
+    RecState,
+    RequestMode,
+    iso,
+    recording_doc,
+)
 from edge_agent.core.policy import erase_matches, evaluate_erase, holds_covering
 from edge_agent.retention.deletion import (
     DeletionOutcome,
@@ -49,16 +57,11 @@ __all__ = [
 _MATCH_STATES = (RecState.ACTIVE, RecState.RESTRICTED, RecState.MISSING)
 
 
+_LINE = ("id", "path", "location", "purpose", "start", "end", "state")
+
+
 def _rec_line(rec: Recording) -> dict[str, Any]:
-    return {
-        "id": rec.id,
-        "path": rec.path,
-        "location": rec.location,
-        "purpose": str(rec.tags.purpose),
-        "start": iso(rec.start),
-        "end": iso(rec.end),
-        "state": str(rec.state),
-    }
+    return recording_doc(rec, _LINE)
 
 
 @dataclass(frozen=True)
@@ -128,8 +131,10 @@ def execute_request(
 
     Raises ValueError for a window whose end is before its start.
     """
-    recordings = catalog.overlapping(req.location, req.start, req.end, states=_MATCH_STATES)
-    decision = evaluate_erase(req, recordings, catalog.list_holds(), now)
+    recordings = catalog.recordings.overlapping(
+        req.location, req.start, req.end, states=_MATCH_STATES
+    )
+    decision = evaluate_erase(req, recordings, catalog.holds.list(), now)
     base: dict[str, Any] = {
         "ref": req.ref,
         "mode": req.mode,
@@ -197,7 +202,9 @@ def _late_arrivals(
 ) -> None:
     """Recordings catalogued while the request ran: the stored request now covers them."""
     seen = {r.id for r in matched}
-    for rec in catalog.overlapping(req.location, req.start, req.end, states=(RecState.ACTIVE,)):
+    for rec in catalog.recordings.overlapping(
+        req.location, req.start, req.end, states=(RecState.ACTIVE,)
+    ):
         if rec.id in seen:
             continue
         with catalog.transaction():
@@ -218,12 +225,9 @@ def _restrict(
     touched: list[dict[str, Any]] = []
     with catalog.transaction():
         for rec in to_touch:
-            cur = catalog.execute(
-                "UPDATE recordings SET state = 'restricted', state_reason = ?, updated_at = ? "
-                "WHERE id = ? AND state = 'active'",
-                (f"data-subject request {req.ref}", now.timestamp(), rec.id),
-            )
-            if cur.rowcount != 1:
+            if not catalog.recordings.restrict(
+                rec.id, reason=f"data-subject request {req.ref}", at=now
+            ):
                 continue
             line = _rec_line(rec) | {"state": str(RecState.RESTRICTED)}
             audit.append(
@@ -248,7 +252,7 @@ def _store(catalog: Catalog, req: EraseRequest, receipt: Receipt, now: datetime)
     # A dry run is audited (someone looked) but sends no event: it changed nothing.
     action = f"{req.mode}.previewed" if receipt.dry_run else f"{req.mode}.done"
     with catalog.transaction():
-        catalog.add_request(req, dry_run=receipt.dry_run, receipt=doc, at=now)
+        catalog.requests.add(req, dry_run=receipt.dry_run, receipt=doc, at=now)
         AuditLog(catalog).append(action, actor=receipt.actor, subject=req.ref, data=summary, ts=now)
         if not receipt.dry_run:
             Outbox(catalog).enqueue(action, {"request_ref": req.ref, **summary}, ts=now)
@@ -300,10 +304,10 @@ def apply_standing(catalog: Catalog, rec: Recording, *, actor: str, now: datetim
     new recordings calls this: intake (segments, adopted files, crash
     recovery), reconcile re-adoption, and any future derivative of a recording.
     """
-    requests = catalog.standing_requests(rec.location, rec.start, rec.end)
+    requests = catalog.requests.standing(rec.location, rec.start, rec.end)
     if not requests:
         return Standing(rec, StandingVerdict("none"))
-    verdict = standing_verdict(rec, requests, catalog.list_holds(), now)
+    verdict = standing_verdict(rec, requests, catalog.holds.list(), now)
     audit, outbox = AuditLog(catalog), Outbox(catalog)
     line = _rec_line(rec)
     for ref, hold_ids in verdict.held:
@@ -315,11 +319,7 @@ def apply_standing(catalog: Catalog, rec: Recording, *, actor: str, now: datetim
             ts=now,
         )
     if verdict.action == "restrict" and verdict.ref is not None:
-        catalog.execute(
-            "UPDATE recordings SET state = 'restricted', state_reason = ?, updated_at = ? "
-            "WHERE id = ? AND state = 'active'",
-            (f"data-subject request {verdict.ref}", now.timestamp(), rec.id),
-        )
+        catalog.recordings.restrict(rec.id, reason=f"data-subject request {verdict.ref}", at=now)
         line |= {"state": str(RecState.RESTRICTED)}
         audit.append(
             "recording.restricted",

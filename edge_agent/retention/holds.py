@@ -99,13 +99,13 @@ def place_hold(
         expires=until,
     )
     with catalog.transaction():
-        unknown = [i for i in ids if catalog.get_recording(i) is None]
+        unknown = [i for i in ids if catalog.recordings.get(i) is None]
         if unknown:
             raise HoldError(
                 f"unknown recording id(s) {', '.join(unknown)}: "
                 "check `edge-agent recordings list --json` for ids"
             )
-        catalog.add_hold(hold)
+        catalog.holds.add(hold)
         doc = hold_doc(hold)
         AuditLog(catalog).append("hold.placed", actor=by, subject=hold.id, data=doc, ts=now)
         Outbox(catalog).enqueue("hold.placed", _event(doc), ts=now)
@@ -119,7 +119,7 @@ def _event(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _open_hold(catalog: Catalog, hold_id: str) -> Hold:
-    hold = catalog.get_hold(hold_id)
+    hold = catalog.holds.get(hold_id)
     if hold is None:
         raise HoldError(f"unknown hold {hold_id!r}: see `edge-agent hold list` for ids")
     if hold.released_at is not None:
@@ -135,8 +135,8 @@ def release_hold(catalog: Catalog, hold_id: str, *, by: str, reason: str, now: d
     by = _need_text(by, "by")
     with catalog.transaction():
         _open_hold(catalog, hold_id)
-        catalog.release_hold(hold_id, by=by, reason=reason, at=now)
-        released = catalog.get_hold(hold_id)
+        catalog.holds.release(hold_id, by=by, reason=reason, at=now)
+        released = catalog.holds.get(hold_id)
         assert released is not None
         doc = {**hold_doc(released), "release_reason": reason}
         AuditLog(catalog).append("hold.released", actor=by, subject=hold_id, data=doc, ts=now)
@@ -162,8 +162,8 @@ def extend_hold(
             raise HoldError(f"--until {iso(until)} is not in the future (now {iso(now)})")
     with catalog.transaction():
         old = _open_hold(catalog, hold_id)
-        catalog.set_hold_expiry(hold_id, until)
-        new = catalog.get_hold(hold_id)
+        catalog.holds.set_expiry(hold_id, until)
+        new = catalog.holds.get(hold_id)
         assert new is not None
         doc = {
             **hold_doc(new),

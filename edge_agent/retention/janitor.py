@@ -29,12 +29,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_agent.config.profiles import SpaceFloor
 from edge_agent.config.storage_checks import full_reason
 from edge_agent.core.model import Period, Recording, RetentionPeriods, iso, parse_ts
 from edge_agent.core.policy import active_holds, holds_covering
 from edge_agent.core.pressure import PAUSE_REASON, storage_budget
 from edge_agent.core.retention_plan import DeletionReason, plan
-from edge_agent.retention.clockguard import ClockGuard
+from edge_agent.retention.clockguard import ClockGuard, ClockGuardSettings
 from edge_agent.retention.deletion import (
     DeletionOutcome,
     Doomed,
@@ -50,9 +51,10 @@ from edge_agent.store.catalog import Catalog
 from edge_agent.store.outbox_store import Outbox
 
 if TYPE_CHECKING:
+    from edge_agent.core.clock import Clock
     from edge_agent.retention.storage_gate import StorageGate
 
-__all__ = ["Janitor", "JanitorStatus", "SweepResult"]
+__all__ = ["Janitor", "JanitorSettings", "JanitorStatus", "SweepResult"]
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +186,18 @@ def catalog_space(catalog_path: Path, root: Path) -> Callable[[], tuple[int, int
     return read
 
 
+@dataclass(frozen=True)
+class JanitorSettings:
+    """What the janitor takes from the config (made in ``edge_agent.app.settings``)."""
+
+    storage_root: Path
+    periods: RetentionPeriods
+    guard: ClockGuardSettings
+    free_space_floor: SpaceFloor
+    quarantine_dir: Path | None = None
+    kernel_flag: bool = True  # the system clock's: trust the kernel's "synchronised" flag
+
+
 class Janitor:
     def __init__(
         self,
@@ -233,29 +247,31 @@ class Janitor:
         return self.gate.blocked() if self.gate is not None else None
 
     @classmethod
-    def from_config(
+    def from_settings(
         cls,
-        cfg: Any,
+        settings: JanitorSettings,
         catalog: Catalog,
         *,
-        clock: Any = None,
+        clock: Clock | None = None,
         on_alarm: AlarmCallback | None = None,
     ) -> Janitor:
-        """Build from an ``edge_agent.config.config.Config`` (real clocks and disk unless given)."""
-        from edge_agent.host.sysclock import SystemClock
-        from edge_agent.retention.clockguard import ClockGuardSettings
+        """Build with its clock guard (real clocks and disk unless given).
 
-        clock = clock or SystemClock(kernel_flag=cfg.clock.kernel_flag)
-        guard = ClockGuard(catalog, clock, ClockGuardSettings.from_config(cfg))
+        ``edge_agent.app.settings.janitor_settings`` turns the config into ``settings``.
+        """
+        from edge_agent.host.sysclock import SystemClock
+
+        clock = clock or SystemClock(kernel_flag=settings.kernel_flag)
+        guard = ClockGuard(catalog, clock, settings.guard)
         return cls(
             catalog,
-            cfg.storage.root,
-            periods=cfg.retention_periods(),
+            settings.storage_root,
+            periods=settings.periods,
             guard=guard,
-            floor_bytes=cfg.free_space_floor_bytes,
-            catalog_space=catalog_space(catalog.path, cfg.storage.root),
+            floor_bytes=settings.free_space_floor.bytes_for,
+            catalog_space=catalog_space(catalog.path, settings.storage_root),
             on_alarm=on_alarm,
-            quarantine_dir=cfg.quarantine_dir,
+            quarantine_dir=settings.quarantine_dir,
         )
 
     # -- properties for the recorder manager and telemetry ---------------------
@@ -309,12 +325,12 @@ class Janitor:
         verdict = self.guard.check(now)
         res = SweepResult(now, verdict.trusted, verdict.reason)
         res.finished_interrupted = len(finished.deleted)
-        holds = self.catalog.list_holds()
+        holds = self.catalog.holds.list()
         self._retention(res, holds, now)
         self._pressure(res, holds, now)
         if verdict.trusted:
             self._purge_quarantine(res, now)
-        res.next_deadline = self.catalog.next_deadline_after(now)
+        res.next_deadline = self.catalog.schedule.next_deadline_after(now)
         expiries = [h.expires for h in active_holds(holds, now) if h.expires is not None]
         wakes = [t for t in (*expiries, res.next_deadline) if t is not None and t > now]
         res.next_wake = min(wakes, default=None)
@@ -345,7 +361,7 @@ class Janitor:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="janitor-unlink") as pool:
             try:
                 while True:
-                    page = self.catalog.due_page(now, self.batch, offset)
+                    page = self.catalog.schedule.due_page(now, self.batch, offset)
                     if not page or self._unavailable() is not None:
                         return
                     p = plan(
@@ -360,7 +376,9 @@ class Janitor:
                         # Nothing is deleted; one page gives the worst case (pages are in
                         # deadline order), a count gives the rest without walking them all.
                         res.worst_overdue_seconds = p.worst_overdue_seconds
-                        res.overdue_count = self.catalog.count_due(now) - len(p.kept_by_hold)
+                        res.overdue_count = self.catalog.schedule.count_due(now) - len(
+                            p.kept_by_hold
+                        )
                         return
                     res.max_lateness_seconds = max(
                         res.max_lateness_seconds, p.worst_overdue_seconds
@@ -416,7 +434,7 @@ class Janitor:
         while free < floor:
             if self._unavailable() is not None:
                 return
-            page = self.catalog.pressure_page(self.batch, offset)
+            page = self.catalog.schedule.pressure_page(self.batch, offset)
             if not page:
                 res.storage_full_held = True
                 res.full_reason = full_reason(held=held, floor=floor, total=total)
@@ -459,7 +477,7 @@ class Janitor:
         if res.storage_full_held and not was_full:
             held = len({i for i, _ in res.kept_by_hold})
             # Everything left is held (if anything is): the live totals are the held footage.
-            stats = list(self.catalog.summary_by_purpose().values())
+            stats = list(self.catalog.recordings.summaries().values())
             any_held = res.full_reason == PAUSE_REASON
             self._alarm(
                 "alarm.storage_full_held",

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.core.model import iso
-from edge_agent.store.catalog import Catalog, _write_json_atomic, to_epoch
+from edge_agent.store.catalog import Catalog, _write_json_atomic
+from edge_agent.store.rows import to_epoch
 
 GENESIS_HASH = "0" * 64
 HEAD_SEQ_KEY = "audit_head_seq"
@@ -235,6 +236,18 @@ class AuditLog:
             for r in rows:
                 yield AuditEntry(int(r[0]), r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
             last = int(rows[-1][0])
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` newest entries, newest first (the console's event list)."""
+        rows = self.catalog.query(
+            "SELECT seq, ts, actor, action, subject, data, prev_hash, hash FROM audit "
+            "ORDER BY seq DESC LIMIT ?",
+            (max(0, limit),),
+        )
+        return [
+            AuditEntry(int(r[0]), r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7]).as_dict()
+            for r in rows
+        ]
 
     def _chain(
         self, newest_only: bool = False

@@ -45,7 +45,8 @@ from edge_agent.store.audit import (
     AuditLog,
     canonical_json,
 )
-from edge_agent.store.catalog import Catalog, to_epoch
+from edge_agent.store.catalog import Catalog
+from edge_agent.store.rows import to_epoch
 
 log = logging.getLogger(__name__)
 

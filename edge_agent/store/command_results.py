@@ -22,6 +22,7 @@ from edge_agent.core.commands import CommandResult
 from edge_agent.core.model import iso
 from edge_agent.store.audit import AuditLog
 from edge_agent.store.catalog import Catalog
+from edge_agent.store.rows import to_epoch
 
 INTERRUPTED = "interrupted: the agent stopped before the command finished; see the audit log"
 
@@ -44,6 +45,51 @@ class ResultStore:
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
+
+    # -- the replay memory (comms/command_dispatch.py) ----------------------------
+
+    def known(self, cmd_id: str) -> bool:
+        """Whether a signed command with this id was accepted and is still remembered."""
+        return bool(self.catalog.query("SELECT 1 FROM commands WHERE id = ?", (cmd_id,)))
+
+    def remember(
+        self,
+        *,
+        id: str,
+        name: str,
+        key_id: str | None,
+        digest: str,
+        received: datetime,
+        expires: datetime,
+        response_topic: str | None,
+        correlation: bytes | None,
+    ) -> None:
+        """Record an accepted signed command, forgetting the ones long expired first.
+
+        Expired ids are forgotten an hour on; an unacknowledged result is kept for a
+        week in case the dashboard is away that long.
+        """
+        now = to_epoch(received)
+        self.catalog.execute(
+            "DELETE FROM commands WHERE expires_at < ? AND (result_acked = 1 OR "
+            "result IS NULL OR expires_at < ?)",
+            (now - 3600, now - 7 * 86400),
+        )
+        self.catalog.execute(
+            "INSERT INTO commands (id, name, key_id, digest, received_at, expires_at, "
+            "state, response_topic, correlation) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'accepted', ?, ?)",
+            (id, name, key_id, digest, now, to_epoch(expires), response_topic, correlation),
+        )
+
+    def stored(self, cmd_id: str, digest: str) -> CommandResult | None:
+        """The stored result of ``cmd_id`` if its payload had this digest (a redelivery)."""
+        rows = self.catalog.query("SELECT digest, result FROM commands WHERE id = ?", (cmd_id,))
+        if not rows or rows[0][0] != digest or rows[0][1] is None:
+            return None
+        return CommandResult.model_validate_json(rows[0][1])
+
+    # -- results ------------------------------------------------------------------
 
     def store(self, result: CommandResult) -> None:
         self.catalog.execute(

@@ -36,9 +36,6 @@ class Migration:
     apply: Callable[[Database], None]
 
 
-LIVE_STATES_SQL = "('active', 'restricted')"
-
-
 def _initial(db: Database) -> None:
     db.executescript(
         """
@@ -70,7 +67,10 @@ def _initial(db: Database) -> None:
             updated_at REAL NOT NULL
         );
         -- Only rows retention still governs; the query repeats this WHERE so the
-        -- planner can walk the index in deadline order and stop at LIMIT.
+        -- planner can walk the index in deadline order and stop at LIMIT. The state
+        -- list is core's LIVE_STATES as store/rows.py spells it (LIVE_STATES_SQL);
+        -- history is frozen here, so changing LIVE_STATES needs a migration that
+        -- recreates this index (tests/test_migrations.py checks they agree).
         CREATE INDEX idx_recordings_due ON recordings(deadline)
             WHERE state IN ('active', 'restricted') AND deadline IS NOT NULL;
         CREATE INDEX idx_recordings_loc_start ON recordings(location, start);

@@ -19,7 +19,8 @@ from typing import Any
 
 from edge_agent.core.model import iso
 from edge_agent.store.audit import canonical_json
-from edge_agent.store.catalog import Catalog, from_epoch, to_epoch
+from edge_agent.store.catalog import Catalog
+from edge_agent.store.rows import from_epoch, to_epoch
 
 NEXT_SEQ_KEY = "outbox_next_seq"
 CLASSES = ("audit", "telemetry")
@@ -126,6 +127,32 @@ class Outbox:
                 done += cur.rowcount
         return done
 
+    def seqs(self, cls: str, *, before: float | None = None, limit: int | None = None) -> list[int]:
+        """Seqs of class ``cls``, oldest first; ``before``: only ``ts`` earlier (epoch s)."""
+        sql = "SELECT seq FROM outbox WHERE class = ?"
+        params: list[Any] = [cls]
+        if before is not None:
+            sql += " AND ts < ?"
+            params.append(before)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        return [int(r[0]) for r in self.catalog.query(sql, params)]
+
+    def rows_after(self, after: int, limit: int) -> list[tuple[int, str, str]]:
+        """``(seq, type, payload)`` of the entries after ``after``, in seq order (the publisher)."""
+        rows = self.catalog.query(
+            "SELECT seq, type, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def row(self, seq: int) -> tuple[int, str, str] | None:
+        """One entry by ``seq``, or None once it is gone."""
+        rows = self.catalog.query("SELECT seq, type, payload FROM outbox WHERE seq = ?", (seq,))
+        return (int(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
+
     def depth(self) -> int:
         return int(self.catalog.query("SELECT COUNT(*) FROM outbox")[0][0])
 
@@ -135,6 +162,3 @@ class Outbox:
         if not value:
             return None
         return max(0.0, to_epoch(now) - float(value[0][0]))
-
-    def next_seq(self) -> int:
-        return int(self.catalog.get_meta(NEXT_SEQ_KEY) or 1)
