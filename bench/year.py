@@ -145,6 +145,9 @@ def main() -> int:
     ap.add_argument("--period", default="31d", help="accountability period")
     ap.add_argument("--dir", type=Path, default=None, help="where to build (default: tmp)")
     ap.add_argument("--no-seal", action="store_true", help="today's behaviour, for comparison")
+    ap.add_argument(
+        "--no-vacuum", action="store_true", help="leave freed pages for reuse (no conversion)"
+    )
     args = ap.parse_args()
     per_day = max(CAMERAS, int(PER_DAY_FULL * args.scale))
     period = Period.parse(args.period)
@@ -187,7 +190,9 @@ def main() -> int:
         cat.execute("DELETE FROM outbox")  # a connected publisher's acks
         t0 = time.perf_counter()
         if not args.no_seal:
-            archiver.seal(now, now - timedelta(seconds=period.upper_bound_seconds()))
+            # convert: as `audit seal --vacuum` once, then incremental (docs/storage.md).
+            cutoff = now - timedelta(seconds=period.upper_bound_seconds())
+            archiver.seal(now, cutoff, convert=not args.no_vacuum)
         seals.append((time.perf_counter() - t0) * 1000)
         if (day + 1) % 30 == 0 or day + 1 == args.days:
             cat.query("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -129,8 +129,18 @@ def test_several_archives_and_live_chain_verify(cat: Catalog) -> None:
     newest.write_bytes(gzip.compress(gzip.decompress(newest.read_bytes()), compresslevel=1))
     v = AuditLog(cat).verify(newest_archive_only=True)
     assert not v.ok and "SHA-256" in (v.reason or "")
-    # The catalog hands the freed pages back (incremental vacuum is switched on).
-    assert int(cat.query("PRAGMA auto_vacuum")[0][0]) == 2
+
+
+def test_freed_pages_reused_or_given_back_once_converted(cat: Catalog) -> None:
+    # Without incremental vacuum the daemon leaves the freed pages for reuse ...
+    assert seal(cat, 20).archives == 1
+    assert int(cat.query("PRAGMA auto_vacuum")[0][0]) == 0
+    # ... until asked to convert (audit seal --vacuum): then they go back to the disk.
+    pages = int(cat.query("PRAGMA page_count")[0][0])
+    res = AuditArchiver(cat).seal(T0 + timedelta(days=30), T0 + timedelta(hours=35), convert=True)
+    assert res.archives == 1 and int(cat.query("PRAGMA auto_vacuum")[0][0]) == 2
+    assert int(cat.query("PRAGMA page_count")[0][0]) < pages
+    assert AuditLog(cat).verify().ok
 
 
 def test_one_flipped_byte_in_an_archive_is_found(cat: Catalog) -> None:
@@ -251,7 +261,7 @@ def test_cli_seal_verify_export(tmp_path: Path, cat: Catalog) -> None:
     # T0 is long past, so everything but nothing newer than 30 days is sealed.
     before = list(AuditLog(cat).export())
     cfg = write_config(tmp_path)
-    r = run("audit", "seal", "--config", str(cfg), "--json")
+    r = run("audit", "seal", "--config", str(cfg), "--json", "--vacuum")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["entries"] == HOURS
     assert tombstones(cat) == []

@@ -73,7 +73,7 @@ def _seal(args: argparse.Namespace) -> int:
     try:
         # As the daemon: the longest the period can be (docs/storage.md).
         cutoff = now - timedelta(seconds=period.upper_bound_seconds())
-        res = AuditArchiver(cat).seal(now, cutoff)
+        res = AuditArchiver(cat).seal(now, cutoff, convert=args.vacuum)
     except (ArchiveError, OSError) as exc:
         sys.stderr.write(f"audit seal failed: {exc}\n")
         return EXIT_FAILURE
@@ -144,3 +144,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_config_arg(p)
     add_json_arg(p)
+    p.add_argument(
+        "--vacuum",
+        action="store_true",
+        help="switch an older catalog to incremental vacuum (one full VACUUM; stop the agent)",
+    )

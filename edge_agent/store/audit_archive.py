@@ -212,8 +212,15 @@ class AuditArchiver:
         self.directory = archive_dir(catalog.path)
         self.max_entries = max_entries
 
-    def seal(self, now: datetime, cutoff: datetime, *, vacuum: bool = True) -> SealResult:
-        """Seal everything older than ``cutoff`` (the caller checks the clock is trusted)."""
+    def seal(
+        self, now: datetime, cutoff: datetime, *, vacuum: bool = True, convert: bool = False
+    ) -> SealResult:
+        """Seal everything older than ``cutoff`` (the caller checks the clock is trusted).
+
+        ``vacuum`` hands freed pages back where the catalog allows it cheaply
+        (incremental auto-vacuum); ``convert`` switches a catalog without it once,
+        with a full VACUUM (see :meth:`reclaim`).
+        """
         t0 = time.perf_counter()
         pending = self.complete_pending(now)
         archives = entries = tombstones = 0
@@ -224,7 +231,7 @@ class AuditArchiver:
             archives += 1
             entries += done[0]
             tombstones += done[1]
-        freed = self.reclaim() if vacuum and (archives or pending) else 0
+        freed = self.reclaim(convert=convert) if vacuum and (archives or pending) else 0
         return SealResult(archives, entries, tombstones, pending, freed, time.perf_counter() - t0)
 
     # -- one archive ---------------------------------------------------------
@@ -378,18 +385,25 @@ class AuditArchiver:
 
     # -- space ---------------------------------------------------------------
 
-    def reclaim(self) -> int:
-        """Give free pages back to the filesystem; returns how many were freed."""
+    def reclaim(self, *, convert: bool = False) -> int:
+        """Give free pages back to the filesystem; returns how many were freed.
+
+        Needs incremental auto-vacuum. A catalog without it is switched only when
+        ``convert`` is asked (``audit seal --vacuum``): that is a full VACUUM, a copy
+        of the live rows holding the catalog for as long as it takes (minutes on an
+        SD card), too long for the daemon. Without it the freed pages are reused by
+        new rows, so the file stops growing at its size after the first period.
+        """
         cat = self.catalog
         mode = int(cat.query("PRAGMA auto_vacuum")[0][0])
         before = int(cat.query("PRAGMA page_count")[0][0])
-        if mode != 2:
-            # Switching an existing catalog to incremental needs one full VACUUM (a
-            # copy of the live rows); afterwards each seal frees pages cheaply.
+        if mode == 2:
+            cat.execute("PRAGMA incremental_vacuum")
+        elif convert:
             cat.execute("PRAGMA auto_vacuum=INCREMENTAL")
             cat.execute("VACUUM")
         else:
-            cat.execute("PRAGMA incremental_vacuum")
+            return 0
         # The file shrinks at checkpoint; a busy reader only delays that.
         cat.query("PRAGMA wal_checkpoint(TRUNCATE)")
         after = int(cat.query("PRAGMA page_count")[0][0])
