@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -120,6 +121,55 @@ async def test_files_present_at_start_are_adopted(setup) -> None:
     first = await adopter.pass_once(force=True)
     assert [r.outcome for r in first] == [Outcome.ADOPTED]
     assert len(cat.recordings.list()) == 1
+
+
+async def test_a_backlog_is_read_ahead_and_filed_in_order(setup) -> None:
+    # The next file is read while this one is filed (adopter.py); every file still
+    # gets exactly one verdict, a bad one in the middle included.
+    intake, cat, drop, tmp = setup
+    for i in range(6):
+        make_video(tmp / f"f{i}.mkv", container="mkv", seconds=1, metadata={"title": str(i)})
+        os.rename(tmp / f"f{i}.mkv", drop / f"f{i}.mkv")
+    write_garbage(drop / "f3-junk.mp4", 4096, seed=2)
+    adopter = FolderAdopter(
+        WatchSpec(drop, GATE, stable_seconds=5), intake, now=lambda: datetime.now(UTC)
+    )
+    got = await adopter.pass_once(force=True)
+    assert sorted(str(r.outcome) for r in got) == ["adopted"] * 6 + ["quarantined"]
+    assert len(cat.recordings.list()) == 6
+    assert list(drop.iterdir()) == []
+
+
+def _open_files() -> set[str]:
+    out = set()
+    for n in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone
+            out.add(os.readlink(f"/proc/self/fd/{n}"))
+    return out
+
+
+async def test_cancelled_pass_closes_the_read_in_flight(setup) -> None:
+    intake, cat, drop, _tmp = setup
+    for i in range(3):
+        make_video(drop / f"c{i}.mkv", container="mkv", seconds=1, metadata={"title": str(i)})
+    first = asyncio.Event()
+    adopter = FolderAdopter(
+        WatchSpec(drop, GATE, stable_seconds=5),
+        intake,
+        now=lambda: datetime.now(UTC),
+        on_result=lambda _r: first.set(),
+    )
+    before = _open_files()
+    task = asyncio.create_task(adopter.pass_once(force=True))
+    await first.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # No source descriptor left open by the read that was ahead.
+    after = _open_files()
+    assert not [p for p in after - before if p.endswith(".mkv")], after - before
+    rest = await adopter.pass_once(force=True)
+    assert len(cat.recordings.list()) == 3, rest
 
 
 def _write_config(tmp: Path) -> Path:

@@ -206,6 +206,7 @@ class Agent:
         for w in cfg.watch:
             self._add_watch(w)
         self.add(FnComponent("janitor", self.janitor.run), STAGE_MAINT)
+        self._add_sealer(cfg)
         self.add(self.monitor, STAGE_MAINT)
         self._add_control(cfg)
         if cfg.mqtt is not None:
@@ -244,6 +245,19 @@ class Agent:
         self.liveview = LiveView(cfg.liveview, view_sources(cfg), self.hub, mount=mount)
         self.manager.attach_hub(self.hub)  # the recorders publish straight into it
         self.add(FnComponent("liveview", self.liveview.run), STAGE_VIEW)
+
+    def _add_sealer(self, cfg: Config) -> None:
+        # Old audit entries and tombstones go to archive files (docs/storage.md).
+        from edge_agent.retention.audit_sealing import AuditSealer
+
+        guard = self.janitor.guard
+        sealer = AuditSealer(
+            self.catalog,
+            cfg.retention.accountability_period,
+            now=self.now,
+            clock_trusted=lambda: guard.last is not None and guard.last.trusted,
+        )
+        self.add(FnComponent("audit-sealer", sealer.run), STAGE_MAINT)
 
     def _add_control(self, cfg: Config) -> None:
         from edge_agent.app.control import ControlServer

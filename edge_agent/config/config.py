@@ -84,7 +84,7 @@ from edge_agent.config.profiles import (
     load_profile,
 )
 from edge_agent.core.anon_plan import check_polygon
-from edge_agent.core.model import NOTICE_PERIODS, Purpose, RetentionPeriods, Site
+from edge_agent.core.model import NOTICE_PERIODS, Period, Purpose, RetentionPeriods, Site
 from edge_agent.core.policy import longer_than_notice
 
 
@@ -219,6 +219,9 @@ class Retention(_Section):
     marketing_external: PeriodField = NOTICE_PERIODS.marketing_external
     anonymized: PeriodField | None = None  # absent = no limit
     allow_longer_than_notice: StrictBool = False
+    # Audit entries and tombstones older than this are sealed into archive files
+    # next to the catalog (docs/storage.md, accountability period); absent = never.
+    accountability_period: PeriodField | None = Period(seconds=31 * 86400)
 
     def periods(self) -> RetentionPeriods:
         return RetentionPeriods(

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -142,14 +142,57 @@ class FolderAdopter:
         for gone in [p for p in self._trouble if p not in present]:
             del self._trouble[gone]
         self._refused = {r for r in self._refused if r[0] in present}
-        for path in paths:
+        # Two-stage pipeline: the next file is read (hash, probe, packet scan) in one
+        # worker while this one is remuxed, fsynced and catalogued in another, so a
+        # backlog keeps both cores busy (bench/adoption.py). Its readiness is checked
+        # just before its read starts, as before.
+        todo = iter(paths)
+        unread: list[asyncio.Future[Examined | IntakeResult]] = []  # started, not yet adopted
+        try:
+            upcoming = await self._start_next(todo, force, unread)
+            while upcoming is not None:
+                path, ident, reading = upcoming
+                upcoming = await self._start_next(todo, force, unread)
+                unread.remove(reading)
+                result = await self._adopt(path, ident, reading)
+                if result is not None:
+                    results.append(result)
+        finally:
+            # Cancelled: each read still in flight is waited for (it may write to the
+            # catalog, see _in_thread) and the source it opened is closed.
+            for fut in unread:
+                with contextlib.suppress(BaseException):
+                    _close_examined(await asyncio.shield(fut))
+        return results
+
+    async def _start_next(
+        self,
+        todo: Iterator[Path],
+        force: bool,
+        unread: list[asyncio.Future[Examined | IntakeResult]],
+    ) -> tuple[Path, tuple[int, int, int, int], asyncio.Future[Examined | IntakeResult]] | None:
+        for path in todo:
             ident = await asyncio.to_thread(self._ready, path, force)
             if ident is None:
                 continue
-            result = await self._adopt(path, ident)
-            if result is not None:
-                results.append(result)
-        return results
+            reading = self._read(path, ident)
+            unread.append(reading)
+            return path, ident, reading
+        return None
+
+    def _read(
+        self, path: Path, ident: tuple[int, int, int, int]
+    ) -> asyncio.Future[Examined | IntakeResult]:
+        return asyncio.ensure_future(
+            _in_thread(
+                self.intake.examine,
+                path,
+                self.spec.origin,
+                self._now(),
+                within=self.spec.folder,
+                expect=ident[:2],
+            )
+        )
 
     def _ready(self, path: Path, force: bool) -> tuple[int, int, int, int] | None:
         """The identity of ``path`` if it is complete and due for an attempt, else None."""
@@ -175,17 +218,15 @@ class FolderAdopter:
             return None
         return None if open_for_writing(path) else ident
 
-    async def _adopt(self, path: Path, ident: tuple[int, int, int, int]) -> IntakeResult | None:
+    async def _adopt(
+        self,
+        path: Path,
+        ident: tuple[int, int, int, int],
+        reading: asyncio.Future[Examined | IntakeResult] | None = None,
+    ) -> IntakeResult | None:
         shown = display_name(path)
         try:
-            found = await _in_thread(
-                self.intake.examine,
-                path,
-                self.spec.origin,
-                self._now(),
-                within=self.spec.folder,
-                expect=ident[:2],
-            )
+            found = await _finish_read(reading if reading is not None else self._read(path, ident))
             if isinstance(found, Examined):
                 result = await self._complete(found)
             else:
@@ -255,6 +296,23 @@ class FolderAdopter:
         if self._on_result is not None:
             self._on_result(result)
         return result
+
+
+def _close_examined(found: object) -> None:
+    if isinstance(found, Examined):
+        found.close()
+
+
+async def _finish_read(
+    reading: asyncio.Future[Examined | IntakeResult],
+) -> Examined | IntakeResult:
+    """The read's result; cancelled, the read is still waited for and its source closed."""
+    try:
+        return await asyncio.shield(reading)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            _close_examined(await reading)
+        raise
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -25,41 +25,37 @@ Synchronous on purpose: callers run it in a worker thread.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
-import shutil
 import sqlite3
-import stat
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_agent.core.model import (
-    POLICY_VERSION,
-    Purpose,
-    Recording,
-    RecState,
-    RetentionPeriods,
-    Site,
-    Tags,
-    TimeSource,
-    iso,
-    recording_doc,
-)
+from edge_agent.core.model import POLICY_VERSION, Recording, RecState, Tags, TimeSource, iso
 from edge_agent.core.policy import adopted_audio_decision, deadline
-from edge_agent.core.timesource import (
-    StartChoice,
-    choose_start,
-    recording_end,
-    start_candidates,
-    zone,
+from edge_agent.core.timesource import recording_end
+from edge_agent.host.fsutil import fsync_dir
+from edge_agent.intake.intake_source import Source, display_name, first_look, open_source
+from edge_agent.intake.intake_types import (
+    DIR_MODE,
+    FILE_MODE,
+    PARTIAL_PREFIX,
+    Examined,
+    IntakeIOError,
+    IntakeResult,
+    IntakeSettings,
+    Origin,
+    Outcome,
+    _transient,
 )
-from edge_agent.host.fsutil import fsync_dir, fsync_file
-from edge_agent.intake.intake_source import TRANSIENT_ERRNOS, Source, display_name, open_source
+from edge_agent.intake.placement import (
+    added_event,
+    choose_recording_start,
+    final_path,
+    place_file,
+)
+from edge_agent.intake.quarantine import move_aside, still_there
 from edge_agent.media import media
 from edge_agent.retention.erasure import Standing, apply_standing, finish_standing
 from edge_agent.store.audit import AuditLog
@@ -71,87 +67,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PARTIAL_PREFIX = ".partial-"
-FILE_MODE = 0o640
-DIR_MODE = 0o750
-# What an intake result shows of its recording, and what "recording.added" carries
-# (docs/mqtt.md); both through core's recording_doc.
-_OUTCOME_FIELDS = ("id", "path", "location", "purpose", "site", "audio", "anonymized",
-                   "start", "end", "time_source", "deadline", "size")  # fmt: skip
-_EVENT_FIELDS = ("id", "path", "location", "purpose", "site", "audio", "start", "end",
-                 "time_source", "deadline", "size")  # fmt: skip
-
-
-class Outcome(StrEnum):
-    ADOPTED = "adopted"
-    DUPLICATE = "duplicate"
-    QUARANTINED = "quarantined"
-    REFUSED = "refused"
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a file comes from and what it is for (from a watch or a source)."""
-
-    location: str
-    site: Site
-    audio_room: bool
-    signage: bool
-    purpose: Purpose
-    anonymized: bool = False
-    source_id: str | None = None
-    wants_audio: bool = True
-    recorder_start: datetime | None = None
-    name_timezone: str | None = None  # IANA zone of offset-less names (None: UTC)
-    anonymized_reason: str | None = None  # why declared anonymized (docs/anonymization.md)
-
-
-@dataclass(frozen=True)
-class IntakeSettings:
-    device_id: str
-    storage_root: Path
-    quarantine_dir: Path
-    periods: RetentionPeriods
-    start_floor: datetime = datetime(2020, 1, 1, tzinfo=UTC)
-    max_future: timedelta = timedelta(minutes=5)
-    fsync: bool = True
-    reader_gid: int | None = None
-    max_streams: int = 16
-
-
-@dataclass(frozen=True)
-class IntakeResult:
-    outcome: Outcome
-    source: str
-    reason: str | None = None
-    recording: Recording | None = None
-    audio_removed: bool = False
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    def as_dict(self) -> dict[str, object]:
-        doc: dict[str, object] = {
-            "outcome": str(self.outcome),
-            "source": self.source,
-            "reason": self.reason,
-            "audio_removed": self.audio_removed,
-        }
-        if self.recording is not None:
-            doc["recording"] = recording_doc(self.recording, _OUTCOME_FIELDS)
-        return doc
-
-
-@dataclass
-class Examined:
-    """A source opened, hashed and read, not yet adopted (:meth:`Intake.complete`)."""
-
-    source: Source
-    origin: Origin
-    source_sha: str
-    probe: media.ProbeResult
-    scan: media.PacketScan
-
-    def close(self) -> None:
-        self.source.close()
+# The types moved to intake_types.py; callers keep importing them from here.
+__all__ = [
+    "DIR_MODE",
+    "FILE_MODE",
+    "PARTIAL_PREFIX",
+    "Examined",
+    "Intake",
+    "IntakeIOError",
+    "IntakeResult",
+    "IntakeSettings",
+    "Origin",
+    "Outcome",
+]
 
 
 class Intake:
@@ -180,19 +108,7 @@ class Intake:
 
     def check_path(self, path: Path, *, within: Path | None = None) -> str | None:
         """A cheap first look by name; :func:`open_source` decides on the descriptor."""
-        if ".." in path.parts:
-            return "path_escape: path contains '..'"
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            return "missing: file disappeared before adoption"
-        except OSError as exc:
-            return f"unreadable: {exc.strerror}"
-        if stat.S_ISLNK(st.st_mode):
-            return "symlink: symlinks are refused (they may point outside the storage root)"
-        if not stat.S_ISREG(st.st_mode):
-            return "not_regular: only regular files are adopted"
-        return None
+        return first_look(path)
 
     # -- adoption ------------------------------------------------------------
 
@@ -241,8 +157,7 @@ class Intake:
             return IntakeResult(Outcome.REFUSED, shown, opened)
         try:
             sha = opened.sha256()
-            probe = media.probe(opened.proc, max_streams=self.settings.max_streams)
-            scan = media.scan_packets(opened.proc)
+            probe, scan = media.probe_and_scan(opened.proc, max_streams=self.settings.max_streams)
         except OSError as exc:
             if _transient(exc):
                 opened.close()
@@ -273,7 +188,9 @@ class Intake:
         existing = self.catalog.recordings.find_by_source_sha256(ex.source_sha)
         if existing is not None:
             return self._drop_duplicate(src, existing, now)
-        start_choice = self._choose_start(src.path, origin, probe.creation_time, src.st, now)
+        start_choice = choose_recording_start(
+            self.settings, src.path, origin, probe.creation_time, src.st, now
+        )
         truncated = scan.truncated(probe.duration)
         try:
             # The end is where the packets end, not what the header claims.
@@ -358,53 +275,8 @@ class Intake:
 
     # -- internals -----------------------------------------------------------
 
-    def _choose_start(
-        self,
-        path: Path,
-        origin: Origin,
-        creation_time: datetime | None,
-        st: os.stat_result,
-        now: datetime,
-    ) -> StartChoice:
-        tz = zone(origin.name_timezone) if origin.name_timezone else None
-        candidates = start_candidates(
-            os.fsdecode(path.name), origin.recorder_start, creation_time, st.st_mtime, tz
-        )
-        return choose_start(
-            candidates, now, floor=self.settings.start_floor, max_future=self.settings.max_future
-        )
-
     def final_path(self, tags: Tags, rec_id: str, stem: str, container: str) -> Path:
-        day = tags.start.astimezone(UTC)
-        folder = (
-            self.settings.storage_root / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}" / tags.location
-        )
-        # Undecodable bytes arrive as lone surrogates, which are not alphanumeric.
-        safe_stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80]
-        name = f"{day:%Y%m%dT%H%M%SZ}_{safe_stem}_{rec_id[:8]}.{container}"
-        if self.gate is not None:
-            self.gate.check()  # before any folder or file: raises StorageUnavailable
-        self._make_dirs(folder)
-        return folder / name
-
-    def _make_dirs(self, folder: Path) -> None:
-        root = self.settings.storage_root
-        missing = []
-        p = folder
-        while p != root and not p.exists():
-            missing.append(p)
-            p = p.parent
-        for d in reversed(missing):
-            try:
-                d.mkdir(mode=DIR_MODE)
-            except FileExistsError:
-                continue  # made meanwhile by the recorder or another intake
-            # mkdir's mode passes through the umask (077 under a strict shell): set it.
-            os.chmod(d, DIR_MODE)
-            if self.settings.reader_gid is not None:
-                os.chown(d, -1, self.settings.reader_gid)
-            if self.settings.fsync:
-                fsync_dir(d.parent)
+        return final_path(self.settings, self.gate, tags, rec_id, stem, container)
 
     def _install(
         self,
@@ -463,17 +335,8 @@ class Intake:
         file_sha: str | None,
         truncated: bool,
     ) -> tuple[Recording, Standing]:
-        os.chmod(tmp, FILE_MODE)
-        if self.settings.reader_gid is not None:
-            os.chown(tmp, -1, self.settings.reader_gid)
-        if self.settings.fsync:
-            fsync_file(tmp)
-        size = tmp.stat().st_size
         # A recorder segment is its own source: its hash is already known.
-        sha = file_sha or media.sha256_file(tmp)
-        os.rename(tmp, final)
-        if self.settings.fsync:
-            fsync_dir(final.parent)
+        size, sha = place_file(tmp, final, self.settings, file_sha)
         trusted = self.clock_trusted and tags.time_source is not TimeSource.UNTRUSTED
         dl = deadline(tags.purpose, tags.site, tags.anonymized, tags.start, self.settings.periods)
         rec = Recording(
@@ -487,7 +350,7 @@ class Intake:
             source_id=origin.source_id,
             source_sha256=source_sha,
         )
-        event: dict[str, object] = recording_doc(rec, _EVENT_FIELDS, id_key="recording_id")
+        event = added_event(rec)
         if truncated:
             event["truncated"] = True
         with self.catalog.transaction():
@@ -557,45 +420,20 @@ class Intake:
     ) -> IntakeResult:
         """Move ``path`` aside with a reason file; ``ident``: only if it is still that inode."""
         shown = display_name(path)
-        if ident is not None:
-            try:
-                st = path.lstat()
-            except OSError:
-                st = None
-            if st is None or (st.st_dev, st.st_ino) != ident:
-                why = f"{reason}; not quarantined: the file was replaced or removed meanwhile"
-                self._audit_only("recording.quarantine_failed", shown, why, now)
-                return IntakeResult(Outcome.REFUSED, shown, why)
-        qdir = self.settings.quarantine_dir
-        if not qdir.is_dir():
-            qdir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            os.chmod(qdir, DIR_MODE)
-        stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        safe = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in shown)[:120]
-        dest = qdir / f"{stamp}_{safe}"
-        reason_doc = {"source": shown, "reason": reason, "ts": iso(now)}
-        try:
-            shutil.move(path, dest)
-        except OSError as exc:
-            reason = f"{reason}; could not move to quarantine: {exc.strerror or exc}"
+        if not still_there(path, ident):
+            why = f"{reason}; not quarantined: the file was replaced or removed meanwhile"
+            self._audit_only("recording.quarantine_failed", shown, why, now)
+            return IntakeResult(Outcome.REFUSED, shown, why)
+        moved = move_aside(
+            path, shown, reason, now, self.settings.quarantine_dir, fsync=self.settings.fsync
+        )
+        if isinstance(moved, str):
+            reason = f"{reason}; {moved}"
             self._audit_only("recording.quarantine_failed", shown, reason, now)
             return IntakeResult(Outcome.REFUSED, shown, reason)
-        with contextlib.suppress(OSError):
-            os.chmod(dest, FILE_MODE, follow_symlinks=False)
-        fd = os.open(
-            dest.with_name(dest.name + ".reason.json"),
-            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-            FILE_MODE,
-        )
-        os.fchmod(fd, FILE_MODE)
-        with open(fd, "w", encoding="utf-8") as fh:
-            json.dump(reason_doc, fh, indent=2)
-            fh.write("\n")
-        if self.settings.fsync:
-            fsync_dir(qdir)
-        self._audit_only("recording.quarantined", shown, reason, now, extra={"to": dest.name})
+        self._audit_only("recording.quarantined", shown, reason, now, extra={"to": moved.name})
         log.warning("quarantined %s: %s", shown, reason)
-        return IntakeResult(Outcome.QUARANTINED, shown, reason, notes=(str(dest),))
+        return IntakeResult(Outcome.QUARANTINED, shown, reason, notes=(str(moved),))
 
     def _audit_only(
         self,
@@ -610,12 +448,3 @@ class Intake:
         with self.catalog.transaction():
             self.audit.append(action, actor=self.actor, subject=None, data=data, ts=now)
             self.outbox.enqueue(action, data, ts=now)
-
-
-def _transient(exc: BaseException | None) -> bool:
-    """Our side ran short (descriptors, memory): the file is not to blame."""
-    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
-
-
-class IntakeIOError(Exception):
-    """Storage failed (disk full, I/O error); the source is left untouched for a retry."""

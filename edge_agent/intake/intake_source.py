@@ -30,6 +30,7 @@ __all__ = [
     "Source",
     "SourceChanged",
     "display_name",
+    "first_look",
     "open_source",
 ]
 
@@ -103,6 +104,23 @@ class Source:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def first_look(path: Path) -> str | None:
+    """Why ``path`` must not be adopted, judged by name (None: open it and see)."""
+    if ".." in path.parts:
+        return "path_escape: path contains '..'"
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return "missing: file disappeared before adoption"
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink: symlinks are refused (they may point outside the storage root)"
+    if not stat.S_ISREG(st.st_mode):
+        return "not_regular: only regular files are adopted"
+    return None
 
 
 def _directly_in(path: Path, folder: Path) -> bool:

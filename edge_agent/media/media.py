@@ -41,6 +41,7 @@ from edge_agent.media.media_probe import (
     StreamInfo,
     count_packets,
     probe,
+    probe_and_scan,
     scan_packets,
 )
 from edge_agent.media.media_remux import (
@@ -75,6 +76,7 @@ __all__ = [
     "output_container_for",
     "output_format",
     "probe",
+    "probe_and_scan",
     "remux",
     "scan_packets",
     "sha256_file",

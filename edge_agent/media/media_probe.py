@@ -311,6 +311,17 @@ def probe_open(container: InputContainer, path: Path, size: int, max_streams: in
     return result
 
 
+def probe_and_scan(
+    path: Path, *, max_streams: int = DEFAULT_MAX_STREAMS
+) -> tuple[ProbeResult, PacketScan]:
+    """:func:`probe` and :func:`scan_packets` with one open (each open probes the
+    streams again: a sixth of an adoption's time, bench/adoption.py)."""
+    path = Path(path)
+    size = _check_file(path)
+    with open_input(path) as container:
+        return probe_open(container, path, size, max_streams), scan_open(container)
+
+
 def probe(path: Path, *, max_streams: int = DEFAULT_MAX_STREAMS) -> ProbeResult:
     """Container and stream metadata of ``path``; raises MediaError if it is not usable."""
     path = Path(path)
@@ -331,16 +342,21 @@ def count_packets(path: Path, stream_type: StreamType = "video") -> int:
     """Number of packets in all streams of ``stream_type`` (demux only, no decoding)."""
     path = Path(path)
     with open_input(path) as container:
-        streams = _selected(container, stream_type)
-        if not streams:
-            return 0
-        count = 0
-        for packet in container.demux(streams):
-            # PyAV ends each stream with an empty flush packet; it is not data.
-            if packet.size == 0 and packet.pts is None and packet.dts is None:
-                continue
-            count += 1
-        return count
+        return count_open(container, stream_type)
+
+
+def count_open(container: InputContainer, stream_type: StreamType = "video") -> int:
+    """:func:`count_packets` on a container already open (and probed)."""
+    streams = _selected(container, stream_type)
+    if not streams:
+        return 0
+    count = 0
+    for packet in container.demux(streams):
+        # PyAV ends each stream with an empty flush packet; it is not data.
+        if packet.size == 0 and packet.pts is None and packet.dts is None:
+            continue
+        count += 1
+    return count
 
 
 @dataclass(frozen=True)
@@ -371,30 +387,42 @@ def scan_packets(path: Path) -> PacketScan:
     """Demux (never decode) the video and audio packets of ``path``: count and real span."""
     path = Path(path)
     with open_input(path) as container:
-        video = _selected(container, "video")
-        streams = [*video, *_selected(container, "audio")]
-        if not video:
-            return PacketScan(0, 0.0, 0.0)
-        video_ids = {s.index for s in video}
-        count = 0
-        first: float | None = None
-        last_end = 0.0
-        prev_video: float | None = None
-        gap = 0.0
-        for packet in container.demux(streams):
-            stamp = packet.pts if packet.pts is not None else packet.dts
-            if stamp is None or packet.time_base is None:
-                if packet.size:
-                    count += packet.stream.index in video_ids
-                continue
-            sec = float(stamp * packet.time_base)
-            end = sec + float((packet.duration or 0) * packet.time_base)
-            first = sec if first is None else min(first, sec)
-            last_end = max(last_end, end)
-            if packet.stream.index in video_ids:
-                count += 1
-                if prev_video is not None:
-                    gap = max(gap, abs(sec - prev_video))
-                prev_video = sec
-        span = 0.0 if first is None else max(0.0, last_end - first)
-        return PacketScan(count, span, gap)
+        return scan_open(container)
+
+
+def scan_open(container: InputContainer) -> PacketScan:
+    """:func:`scan_packets` on a container already open (and probed)."""
+    video = _selected(container, "video")
+    streams = [*video, *_selected(container, "audio")]
+    if not video:
+        return PacketScan(0, 0.0, 0.0)
+    video_ids = {s.index for s in video}
+    count = 0
+    first: float | None = None
+    last_end = 0.0
+    prev_video: float | None = None
+    gap = 0.0
+    # One float per stream: Fraction arithmetic per packet was a third of an
+    # adoption's CPU (bench/adoption.py).
+    bases: dict[int, float | None] = {}
+    for packet in container.demux(streams):
+        index = packet.stream.index
+        tb = bases.get(index, 0.0)
+        if tb == 0.0:
+            tb = bases[index] = None if packet.time_base is None else float(packet.time_base)
+        stamp = packet.pts if packet.pts is not None else packet.dts
+        if stamp is None or tb is None:
+            if packet.size:
+                count += index in video_ids
+            continue
+        sec = stamp * tb
+        end = sec + (packet.duration or 0) * tb
+        first = sec if first is None or sec < first else first
+        last_end = end if end > last_end else last_end
+        if index in video_ids:
+            count += 1
+            if prev_video is not None:
+                gap = max(gap, abs(sec - prev_video))
+            prev_video = sec
+    span = 0.0 if first is None else max(0.0, last_end - first)
+    return PacketScan(count, span, gap)

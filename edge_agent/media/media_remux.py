@@ -46,9 +46,8 @@ from edge_agent.media.media_probe import (
     MediaError,
     ProbeResult,
     Reason,
-    count_packets,
+    count_open,
     open_input,
-    probe,
     probe_open,
 )
 
@@ -423,8 +422,11 @@ def verify(
     """
     dst = Path(dst)
     try:
-        got = probe(dst)
-        packets = count_packets(dst, "video")
+        # One open for both: each open probes the streams again.
+        size = dst.stat().st_size if dst.is_file() else 0
+        with open_input(dst) as inp:
+            got = probe_open(inp, dst, size, DEFAULT_MAX_STREAMS)
+            packets = count_open(inp, "video")
     except MediaError as exc:
         raise MediaError(
             Reason.VERIFY_FAILED, f"result unreadable ({exc.reason}: {exc.message})", dst

@@ -12,7 +12,9 @@ the chain; a head file *ahead* of the chain means entries were cut off.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +30,10 @@ from edge_agent.store.rows import to_epoch
 GENESIS_HASH = "0" * 64
 HEAD_SEQ_KEY = "audit_head_seq"
 HEAD_HASH_KEY = "audit_head_hash"
+# Last entry sealed into an archive file (store/audit_archive.py): the live chain
+# starts after it.
+SEALED_SEQ_KEY = "audit_sealed_seq"
+SEALED_HASH_KEY = "audit_sealed_hash"
 
 
 @dataclass(frozen=True)
@@ -244,51 +250,80 @@ class AuditLog:
             for r in rows
         ]
 
-    def export(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
-        """Entries in seq order as dicts (``since`` filters on the entry time)."""
-        for entry in self._rows(since):
-            yield entry.as_dict()
+    def _chain(
+        self, newest_only: bool = False
+    ) -> tuple[Iterator[AuditEntry], dict[str, str], tuple[int, str]]:
+        """Archived entries then live ones, the archive hashes as they are read, and
+        the (seq, hash) the first entry follows."""
+        # Imported here: audit_archive builds on this module.
+        from edge_agent.store.audit_archive import archived_entries
 
-    def verify(self) -> AuditVerdict:
-        """Walk the chain, then check it against both head anchors."""
+        archived, hashes, start = archived_entries(self.catalog, newest_only=newest_only)
+        return itertools.chain(archived, self._rows()), hashes, start
+
+    def export(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """Entries in seq order as dicts, archives first (``since`` filters on the time)."""
+        from edge_agent.store.audit_archive import ArchiveError
+
+        entries, _, _ = self._chain()
+        floor = None if since is None else iso(since)
+        try:
+            for entry in entries:
+                # ISO 8601 UTC text with one format compares in time order.
+                if floor is None or entry.ts >= floor:
+                    yield entry.as_dict()
+        except ArchiveError as exc:
+            raise AuditUnreadable(exc.reason) from None
+
+    def verify(self, *, newest_archive_only: bool = False) -> AuditVerdict:
+        """Walk archives and live chain, then check both head anchors.
+
+        ``newest_archive_only`` checks the live chain and its link through the newest
+        archive only: a time that stays flat as archives accumulate (the daily check;
+        the full walk grows with the history, docs/storage.md).
+        """
+        from edge_agent.store.audit_archive import SEALED_ACTION, ArchiveError
+
         head_file = self._read_head_file()
         file_seq = head_file[0] if isinstance(head_file, tuple) else 0
         hash_at_file_seq: str | None = None
+        anchored: set[str] = set()
         count = 0
-        prev_hash = GENESIS_HASH
-        for e in self._rows():
-            expected = count + 1
-            if e.seq != expected:
-                return _bad(
-                    count,
-                    expected,
-                    f"entry {expected} is missing (entry {e.seq} follows entry "
-                    f"{expected - 1}): entries were removed",
-                )
-            recomputed = entry_hash(e.seq, e.ts, e.actor, e.action, e.subject, e.data, e.prev_hash)
-            if recomputed != e.hash:
-                return _bad(
-                    count,
-                    e.seq,
-                    f"entry {e.seq} ({e.action}) does not match its hash: it was edited "
-                    "or moved from another position",
-                )
-            if e.prev_hash != prev_hash:
-                return _bad(
-                    count,
-                    e.seq,
-                    f"entry {e.seq} ({e.action}) does not follow entry {e.seq - 1}: "
-                    "entries were removed, replaced or reordered",
-                )
-            if e.seq == file_seq:
-                hash_at_file_seq = e.hash
-            prev_hash = e.hash
-            count += 1
+        try:
+            entries, archive_hashes, (count, prev_hash) = self._chain(newest_archive_only)
+            for e in entries:
+                bad = _check_entry(e, count, prev_hash)
+                if bad is not None:
+                    return self._in_archive(bad, e.seq)
+                skip = newest_archive_only and e.data.get("file") not in archive_hashes
+                if e.action == SEALED_ACTION and not skip:
+                    bad = _check_seal(e, count, archive_hashes)
+                    if bad is not None:
+                        return bad
+                    anchored.add(str(e.data.get("file")))
+                if e.seq == file_seq:
+                    hash_at_file_seq = e.hash
+                prev_hash = e.hash
+                count += 1
+        except ArchiveError as exc:
+            return _bad(count, exc.seq, exc.reason)
+        unanchored = sorted(set(archive_hashes) - anchored)
+        if unanchored:
+            return _bad(count, None, f"archive {unanchored[0]} has no audit.sealed entry naming it")
         return (
             self._check_meta_head(count, prev_hash)
             or self._check_head_file(count, head_file, hash_at_file_seq)
             or AuditVerdict(True, count)
         )
+
+    def _in_archive(self, bad: AuditVerdict, seq: int) -> AuditVerdict:
+        """``bad``, naming the archive file that holds entry ``seq`` when one does."""
+        from edge_agent.store.audit_archive import archive_dir, list_archives
+
+        for first, last, path in list_archives(archive_dir(self.catalog.path)):
+            if first <= seq <= last:
+                return dataclasses.replace(bad, reason=f"{bad.reason} (in archive {path.name})")
+        return bad
 
     def _check_meta_head(self, last_seq: int, last_hash: str) -> AuditVerdict | None:
         seq_text = self.catalog.get_meta(HEAD_SEQ_KEY)
@@ -364,6 +399,52 @@ class AuditLog:
                 f"entry {file_seq} does not match {self.head_path}: the log was rewritten",
             )
         return None
+
+
+class AuditUnreadable(Exception):
+    """An archive of the log cannot be read (export stops; verify names it)."""
+
+
+def _check_entry(e: AuditEntry, count: int, prev_hash: str) -> AuditVerdict | None:
+    expected = count + 1
+    if e.seq != expected:
+        return _bad(
+            count,
+            expected,
+            f"entry {expected} is missing (entry {e.seq} follows entry "
+            f"{expected - 1}): entries were removed",
+        )
+    recomputed = entry_hash(e.seq, e.ts, e.actor, e.action, e.subject, e.data, e.prev_hash)
+    if recomputed != e.hash:
+        return _bad(
+            count,
+            e.seq,
+            f"entry {e.seq} ({e.action}) does not match its hash: it was edited "
+            "or moved from another position",
+        )
+    if e.prev_hash != prev_hash:
+        return _bad(
+            count,
+            e.seq,
+            f"entry {e.seq} ({e.action}) does not follow entry {e.seq - 1}: "
+            "entries were removed, replaced or reordered",
+        )
+    return None
+
+
+def _check_seal(e: AuditEntry, count: int, archive_hashes: dict[str, str]) -> AuditVerdict | None:
+    """An ``audit.sealed`` entry anchors its archive file's SHA-256 in the chain."""
+    name = str(e.data.get("file"))
+    got = archive_hashes.get(name)
+    if got is None:
+        return _bad(count, e.seq, f"archive {name} (sealed by entry {e.seq}) is missing")
+    if got != e.data.get("sha256"):
+        return _bad(
+            count,
+            e.seq,
+            f"archive {name} does not match the SHA-256 in entry {e.seq}: it was altered",
+        )
+    return None
 
 
 def _bad(entries: int, seq: int | None, reason: str) -> AuditVerdict:
