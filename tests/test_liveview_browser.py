@@ -215,7 +215,7 @@ FIRST_FRAME = """
 })()
 """
 
-GOP4_URL = "testsrc://?size=640x360&rate=25&bitrate=1M&gop=4"
+GOP4_URL = "testsrc://?size=640x360&rate=25&bitrate=1M&tone=1&gop=4"  # tone: the room has audio
 TTFF_LIMIT = 1.5  # seconds; bench/liveview.py holds the real goal (0.5 s)
 
 
