@@ -15,9 +15,16 @@ Modes: ``passthrough`` (browser offers H.264: packets forwarded as they are),
 ``reencode-h264`` (server told not to pass through: decode + H.264 encode).
 
 Time to first frame is from the POST of the offer to the first decoded frame
-at the viewer; it includes ICE + DTLS and waiting for the next keyframe.
+at the viewer; it includes ICE + DTLS. The hub starts a new viewer from the
+source's cached GOP (docs/design/architecture.md), so it no longer includes
+waiting for the next keyframe.
 
-Usage: ``python bench/liveview.py [--seconds 20] [--modes passthrough,reencode-vp8] [--json]``.
+``--ttff-gops 1,2,4`` measures time to first frame alone at those GOPs
+(seconds): ``--ttff-samples`` viewers per GOP, one after the other, each
+joining at a random point of the GOP (goal: at most 0.5 s at any GOP up to 4 s).
+
+Usage: ``python bench/liveview.py [--seconds 20] [--modes passthrough,reencode-vp8] [--json]``
+or ``python bench/liveview.py --ttff-gops 1,2,4 [--ttff-samples 8]``.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ MODES = ("passthrough", "reencode-vp8", "reencode-h264")
 # -- the server side (child process) ----------------------------------------------------
 
 
-async def _serve(port: int, passthrough: bool) -> None:
+async def _serve(port: int, passthrough: bool, gop: float = 2.0) -> None:
     from edge_agent.config.config import LiveView as LiveViewSettings
     from edge_agent.liveview.liveview import LiveView, SourceInfo
     from edge_agent.media.testsrc import open_testsrc
@@ -55,7 +62,7 @@ async def _serve(port: int, passthrough: bool) -> None:
 
     hub = PacketHub()
     stop = threading.Event()
-    src = open_testsrc(URL)
+    src = open_testsrc(f"{URL}&gop={gop:g}")
     feeder = threading.Thread(target=pump, args=(hub, "cam", src, stop), daemon=True)
     feeder.start()
     settings = LiveViewSettings.model_validate(
@@ -201,6 +208,56 @@ async def bench_mode(mode: str, seconds: float, warmup: float) -> dict[str, Any]
             await child.wait()
 
 
+async def _start_child(port: int, gop: float) -> asyncio.subprocess.Process:
+    args = [sys.executable, __file__, "--serve", str(port), "--gop", str(gop)]
+    child = await asyncio.create_subprocess_exec(
+        *args, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert child.stdout is not None
+    line = (await child.stdout.readline()).decode()
+    if line.strip() != "ready":
+        raise RuntimeError(f"server did not start: {line!r}")
+    return child
+
+
+async def bench_ttff(gop: float, samples: int, warmup: float) -> dict[str, Any]:
+    """Time to first frame at one GOP: viewers one after the other, at random GOP phases."""
+    import random
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    child = await _start_child(port, gop)
+    times: list[float] = []
+    try:
+        await asyncio.sleep(warmup)
+        for _ in range(samples):
+            await asyncio.sleep(random.uniform(0, gop))
+            v = Viewer()
+            try:
+                await v.connect(f"http://127.0.0.1:{port}", "video/h264")
+                assert v.first_frame is not None
+                times.append(v.first_frame)
+            finally:
+                await v.close()
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()
+        try:
+            async with asyncio.timeout(10):
+                await child.wait()
+        except TimeoutError:
+            child.kill()
+            await child.wait()
+    return {
+        "gop_s": gop,
+        "first_frame_s": [round(t, 3) for t in times],
+        "median_s": round(statistics.median(times), 3),
+        "max_s": round(max(times), 3),
+    }
+
+
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     for mode in args.modes.split(","):
@@ -219,10 +276,15 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--no-passthrough", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--gop", type=float, default=2.0, help=argparse.SUPPRESS)
+    parser.add_argument("--ttff-gops", help="time to first frame only, at these GOPs (s)")
+    parser.add_argument("--ttff-samples", type=int, default=8)
     args = parser.parse_args()
     if args.serve is not None:
-        asyncio.run(_serve(args.serve, not args.no_passthrough))
+        asyncio.run(_serve(args.serve, not args.no_passthrough, args.gop))
         return 0
+    if args.ttff_gops:
+        return _ttff_main(args)
     results = asyncio.run(main_async(args))
     if args.json:
         print(json.dumps({"cpu_count": os.cpu_count(), "source": URL, "results": results}))
@@ -236,6 +298,22 @@ def main() -> int:
             f"{p['1']:>6}/{p['2']:<5}{r['fps_per_viewer']:>6}{r['first_frame_median_s']:>7}s"
         )
     return 0
+
+
+def _ttff_main(args: argparse.Namespace) -> int:
+    gops = [float(g) for g in args.ttff_gops.split(",")]
+    rows = [
+        asyncio.run(bench_ttff(g, args.ttff_samples, args.warmup)) for g in gops
+    ]  # fmt: skip
+    if args.json:
+        print(json.dumps({"source": URL, "results": rows}))
+        return 0
+    print(f"source {URL}; passthrough; {args.ttff_samples} viewers per GOP, random join phase")
+    print(f"{'GOP':>5} {'TTFF median':>12} {'max':>7}  all")
+    for r in rows:
+        shown = " ".join(f"{t:.2f}" for t in r["first_frame_s"])
+        print(f"{r['gop_s']:>4g}s {r['median_s']:>11.2f}s {r['max_s']:>6.2f}s  {shown}")
+    return 0 if all(r["max_s"] <= 0.5 for r in rows) else 1
 
 
 if __name__ == "__main__":

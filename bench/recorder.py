@@ -34,6 +34,20 @@ keyframes are forced at the cuts).
 recording cameras (bench/beside_anon.py):
 
     python bench/recorder.py --beside-anon --seconds 30
+
+Streams per process (issue 23): ``--streams 1,4,16,32`` records N copies of the
+clip in one agent (one ``RecorderManager``, N ``file://`` sources, 4 s
+segments) and, as the reference, N ``ffmpeg -c copy -f segment`` processes;
+each N is run ``--runs`` times and the median reported. Per N: CPU per stream
+(% of one core), total CPU vs ffmpeg's, the p99 filing delay (a segment's
+hand-over by the recording thread, right after its last packet, to its catalog
+row committed) and lag: a file source cannot drop packets, it falls behind
+real time instead; the largest lag seen is reported, and packets that arrived
+more than 1 s late are counted as what a live camera would have dropped.
+``--liveview-idle`` adds the same agent with a live-view PacketHub attached
+and nobody watching (the GOP cache's cost).
+
+    python bench/recorder.py --streams 1,4,16,32 --seconds 20 --runs 3
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -228,7 +243,13 @@ def main() -> None:
     ap.add_argument("--presets", default="ultrafast,superfast,veryfast", help="with --mask")
     ap.add_argument("--mask-kbps", type=int, default=2000, help="with --mask")
     ap.add_argument("--noise", type=int, default=12, help="with --mask: grain (0 = clean)")
+    ap.add_argument("--streams", help="streams per process, e.g. 1,4,16,32 (see the docstring)")
+    ap.add_argument("--runs", type=int, default=3, help="--streams: runs per N (median)")
+    ap.add_argument("--liveview-idle", action="store_true", help="--streams: also with a hub")
     args = ap.parse_args()
+    if args.streams:
+        bench_streams([int(n) for n in args.streams.split(",")], args)
+        return
     work = Path(tempfile.mkdtemp(prefix="bench-recorder-"))
     if args.beside_anon:
         sys.path.insert(0, str(REPO / "bench"))
@@ -279,6 +300,217 @@ def main() -> None:
             print(f"G.711 conversion costs    : {extra:+.3f} CPU s per minute per stream")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# -- streams per process (issue 23) ------------------------------------------------------
+
+STREAMS_DRIVER = r"""
+import asyncio, json, resource, sys, time
+from pathlib import Path
+from edge_agent.store.catalog import Catalog
+from edge_agent.config.config import parse_config
+from edge_agent.intake.intake import Intake
+from edge_agent.recording.recorder_manager import RecorderManager
+from edge_agent.recording.run import Run
+from edge_agent.recording.filer import SegmentFiler
+from edge_agent.app.settings import source_plans
+from edge_agent.intake.runtime import intake_settings
+
+tmp, clip, seconds, n = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+hub_on = sys.argv[5] == "hub"
+source = '''
+[[sources]]
+id = "cam%02d"
+url = "file://%s"
+location = "lab"
+purpose = "rnd"
+audio = true
+segment_seconds = 4
+'''
+sources = "".join(source % (i, clip) for i in range(n))
+cfg = parse_config(f'''
+[device]
+id = "bench"
+hw_profile = "generic-linux"
+[storage]
+root = "{tmp}/rec"
+catalog = "{tmp}/catalog.db"
+[[locations]]
+id = "lab"
+kind = "premises"
+audio_room = true
+signage = true
+{sources}''', tmp)
+
+# Lag behind real time, per run: wall time since its first packet minus stream time.
+lag = {"max": 0.0, "late": 0, "packets": 0}
+first = {}
+real_arrived = Run.arrived
+def arrived(self, kind, packet):
+    ts = real_arrived(self, kind, packet)
+    if ts is not None:
+        now = time.monotonic()
+        f = first.setdefault(id(self), (now, ts))
+        behind = (now - f[0]) - (ts - f[1])
+        lag["packets"] += 1
+        if behind > 1.0:
+            lag["late"] += 1
+        lag["max"] = max(lag["max"], behind)
+    return ts
+Run.arrived = arrived
+
+# Filing delay: hand-over by the recording thread -> catalog row committed.
+handed, delays = {}, []
+real_closed = SegmentFiler.segment_closed
+def closed(self, seg):
+    handed[getattr(seg, "path", None)] = time.monotonic()
+    real_closed(self, seg)
+SegmentFiler.segment_closed = closed  # the recorders hold bound methods: patch the class
+cat = Catalog.open(tmp / "catalog.db", device_id="bench", storage_root=tmp / "rec")
+intake = Intake(cat, intake_settings(cfg))
+mgr = RecorderManager(source_plans(cfg), intake, cfg.storage.root)
+if hub_on:
+    from edge_agent.recording.packethub import PacketHub
+    mgr.attach_hub(PacketHub())
+real_register = intake.register_segment
+def register(path, *a, **k):
+    rec = real_register(path, *a, **k)
+    t = handed.pop(path, None)
+    if t is not None:
+        delays.append(time.monotonic() - t)
+    return rec
+intake.register_segment = register
+
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+async def main():
+    stop = asyncio.Event()
+    task = asyncio.create_task(mgr.run(stop))
+    await asyncio.sleep(3)  # every source open and writing
+    t0, w0 = cpu(), time.monotonic()
+    await asyncio.sleep(seconds)
+    used, wall = cpu() - t0, time.monotonic() - w0
+    stop.set()
+    await task
+    print(json.dumps({"cpu": used, "wall": wall, "segments": mgr.filed, "delays": delays,
+                      "lag": lag["max"], "late": lag["late"], "packets": lag["packets"]}))
+
+asyncio.run(main())
+"""
+
+
+def streams_agent(clip: Path, tmp: Path, seconds: float, n: int, hub: bool) -> dict[str, Any]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    args = [str(tmp), str(clip), str(seconds), str(n), "hub" if hub else "-"]
+    out = subprocess.run(
+        [sys.executable, "-c", STREAMS_DRIVER, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    ).stdout
+    doc: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return doc
+
+
+def streams_ffmpeg(clip: Path, out: Path, seconds: float, n: int) -> float:
+    """CPU seconds of N ``ffmpeg -c copy -f segment`` processes over the same window."""
+    procs = []
+    for i in range(n):
+        d = out / f"cam{i:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        procs.append(
+            subprocess.Popen(
+                [
+                    *("ffmpeg", "-v", "error", "-nostdin", "-re", "-stream_loop", "-1"),
+                    *("-i", str(clip), "-c", "copy", "-f", "segment", "-segment_time", "4"),
+                    *("-reset_timestamps", "1", str(d / "out%03d.mkv")),
+                ]
+            )
+        )
+    try:
+        time.sleep(3)
+        ps = [psutil.Process(p.pid) for p in procs]
+        c0 = sum(_cpu(p) for p in ps)
+        w0 = time.monotonic()
+        time.sleep(seconds)
+        used = sum(_cpu(p) for p in ps) - c0
+        return used * seconds / (time.monotonic() - w0)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait(10)
+
+
+def _cpu(p: psutil.Process) -> float:
+    t = p.cpu_times()
+    return float(t.user + t.system)
+
+
+def _p99(xs: list[float]) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(0.99 * len(xs)))]
+
+
+def bench_streams(ns: list[int], args: argparse.Namespace) -> None:
+    seconds, runs = args.seconds, args.runs
+    work = Path(tempfile.mkdtemp(prefix="bench-streams-"))
+    rows = []
+    med = statistics.median
+    try:
+        clip = work / "clip.mkv"
+        make_clip(clip)
+        for n in ns:
+            ours, hubbed, ff = [], [], []
+            for r in range(runs):
+                print(f"N={n} run {r + 1}/{runs}...", file=sys.stderr)
+                ours.append(streams_agent(clip, work / f"a{n}-{r}", seconds, n, hub=False))
+                if args.liveview_idle:
+                    hubbed.append(streams_agent(clip, work / f"h{n}-{r}", seconds, n, hub=True))
+                ff.append(streams_ffmpeg(clip, work / f"f{n}-{r}", seconds, n))
+                for side in "ahf":
+                    shutil.rmtree(work / f"{side}{n}-{r}", ignore_errors=True)
+            ours_cpu = med(100 * o["cpu"] / o["wall"] for o in ours)
+            ff_cpu = med(100 * f / seconds for f in ff)
+            hub_cpu = med(100 * h["cpu"] / h["wall"] for h in hubbed) if hubbed else 0.0
+            rows.append(
+                {
+                    "n": n,
+                    "ours_per_stream": ours_cpu / n,
+                    "ff_per_stream": ff_cpu / n,
+                    "ratio": ours_cpu / ff_cpu if ff_cpu else float("inf"),
+                    "hub_per_stream": hub_cpu / n,
+                    "p99_filing": med(_p99(o["delays"]) for o in ours),
+                    "segments": med(len(o["delays"]) for o in ours),
+                    "lag": med(o["lag"] for o in ours),
+                    "late": med(o["late"] for o in ours),
+                }
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    cores = os.cpu_count() or 1
+    print(f"{seconds:.0f} s windows, median of {runs} runs, {cores} CPU(s); CPU in % of one core")
+    head = f"{'N':>3} {'ours/str':>9} {'ffmpeg/str':>10} {'total ratio':>11}"
+    if args.liveview_idle:
+        head += f" {'hub idle/str':>12}"
+    print(head + f" {'p99 filing':>10} {'segs':>5} {'max lag':>8} {'late>1s':>8}")
+    for r in rows:
+        line = (
+            f"{r['n']:>3} {r['ours_per_stream']:>8.2f}% {r['ff_per_stream']:>9.2f}%"
+            f" {r['ratio']:>10.2f}x"
+        )
+        if args.liveview_idle:
+            line += f" {r['hub_per_stream']:>11.2f}%"
+        print(
+            line + f" {r['p99_filing'] * 1000:>8.0f}ms {r['segments']:>5.0f}"
+            f" {r['lag']:>7.2f}s {r['late']:>8.0f}"
+        )
 
 
 if __name__ == "__main__":

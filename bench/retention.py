@@ -8,10 +8,11 @@
    tree through the full protocol (mark ``deleting``, unlink, fsync each folder
    once per batch, mark ``deleted``, audit entry, outbox event) and
    ``find <tree> -type f -delete`` deletes the other. Prints files/s of both
-   and the ratio (target: janitor >= 0.5x find).
+   and the ratio (target: janitor >= 0.75x find, issue 23).
 2. Builds a ``--plan-rows`` catalog (bench/catalog.py's generator) and times
    one retention decision as the janitor makes it: the first page of due rows
-   from the index plus the pure ``plan`` over it, and ``next_deadline_after``.
+   from the index plus the pure ``plan`` over it (target: <= 5 ms), and
+   ``next_deadline_after``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from edge_agent.store.catalog import Catalog
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 PER_DIR = 1000
+RATIO_TARGET = 0.75  # janitor files/s over find -delete's (issue 23)
 PAYLOAD = os.urandom(1024)
 
 
@@ -134,7 +136,7 @@ def deletion_bench(base: Path, n: int, batch: int) -> tuple[float, float]:
           f"({audits:,} audit entries, {events:,} events, batch {batch})")  # fmt: skip
     print(f"find -type f -delete: {n:,} files in {f_s:.2f} s = {n / f_s:,.0f} files/s")
     ratio = (n / j_s) / (n / f_s)
-    print(f"ratio janitor/find: {ratio:.2f}x (target >= 0.50x)")
+    print(f"ratio janitor/find: {ratio:.2f}x (target >= {RATIO_TARGET:.2f}x)")
     return j_s, f_s
 
 
@@ -176,7 +178,7 @@ def main() -> int:
         j_s, f_s = deletion_bench(base, args.files, args.batch)
         if args.plan_rows:
             plan_bench(base, args.plan_rows, args.runs)
-    return 0 if f_s / j_s >= 0.5 else 1
+    return 0 if f_s / j_s >= RATIO_TARGET else 1
 
 
 if __name__ == "__main__":

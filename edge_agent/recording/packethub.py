@@ -15,10 +15,22 @@ every keyframe carries its SPS/PPS, so a viewer that joins late can start
 decoding at the first keyframe it gets.
 WebRTC H.264 packetisation (RFC 6184) needs exactly that.
 
-Nobody watching a source costs its producer a lock, a dict lookup and two
-counters per packet: no copy, no conversion (``copied`` in :meth:`PacketHub.counts`
-says how many packets were copied for viewers). This module never imports
-aiortc: the recorder can publish whether or not the live view is enabled.
+Instant start (docs/design/architecture.md): the hub keeps, per source, the video packets
+since the last keyframe (bounded by count and bytes) and starts each new viewer
+from there, as go2rtc and MediaMTX do, instead of making it wait up to a GOP
+for the next keyframe. The cache holds *references* to the producer's packets
+(their refcounted buffers; the muxer takes its own reference, docs/design/architecture.md)
+plus the timestamps as they were at publish time (the muxer rebases a packet's
+timestamps in place afterwards): nothing is copied or converted until a viewer
+joins. The replayed packets get timestamps squeezed to 1 ms apart, ending at
+the newest one, so the viewer decodes through the GOP at once and shows the
+current picture instead of running a GOP behind live for ever.
+
+Nobody watching a source costs its producer a lock, a dict lookup, two
+counters and one GOP-cache append per packet: no copy, no conversion
+(``copied`` in :meth:`PacketHub.counts` says how many packets were copied for
+viewers). This module never imports aiortc: the recorder can publish whether
+or not the live view is enabled.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import av
 from av.packet import Packet
 
+from edge_agent.recording.gopcache import REPLAY_CLOCK, Entry, GopCache, replay_chunks
 from edge_agent.recording.h264 import H264Normalizer
 
 if TYPE_CHECKING:
@@ -56,7 +69,7 @@ __all__ = [
 
 Kind = Literal["video", "audio"]
 
-VIDEO_BACKLOG = 150  # packets: ~6 s at 25 fps, far more than a healthy viewer lags
+VIDEO_BACKLOG = 250  # packets: ~10 s at 25 fps: a replayed 4 s GOP plus a viewer's lag
 AUDIO_BACKLOG = 300  # AAC frames: ~6 s at 48 kHz
 
 
@@ -239,6 +252,8 @@ class _SourceState:
         self.last_packet = 0.0  # monotonic
         self.packets = 0
         self.copied = 0  # packets copied for viewers
+        self.gop = GopCache()
+        self.replay: tuple[Subscription, ...] = ()  # new viewers still to be given the GOP
 
 
 class PacketHub:
@@ -265,6 +280,13 @@ class PacketHub:
             state.info[kind] = codec_info
             state.last_packet = time.monotonic()
             state.packets += 1
+            replay: tuple[Subscription, ...] = ()
+            entries: list[Entry] = []
+            if kind == "video":
+                state.gop.add(packet)
+                if state.replay:
+                    replay, state.replay = state.replay, ()
+                    entries = state.gop.snapshot()
             subs = state.subs
             if not subs:
                 return  # nobody watches: no copy, no conversion
@@ -277,6 +299,9 @@ class PacketHub:
                 state.normalizer_for = codec_info
             normalizer = state.normalizer if kind == "video" and codec_info.is_h264 else None
             state.copied += 1
+        if replay and self._replay(source_id, replay, entries, codec_info):
+            # They got this packet as the end of the GOP.
+            subs = tuple(s for s in subs if s not in replay)
         try:
             if normalizer is not None:
                 chunks = normalizer.convert(packet)
@@ -291,6 +316,35 @@ class PacketHub:
             item = HubPacket(k, data, pts, packet.time_base, keyframe, codec_info)
             for sub in subs:
                 sub.push(item)
+
+    def _replay(
+        self,
+        source_id: str,
+        subs: tuple[Subscription, ...],
+        entries: list[Entry],
+        info: CodecInfo,
+    ) -> bool:
+        """Start new viewers with the GOP so far (it includes the packet being published).
+
+        False if there is no usable GOP: these viewers wait for the next keyframe.
+        """
+        try:
+            chunks = replay_chunks(entries, info)
+        except (ValueError, av.error.FFmpegError) as exc:
+            log.debug("%s: cached GOP not replayed for the live view: %s", source_id, exc)
+            return False
+        if not chunks:
+            return False
+        items = [
+            HubPacket("video", data, pts, REPLAY_CLOCK if pts is not None else None, key, info)
+            for data, key, pts in chunks
+        ]
+        with self._lock:
+            self._sources[source_id].copied += len(items)
+        for sub in subs:
+            for item in items:
+                sub.push(item)
+        return True
 
     def publisher(
         self, source_id: str, video: Stream, audio: Stream | None
@@ -320,11 +374,16 @@ class PacketHub:
         return publish
 
     def subscribe(self, source_id: str, *, audio: bool = False) -> Subscription:
-        """A new viewer; video starts at the next keyframe. Close it when done."""
+        """A new viewer. Close it when done.
+
+        Its video starts with the source's cached GOP, given at the next video
+        packet, or at the next keyframe if there is none (docs/design/architecture.md).
+        """
         sub = Subscription(source_id, audio=audio, on_close=self._unsubscribe)
         with self._lock:
             state = self._state(source_id)
             state.subs = (*state.subs, sub)
+            state.replay = (*state.replay, sub)
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
@@ -332,6 +391,7 @@ class PacketHub:
             state = self._sources.get(sub.source_id)
             if state is not None:
                 state.subs = tuple(s for s in state.subs if s is not sub)
+                state.replay = tuple(s for s in state.replay if s is not sub)
 
     def codec(self, source_id: str, kind: Kind) -> CodecInfo | None:
         """The codec last seen on the source's stream of that kind, if any."""

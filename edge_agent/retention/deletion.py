@@ -148,20 +148,27 @@ def mark_deleting(
 
 
 _BULK_MIN = 64
+# Parallel rm processes: unlink is kernel time, and ext4 takes unlinks from several
+# processes at once, even in one folder (measured on this project's 2-core test
+# machine: 20,000 files in one folder 1.43 s with one rm, 0.87 s with two).
+_UNLINK_JOBS = max(1, min(4, os.cpu_count() or 1))
 
 
 def _bulk_unlink(paths: Sequence[str]) -> None:
-    """Unlink a batch in a child process (``xargs -0 rm -f --``).
+    """Unlink a batch in child processes (``xargs -0 -P N rm -f --``).
 
     Each unlink waits on the filesystem, and in this process every return from
     the kernel must win the GIL back from the thread writing the catalog; a child
     process has no such contention (measured: janitor vs ``find -delete`` from
-    0.43x to 0.6x). Best effort only: the caller unlinks every path afterwards.
+    0.43x to 0.6x), and up to :data:`_UNLINK_JOBS` of them run side by side
+    (docs/design/deletion.md). Best effort only: the caller unlinks every path
+    afterwards.
     """
     data = b"\0".join(os.fsencode(p) for p in paths)
+    per = -(-len(paths) // _UNLINK_JOBS)
     try:
         subprocess.run(
-            ["xargs", "-0", "rm", "-f", "--"],
+            ["xargs", "-0", "-P", str(_UNLINK_JOBS), "-n", str(per), "rm", "-f", "--"],
             input=data,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -170,6 +177,24 @@ def _bulk_unlink(paths: Sequence[str]) -> None:
         )
     except (OSError, subprocess.SubprocessError) as exc:
         log.debug("bulk unlink helper unavailable (%s); unlinking in-process", exc)
+
+
+def _still_listed(paths: Sequence[str]) -> set[str]:
+    """The paths whose folder still lists them (every path of a folder that cannot be read)."""
+    by_dir: dict[str, list[str]] = {}
+    for p in paths:
+        by_dir.setdefault(os.path.dirname(p), []).append(p)
+    left: set[str] = set()
+    for folder, members in by_dir.items():
+        try:
+            names = set(os.listdir(folder))
+        except FileNotFoundError:
+            continue  # the folder is gone, and its files with it
+        except OSError:
+            left.update(members)  # cannot tell: unlink each and see
+            continue
+        left.update(p for p in members if os.path.basename(p) in names)
+    return left
 
 
 def _unlink(path: str) -> str | None:
@@ -188,11 +213,15 @@ def unlink_marked(storage_root: Path, marked: Sequence[Doomed], *, fsync: bool) 
     """Step 2, no catalog access (safe in a worker thread): unlink, then fsync the folders."""
     res = Unlinked()
     paths = [os.path.join(storage_root, d.rec.path) for d in marked]
+    left: set[str] | None = None
     if len(paths) >= _BULK_MIN:
         _bulk_unlink(paths)
-    # Every path is unlinked (again) here: after a bulk pass that is a cheap ENOENT, and
-    # it is what decides success, so nothing rests on the helper process's word.
-    errors = [_unlink(p) for p in paths]
+        left = _still_listed(paths)
+    # What the helpers left (all of it, if they did not run) is unlinked here, and that
+    # decides success: nothing rests on a helper process's word. A name its folder no
+    # longer lists is gone; one listing per folder instead of an ENOENT per file keeps
+    # this thread off the GIL the catalog thread needs.
+    errors = [_unlink(p) if left is None or p in left else None for p in paths]
     for d, path, err in zip(marked, paths, errors, strict=True):
         if err is not None:
             log.error("cannot delete %s (recording %s): %s", path, d.rec.id, err)
