@@ -51,7 +51,7 @@ from edge_agent.core.model import NOTICE_PERIODS, Purpose, Site  # noqa: E402
 from edge_agent.intake.adopter import FolderAdopter, WatchSpec  # noqa: E402
 from edge_agent.intake.intake import Intake, IntakeSettings, Origin, Outcome  # noqa: E402
 from edge_agent.store.catalog import Catalog  # noqa: E402
-from tests.mediagen import make_video  # noqa: E402
+from tests.support.mediagen import make_video  # noqa: E402
 
 CACHE = Path("/tmp/edge-agent-adoption-cache")
 ORIGIN = Origin(

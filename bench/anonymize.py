@@ -2,7 +2,7 @@
 
     python bench/anonymize.py [--seconds 10] [--threads 2] [--runs 1]
 
-Makes a 720p25 clip with real faces and known face boxes (tests/anonclip.py:
+Makes a 720p25 clip with real faces and known face boxes (tests/support/anonclip.py:
 scikit-image's astronaut portrait, twice, moving), then runs, interleaved:
 
 - ``edge-agent``'s engine (``anonymize_file``: detect on every 2nd frame at
@@ -37,9 +37,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-import anonclip  # noqa: E402
+from tests.support import anonclip  # noqa: E402
 
 FPS = 25
 

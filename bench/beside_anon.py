@@ -4,7 +4,7 @@ the cost of recording"); run through ``python bench/recorder.py --beside-anon``.
 Two cameras (the same 720p25 H.264 4 Mbit/s + AAC file, played at real time
 and looped by the recorder's ``file://`` source, 5 s segments) are recorded
 for the window alone, then again while jobs anonymize a 4 s 720p clip with
-faces (tests/anonclip.py) over and over, each as app/anon_worker.py runs it:
+faces (tests/support/anonclip.py) over and over, each as app/anon_worker.py runs it:
 ``edge-agent anonymize --job ID`` in its own process, niced (15), with
 ``[anonymize] threads = 2``. Each run is its own process. Printed per run: the
 event-loop thread's CPU (where the recorders' segments are filed), the
@@ -63,9 +63,7 @@ nice = 15
 
 
 def drive(tmp: Path, clip: str, seconds: float, anon: bool) -> dict[str, Any]:
-    sys.path.insert(0, str(REPO / "tests"))
-    import anonclip
-
+    sys.path.insert(0, str(REPO))
     from edge_agent.app.settings import source_plans
     from edge_agent.config.config import parse_config
     from edge_agent.core.model import Purpose
@@ -73,6 +71,7 @@ def drive(tmp: Path, clip: str, seconds: float, anon: bool) -> dict[str, Any]:
     from edge_agent.intake.runtime import intake_settings, origin_for
     from edge_agent.recording.recorder_manager import RecorderManager
     from edge_agent.store.catalog import Catalog
+    from tests.support import anonclip
 
     text = CONFIG.format(tmp=tmp, clip=clip)
     (tmp / "agent.toml").write_text(text, encoding="utf-8")

@@ -43,7 +43,7 @@ from edge_agent.core.export_plan import ExportQuery
 from edge_agent.core.model import Purpose, Recording, Site, Tags, TimeSource
 from edge_agent.export.run import ExportRequest, Operator, run_export
 from edge_agent.store.catalog import Catalog
-from tests.mediagen import make_video
+from tests.support.mediagen import make_video
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

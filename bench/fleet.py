@@ -36,13 +36,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import aiohttp
 import psutil
-from broker import REPO, Broker, free_port
 
 from edge_agent.fleet.sim import Simulator
+from tests.support.broker import REPO, Broker, free_port
 
 TOKEN = "bench-fleet-token-0123456789"
 

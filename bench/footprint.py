@@ -56,9 +56,9 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
-from broker import Broker  # noqa: E402
+from tests.support.broker import Broker  # noqa: E402
 
 # The idle targets for two cameras, live view off (README, "Footprint").
 TARGET_RSS = 72 * 1024 * 1024

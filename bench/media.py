@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge_agent.media import media  # noqa: E402
-from tests.mediagen import make_video  # noqa: E402
+from tests.support.mediagen import make_video  # noqa: E402
 
 
 def _median_ms(fn: Callable[[], object], runs: int) -> float:

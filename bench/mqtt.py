@@ -27,10 +27,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import paho.mqtt.client as paho
-from broker import Broker
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.comms.mqtt import MqttLink, MqttSettings
@@ -38,6 +36,7 @@ from edge_agent.comms.publisher import Publisher
 from edge_agent.core.model import utcnow
 from edge_agent.store.catalog import Catalog
 from edge_agent.store.outbox_store import Outbox
+from tests.support.broker import Broker
 
 TOPIC = "bench/gw-1/events"
 

@@ -2,7 +2,7 @@
 
 Each ``edge_agent/cli/*_cmd.py`` module exposes ``register(sub)`` and adds its
 subcommands with :func:`add_command`, which insists on help text and an
-example so that ``tests/test_cli_help.py`` can fail on undocumented commands.
+example so that ``tests/cli/test_cli_help.py`` can fail on undocumented commands.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """JSON Schemas of every MQTT payload, generated from the pydantic models.
 
 ``python -m edge_agent.comms.schemas --write`` regenerates ``schemas/*.json`` in the
-repository; ``--check`` (and ``tests/test_schemas.py``) fail when the files and
+repository; ``--check`` (and ``tests/comms/test_schemas.py``) fail when the files and
 the models have drifted apart.
 """
 

@@ -70,7 +70,7 @@ def _initial(db: Database) -> None:
         -- planner can walk the index in deadline order and stop at LIMIT. The state
         -- list is core's LIVE_STATES as store/rows.py spells it (LIVE_STATES_SQL);
         -- history is frozen here, so changing LIVE_STATES needs a migration that
-        -- recreates this index (tests/test_migrations.py checks they agree).
+        -- recreates this index (tests/store/test_migrations.py checks they agree).
         CREATE INDEX idx_recordings_due ON recordings(deadline)
             WHERE state IN ('active', 'restricted') AND deadline IS NOT NULL;
         CREATE INDEX idx_recordings_loc_start ON recordings(location, start);
