@@ -193,6 +193,19 @@ class CommandEnvelope(_Model):
         return canonical_json(self.model_dump(mode="json", exclude={"sig"}))
 
 
+def _check_scope(
+    recording_ids: tuple[str, ...], location: str | None, start: str | None, end: str | None
+) -> None:
+    """Recording ids, or a place and a window: one of the two, whole (holds, anonymize)."""
+    window = (location, start, end)
+    if recording_ids and any(v is not None for v in window):
+        raise ValueError("give recording_ids or location+start+end, not both")
+    if not recording_ids and any(v is None for v in window):
+        raise ValueError("give recording_ids, or location with start and end")
+    if start and end and parse_ts(end) < parse_ts(start):
+        raise ValueError("end is before start")
+
+
 class HoldArgs(_Model):
     kind: HoldKind
     reason: str = Field(min_length=1, max_length=MAX_REASON)
@@ -204,13 +217,7 @@ class HoldArgs(_Model):
 
     @model_validator(mode="after")
     def _scope(self) -> HoldArgs:
-        window = (self.location, self.start, self.end)
-        if self.recording_ids and any(v is not None for v in window):
-            raise ValueError("give recording_ids or location+start+end, not both")
-        if not self.recording_ids and any(v is None for v in window):
-            raise ValueError("give recording_ids, or location with start and end")
-        if self.start and self.end and parse_ts(self.end) < parse_ts(self.start):
-            raise ValueError("end is before start")
+        _check_scope(self.recording_ids, self.location, self.start, self.end)
         return self
 
 
@@ -245,13 +252,7 @@ class AnonymizeArgs(_Model):
 
     @model_validator(mode="after")
     def _scope(self) -> AnonymizeArgs:
-        window = (self.location, self.start, self.end)
-        if self.recording_ids and any(v is not None for v in window):
-            raise ValueError("give recording_ids or location+start+end, not both")
-        if not self.recording_ids and any(v is None for v in window):
-            raise ValueError("give recording_ids, or location with start and end")
-        if self.start and self.end and parse_ts(self.end) < parse_ts(self.start):
-            raise ValueError("end is before start")
+        _check_scope(self.recording_ids, self.location, self.start, self.end)
         return self
 
 
