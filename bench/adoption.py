@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 import av  # noqa: E402
 
+from edge_agent.app.daemon import ANCHOR_INTERVAL  # noqa: E402
 from edge_agent.core.model import NOTICE_PERIODS, Purpose, Site  # noqa: E402
 from edge_agent.intake.adopter import FolderAdopter, WatchSpec  # noqa: E402
 from edge_agent.intake.intake import Intake, IntakeSettings, Origin, Outcome  # noqa: E402
@@ -103,6 +104,7 @@ def stage(files: list[Path], folder: Path) -> list[Path]:
 def intake_for(base: Path) -> Intake:
     root = base / "rec"
     cat = Catalog.open(base / "catalog.db", device_id="bench", storage_root=root)
+    cat.anchor_interval = ANCHOR_INTERVAL  # as the daemon opens it
     settings = IntakeSettings(
         device_id="bench",
         storage_root=root,
@@ -112,21 +114,30 @@ def intake_for(base: Path) -> Intake:
     return Intake(cat, settings)
 
 
-async def agent_run(staged: list[Path], watch: Path, base: Path) -> float:
+def _cpu() -> float:
+    """CPU seconds of this process and its waited-for children (user + system)."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+async def agent_run(staged: list[Path], watch: Path, base: Path) -> tuple[float, float]:
     intake = intake_for(base)
     os.mkdir(watch)
     spec = WatchSpec(folder=watch, origin=ORIGIN, stable_seconds=0.2, poll_seconds=0.5)
     adopter = FolderAdopter(spec, intake, now=lambda: datetime.now(UTC))
     task = asyncio.create_task(adopter.run())
     await asyncio.sleep(0.3)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     for p in staged:
         os.rename(p, watch / p.name)
     while adopter.stats.adopted + adopter.stats.quarantined < len(staged):
         await asyncio.sleep(0.02)
         if adopter.stats.errors:
             raise RuntimeError(adopter.stats.last_error)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, _cpu() - c0
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert adopter.stats.adopted == len(staged), adopter.stats
@@ -134,12 +145,12 @@ async def agent_run(staged: list[Path], watch: Path, base: Path) -> float:
     audits = cat.query("SELECT COUNT(*) FROM audit WHERE action='recording.added'")[0][0]
     assert audits == len(staged), audits
     cat.close()
-    return elapsed
+    return elapsed, cpu
 
 
-def shell_run(staged: list[Path], out: Path) -> float:
+def shell_run(staged: list[Path], out: Path) -> tuple[float, float]:
     out.mkdir()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     for p in staged:
         dst = out / p.name
         script = (
@@ -148,12 +159,12 @@ def shell_run(staged: list[Path], out: Path) -> float:
             f"sha256sum '{dst}' > /dev/null && sync && rm '{p}'"
         )
         subprocess.run(["bash", "-c", script], check=True)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _cpu() - c0
 
 
-def minimum_run(staged: list[Path], out: Path) -> float:
+def minimum_run(staged: list[Path], out: Path) -> tuple[float, float]:
     out.mkdir()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     for p in staged:
         dst = out / p.name
         shutil.copyfile(p, dst)
@@ -166,7 +177,7 @@ def minimum_run(staged: list[Path], out: Path) -> float:
     fd = os.open(out, os.O_RDONLY)
     os.fsync(fd)
     os.close(fd)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _cpu() - c0
 
 
 CAMERA = "testsrc://?size=1280x720&rate=25&bitrate=2M&gop=2"
@@ -338,17 +349,22 @@ def main() -> int:
     try:
         print(f"# {args.files} files of {args.seconds:g} s 720p H.264+AAC, {mb:.0f} MB in all")
         runs: dict[str, list[float]] = {"agent": [], "minimum": [], "shell": []}
+        cpus: dict[str, list[float]] = {"agent": [], "minimum": [], "shell": []}
         for r in range(args.rounds):
             # Interleaved rounds, medians: the disk and CPU are shared with other jobs.
             staged = stage(files, work / f"a-stage{r}")
-            runs["agent"].append(
-                asyncio.run(agent_run(staged, work / f"a-watch{r}", work / f"a{r}"))
-            )
+            took = asyncio.run(agent_run(staged, work / f"a-watch{r}", work / f"a{r}"))
+            runs["agent"].append(took[0])
+            cpus["agent"].append(took[1])
             staged = stage(files, work / f"m-stage{r}")
-            runs["minimum"].append(minimum_run(staged, work / f"m-out{r}"))
+            took = minimum_run(staged, work / f"m-out{r}")
+            runs["minimum"].append(took[0])
+            cpus["minimum"].append(took[1])
             if not args.skip_shell:
                 staged = stage(files, work / f"s-stage{r}")
-                runs["shell"].append(shell_run(staged, work / f"s-out{r}"))
+                took = shell_run(staged, work / f"s-out{r}")
+                runs["shell"].append(took[0])
+                cpus["shell"].append(took[1])
             for d in work.iterdir():  # keep the disk use to one round
                 if d.name != "d":
                     shutil.rmtree(d, ignore_errors=True)
@@ -357,12 +373,18 @@ def main() -> int:
             "minimum": "minimum (copy+sha256+fsync)",
             "shell": "shell (ffprobe, ffmpeg -an, sha256sum, sync)",
         }
-        print(f"| contender | seconds, median of {args.rounds} (all) | files/s | MB/s |")
-        print("|---|---|---|---|")
+        print(
+            f"| contender | seconds, median of {args.rounds} (all) | files/s | MB/s | CPU ms/file |"
+        )
+        print("|---|---|---|---|---|")
         med = {k: statistics.median(v) for k, v in runs.items() if v}
         for key, s in med.items():
             every = ", ".join(f"{x:.1f}" for x in runs[key])
-            print(f"| {names[key]} | {s:.2f} ({every}) | {args.files / s:.1f} | {mb / s:.0f} |")
+            cpu_ms = statistics.median(cpus[key]) * 1000 / args.files
+            print(
+                f"| {names[key]} | {s:.2f} ({every}) | {args.files / s:.1f} | {mb / s:.0f} "
+                f"| {cpu_ms:.1f} |"
+            )
         print(f"agent / minimum: {med['minimum'] / med['agent']:.2f}x (goal >= 0.8x)")
         if "shell" in med:
             print(f"agent / shell: {med['shell'] / med['agent']:.2f}x (goal >= 5x)")

@@ -126,6 +126,8 @@ class Monitor:
                 if sampler is None and mono >= next_status:
                     sampler = asyncio.create_task(self.sample(), name="monitor/sample")
                     next_status = mono + self.status_interval
+                if self.catalog.anchors_pending:
+                    await asyncio.to_thread(self.catalog.flush_anchors)
                 self._judge_health(probe, mono - (self.janitor.heartbeat or started))
                 if interval and not self.health_problems:
                     sdnotify.watchdog()

@@ -17,19 +17,28 @@ same back-off but never counts against the file.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from edge_agent.core.stability import Observation, is_stable, observe
-from edge_agent.intake.intake import Examined, Intake, IntakeIOError, IntakeResult, Origin, Outcome
+from edge_agent.intake.intake import (
+    Examined,
+    Intake,
+    IntakeIOError,
+    IntakeResult,
+    Origin,
+    Outcome,
+    Written,
+)
 from edge_agent.intake.intake_source import SourceChanged, display_name
-from edge_agent.intake.stability import open_for_writing
+from edge_agent.intake.stability import open_for_writing_anywhere
 from edge_agent.intake.watch import Inotify, open_inotify, scan_folder
 
 log = logging.getLogger(__name__)
@@ -37,6 +46,9 @@ log = logging.getLogger(__name__)
 MAX_TRIES = 3  # unexpected failures before a file is quarantined
 RETRY_SECONDS = 30.0  # first wait after a failure; doubles per failure
 MAX_RETRY_SECONDS = 600.0
+# A file must also be stable for stable_seconds, so a sweep of /proc this old still
+# catches a writer that holds a file open without writing (stability.py).
+WRITERS_MAX_AGE = 1.0
 _REASON_MAX = 300
 
 T = TypeVar("T")
@@ -74,6 +86,20 @@ class AdopterStats:
     last_error: str | None = None
 
 
+_WINDOW = 5  # files in flight: one per stage
+
+
+class _Stages:
+    """One pass's gates: one file at a time reads, writes, seals, releases its source;
+    commits take the lock all watched folders share."""
+
+    def __init__(self) -> None:
+        self.read = asyncio.Semaphore(1)
+        self.write = asyncio.Semaphore(1)
+        self.seal = asyncio.Semaphore(1)
+        self.release = asyncio.Semaphore(1)
+
+
 class FolderAdopter:
     """Adopts complete files from one folder; owned by the daemon's TaskGroup."""
 
@@ -95,6 +121,7 @@ class FolderAdopter:
         self._seen: dict[Path, Observation] = {}
         # Files refused in place (symlinks, ...) keyed by identity, so they are not retried forever.
         self._refused: set[tuple[Path, int, int]] = set()
+        self._writers_seen: tuple[float, frozenset[tuple[int, int]]] | None = None
         self._trouble: dict[Path, _Trouble] = {}
         self._lock = lock or asyncio.Lock()
         self._wake = asyncio.Event()
@@ -142,43 +169,44 @@ class FolderAdopter:
         for gone in [p for p in self._trouble if p not in present]:
             del self._trouble[gone]
         self._refused = {r for r in self._refused if r[0] in present}
-        # Two-stage pipeline: the next file is read (hash, probe, packet scan) in one
-        # worker while this one is remuxed, fsynced and catalogued in another, so a
-        # backlog keeps both cores busy (bench/adoption.py). Its readiness is checked
-        # just before its read starts, as before.
+        # A pipeline of five stages, each in a worker thread, one file per stage: read
+        # (hash, probe, packet scan), write (remux, verify), seal (fsync and hash of
+        # the copy), commit (catalog, under the lock all watched folders share) and
+        # release (remove the source). A backlog keeps both cores busy, and hashing
+        # and fsync wait outside the GIL (bench/adoption.py).
+        # A file's readiness is checked just before its read starts, as before.
+        stages = _Stages()
+        window: collections.deque[asyncio.Task[IntakeResult | None]] = collections.deque()
         todo = iter(paths)
-        unread: list[asyncio.Future[Examined | IntakeResult]] = []  # started, not yet adopted
         try:
-            upcoming = await self._start_next(todo, force, unread)
-            while upcoming is not None:
-                path, ident, reading = upcoming
-                upcoming = await self._start_next(todo, force, unread)
-                unread.remove(reading)
-                result = await self._adopt(path, ident, reading)
+            while True:
+                while len(window) < _WINDOW and (path := next(todo, None)) is not None:
+                    window.append(asyncio.ensure_future(self._run_file(path, force, stages)))
+                if not window:
+                    break
+                result = await window[0]
+                window.popleft()
                 if result is not None:
                     results.append(result)
         finally:
-            # Cancelled: each read still in flight is waited for (it may write to the
-            # catalog, see _in_thread) and the source it opened is closed.
-            for fut in unread:
-                with contextlib.suppress(BaseException):
-                    _close_examined(await asyncio.shield(fut))
+            # Cancelled: each file in flight waits for its worker thread (it may write
+            # to the catalog, see _in_thread) and closes its source and its copy.
+            for task in window:
+                task.cancel()
+            await asyncio.gather(*window, return_exceptions=True)
         return results
 
-    async def _start_next(
-        self,
-        todo: Iterator[Path],
-        force: bool,
-        unread: list[asyncio.Future[Examined | IntakeResult]],
-    ) -> tuple[Path, tuple[int, int, int, int], asyncio.Future[Examined | IntakeResult]] | None:
-        for path in todo:
+    async def _run_file(self, path: Path, force: bool, stages: _Stages) -> IntakeResult | None:
+        await stages.read.acquire()
+        try:
             ident = await asyncio.to_thread(self._ready, path, force)
-            if ident is None:
-                continue
-            reading = self._read(path, ident)
-            unread.append(reading)
-            return path, ident, reading
-        return None
+        except BaseException:
+            stages.read.release()
+            raise
+        if ident is None:
+            stages.read.release()
+            return None
+        return await self._adopt(path, ident, stages)
 
     def _read(
         self, path: Path, ident: tuple[int, int, int, int]
@@ -216,21 +244,25 @@ class FolderAdopter:
         self._seen[path] = obs
         if not force and not is_stable(obs, self._mono(), self.spec.stable_seconds):
             return None
-        return None if open_for_writing(path) else ident
+        return None if ident[:2] in self._writers() else ident
+
+    def _writers(self) -> frozenset[tuple[int, int]]:
+        """Files open for writing, swept at most every :data:`WRITERS_MAX_AGE` seconds."""
+        now = self._mono()
+        if self._writers_seen is None or now - self._writers_seen[0] > WRITERS_MAX_AGE:
+            self._writers_seen = (now, open_for_writing_anywhere())
+        return self._writers_seen[1]
 
     async def _adopt(
-        self,
-        path: Path,
-        ident: tuple[int, int, int, int],
-        reading: asyncio.Future[Examined | IntakeResult] | None = None,
+        self, path: Path, ident: tuple[int, int, int, int], stages: _Stages | None = None
     ) -> IntakeResult | None:
+        """Adopt one file through the stages; ``stages`` given: its read gate is held."""
         shown = display_name(path)
+        if stages is None:
+            stages = _Stages()
+            await stages.read.acquire()
         try:
-            found = await _finish_read(reading if reading is not None else self._read(path, ident))
-            if isinstance(found, Examined):
-                result = await self._complete(found)
-            else:
-                result = found
+            result = await self._through_stages(path, ident, stages)
         except SourceChanged as exc:
             # Swapped after it was watched: watch the new file become stable first.
             log.warning("%s", exc)
@@ -260,12 +292,36 @@ class FolderAdopter:
                 return None
         return await self._done(path, result)
 
-    async def _complete(self, found: Examined) -> IntakeResult:
+    async def _through_stages(
+        self, path: Path, ident: tuple[int, int, int, int], stages: _Stages
+    ) -> IntakeResult:
         try:
-            async with self._lock:
-                return await _in_thread(self.intake.complete, found, self._now())
+            found = await _finish_read(self._read(path, ident))
         finally:
-            found.close()  # complete() closes it too; this covers a cancelled wait
+            stages.read.release()
+        if isinstance(found, IntakeResult):
+            return found
+        try:
+            async with stages.write:
+                written = await _in_thread(
+                    self.intake.write, found, self._now(), orphan=_discard_written
+                )
+        except BaseException:
+            found.close()  # write() hands it on or closes it; this covers a cancelled wait
+            raise
+        if isinstance(written, IntakeResult):
+            return written
+        try:
+            async with stages.seal:
+                await _in_thread(self.intake.seal, written)
+            async with self._lock:
+                result = await _in_thread(self.intake.commit, written, self._now())
+            if result.outcome is Outcome.ADOPTED:
+                async with stages.release:
+                    await _in_thread(self.intake.release, written)
+            return result
+        finally:
+            written.discard()  # commit() or release() did; this covers a cancelled wait
 
     def _postpone(
         self, path: Path, ident: tuple[int, int, int, int], why: str, *, counts: bool
@@ -298,6 +354,11 @@ class FolderAdopter:
         return result
 
 
+def _discard_written(written: object) -> None:
+    if isinstance(written, Written):
+        written.discard()
+
+
 def _close_examined(found: object) -> None:
     if isinstance(found, Examined):
         found.close()
@@ -315,16 +376,24 @@ async def _finish_read(
         raise
 
 
-async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def _in_thread(
+    fn: Callable[..., T],
+    *args: Any,
+    orphan: Callable[[T], None] | None = None,
+    **kwargs: Any,
+) -> T:
     """Run ``fn`` in a worker thread that a cancellation waits for.
 
     A worker thread cannot be stopped; returning before it ends would let it
-    write to a catalog that is being closed.
+    write to a catalog that is being closed. ``orphan`` gets what the thread
+    returned when nobody is left to take it (a copy to remove, a source to close).
     """
     task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         with contextlib.suppress(BaseException):
-            await task
+            result = await task
+            if orphan is not None:
+                orphan(result)
         raise

@@ -47,13 +47,16 @@ from edge_agent.intake.intake_types import (
     IntakeSettings,
     Origin,
     Outcome,
+    Written,
     _transient,
 )
 from edge_agent.intake.placement import (
     added_event,
     choose_recording_start,
     final_path,
+    move_into_place,
     place_file,
+    seal_file,
 )
 from edge_agent.intake.quarantine import move_aside, still_there
 from edge_agent.media import media
@@ -79,7 +82,20 @@ __all__ = [
     "IntakeSettings",
     "Origin",
     "Outcome",
+    "Written",
 ]
+
+
+def _tags_differ(
+    start: datetime, header: float | None, told: media.PacketScan, read: media.PacketScan
+) -> bool:
+    """Whether the packets as read give other tags (end, truncated) than as told."""
+    if told.truncated(header) != read.truncated(header):
+        return True
+    try:
+        return recording_end(start, told.seconds) != recording_end(start, read.seconds)
+    except ValueError:
+        return True
 
 
 class Intake:
@@ -157,7 +173,10 @@ class Intake:
             return IntakeResult(Outcome.REFUSED, shown, opened)
         try:
             sha = opened.sha256()
-            probe, scan = media.probe_and_scan(opened.proc, max_streams=self.settings.max_streams)
+            # An MP4's scan is predicted from its index and measured by the remux.
+            probe, scan = media.probe_and_scan(
+                opened.proc, max_streams=self.settings.max_streams, predict=True
+            )
         except OSError as exc:
             if _transient(exc):
                 opened.close()
@@ -174,88 +193,189 @@ class Intake:
         return Examined(opened, origin, sha, probe, scan)
 
     def complete(self, ex: Examined, now: datetime) -> IntakeResult:
-        """Duplicate check, remux, verify, catalogue and remove the source (closes ``ex``)."""
-        with ex.source as src:
-            return self._complete(ex, src, now)
+        """:meth:`write` then :meth:`commit` (closes ``ex``)."""
+        written = self.write(ex, now)
+        if isinstance(written, IntakeResult):
+            return written
+        try:
+            self.seal(written)
+        except BaseException:
+            written.discard()
+            raise
+        result = self.commit(written, now)
+        if result.outcome is Outcome.ADOPTED:
+            self.release(written)
+        return result
 
-    def _complete(self, ex: Examined, src: Source, now: datetime) -> IntakeResult:
-        if self.gate is not None:
-            try:
-                self.gate.check()
-            except OSError as exc:  # the source stays where it is, retried later
-                raise IntakeIOError(f"storage unavailable: {exc.strerror}") from exc
-        origin, probe, scan = ex.origin, ex.probe, ex.scan
+    def write(self, ex: Examined, now: datetime) -> Written | IntakeResult:
+        """Decide the tags, then remux and verify the copy under its temporary name:
+        the slow part of :meth:`complete`, which writes nothing to the catalog but a
+        quarantine's audit entry, so a watched folder runs it outside the lock all
+        folders share. A :class:`Written` owns ``ex``; any other outcome closes it."""
+        try:
+            written = self._write(ex, now)
+        except BaseException:
+            ex.close()
+            raise
+        if isinstance(written, IntakeResult):
+            ex.close()
+        return written
+
+    def _write(self, ex: Examined, now: datetime) -> Written | IntakeResult:
+        self._check_storage()
+        src, origin, probe = ex.source, ex.origin, ex.probe
+        # Checked again under the lock by commit(); this one only spares the remux.
         existing = self.catalog.recordings.find_by_source_sha256(ex.source_sha)
         if existing is not None:
             return self._drop_duplicate(src, existing, now)
         start_choice = choose_recording_start(
             self.settings, src.path, origin, probe.creation_time, src.st, now
         )
-        truncated = scan.truncated(probe.duration)
-        try:
-            # The end is where the packets end, not what the header claims.
-            end = recording_end(start_choice.start, scan.seconds)
-        except ValueError as exc:
-            return self._quarantine_src(src, f"{media.Reason.ABSURD_METADATA}: {exc}", now)
         keep_audio = adopted_audio_decision(
             probe.has_audio and origin.wants_audio, origin.audio_room, origin.signage
         ).keep and media.can_keep_audio(probe)
         rec_id = uuid.uuid4().hex
-        tags = Tags(
-            location=origin.location,
-            purpose=origin.purpose,
-            site=origin.site,
-            audio=keep_audio and probe.has_audio,
-            anonymized=origin.anonymized,
-            start=start_choice.start,
-            end=end,
-            time_source=start_choice.source,
-            device=self.settings.device_id,
-            policy_version=POLICY_VERSION,
-        )
         container = media.output_container_for(probe, drop_audio=not keep_audio)
-        final = self.final_path(tags, rec_id, src.path.stem, container)
-        tmp = final.with_name(f"{PARTIAL_PREFIX}{final.name}")
-        file_tags = media.encode_tags(tags, recording_id=rec_id, source_sha256=ex.source_sha)
-        if truncated:
-            file_tags[media.TRUNCATED_TAG] = "true"
-        mux_tags = dict(file_tags)
-        if probe.creation_time is None:
-            # TS and some camera files carry none; keep the chosen start inside the file.
-            # Muxers reformat it, so it is not part of what verify compares.
-            mux_tags["creation_time"] = iso(tags.start)
-        try:
-            media.remux(
-                src.proc, tmp, tags=mux_tags, drop_audio=not keep_audio, container=container
+        scan = ex.scan
+        if not scan.measured:
+            try:
+                recording_end(start_choice.start, scan.seconds)
+            except ValueError:
+                # An index that claims an absurd length: judge the packets themselves.
+                read = self._measure(src)
+                if isinstance(read, str):
+                    return self._quarantine_src(src, read, now)
+                scan = read
+        while True:
+            try:
+                # The end is where the packets end, not what the header claims.
+                end = recording_end(start_choice.start, scan.seconds)
+            except ValueError as exc:
+                return self._quarantine_src(src, f"{media.Reason.ABSURD_METADATA}: {exc}", now)
+            truncated = scan.truncated(probe.duration)
+            tags = Tags(
+                location=origin.location,
+                purpose=origin.purpose,
+                site=origin.site,
+                audio=keep_audio and probe.has_audio,
+                anonymized=origin.anonymized,
+                start=start_choice.start,
+                end=end,
+                time_source=start_choice.source,
+                device=self.settings.device_id,
+                policy_version=POLICY_VERSION,
             )
-            media.verify(probe, scan.video_packets, tmp, expect_audio=tags.audio, tags=file_tags)
-        except media.MediaError as exc:
-            tmp.unlink(missing_ok=True)
-            if exc.reason == "write_failed":
-                # Disk full or I/O error on our side: the file is fine, retry later.
+            final = self.final_path(tags, rec_id, src.path.stem, container)
+            tmp = final.with_name(f"{PARTIAL_PREFIX}{final.name}")
+            file_tags = media.encode_tags(tags, recording_id=rec_id, source_sha256=ex.source_sha)
+            if truncated:
+                file_tags[media.TRUNCATED_TAG] = "true"
+            mux_tags = dict(file_tags)
+            if probe.creation_time is None:
+                # TS and some camera files carry none; keep the chosen start inside the
+                # file. Muxers reformat it, so it is not part of what verify compares.
+                mux_tags["creation_time"] = iso(tags.start)
+            try:
+                made = media.remux(
+                    src.proc, tmp, tags=mux_tags, drop_audio=not keep_audio,
+                    container=container, scan=not scan.measured,
+                )  # fmt: skip
+                if made.scan is not None:
+                    # The tags above came from the index; the packets have the last
+                    # word. Rarely they disagree: write the copy again with theirs.
+                    measured, scan = scan, made.scan
+                    if _tags_differ(start_choice.start, probe.duration, measured, scan):
+                        log.info("%s: packets differ from the index; writing again", src.shown)
+                        tmp.unlink(missing_ok=True)
+                        continue
+                media.verify(
+                    probe, scan.video_packets, tmp, expect_audio=tags.audio, tags=file_tags
+                )
+            except media.MediaError as exc:
+                tmp.unlink(missing_ok=True)
+                if exc.reason == "write_failed":
+                    # Disk full or I/O error on our side: the file is fine, retry later.
+                    raise IntakeIOError(f"cannot write {tmp}: {exc}") from exc
+                return self._quarantine_src(src, f"{exc.reason}: {exc.message}", now)
+            except OSError as exc:
+                # Disk full or similar: the original stays where it is, retried later.
+                tmp.unlink(missing_ok=True)
                 raise IntakeIOError(f"cannot write {tmp}: {exc}") from exc
-            return self._quarantine_src(src, f"{exc.reason}: {exc.message}", now)
-        except OSError as exc:
-            # Disk full or similar: the original stays where it is and is retried later.
-            tmp.unlink(missing_ok=True)
-            raise IntakeIOError(f"cannot write {tmp}: {exc}") from exc
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            break
         audio_removed = probe.has_audio and not keep_audio
         extra: dict[str, object] = {"audio_removed": audio_removed, "from": src.shown}
         if truncated:
             extra["header_seconds"] = probe.duration
+        return Written(ex, tmp, final, tags, rec_id, truncated, audio_removed, extra)
+
+    def _measure(self, src: Source) -> media.PacketScan | str:
+        """The source's packets read on their own; a quarantine reason if they cannot be."""
         try:
-            rec = self._install(
-                tmp, final, tags, rec_id, ex.source_sha, origin, now,
-                extra=extra, discard_on_failure=True, truncated=truncated,
-            )  # fmt: skip
-        except (OSError, sqlite3.OperationalError) as exc:
-            # The copy is already gone again (_install); the source waits for a retry.
-            raise IntakeIOError(f"cannot catalogue {src.shown}: {exc}") from exc
-        self._remove_source(src)
-        notes = ("truncated",) if truncated else ()
+            return media.scan_packets(src.proc)
+        except media.MediaError as exc:
+            if _transient(exc.__cause__):
+                raise IntakeIOError(f"cannot read {src.shown}: {exc.message}") from exc
+            return f"{exc.reason}: {exc.message}"
+
+    def seal(self, w: Written) -> None:
+        """Mode, fsync and hash of the copy (the third stage of a watched folder's
+        pipeline, see :mod:`edge_agent.intake.adopter`); leaves ``w`` open."""
+        try:
+            w.sealed = seal_file(w.tmp, self.settings, None)
+        except OSError as exc:
+            raise IntakeIOError(f"cannot write {w.tmp}: {exc}") from exc
+
+    def commit(self, w: Written, now: datetime) -> IntakeResult:
+        """Duplicate check, rename into place and catalogue: the short step a watched
+        folder runs under the shared lock, once :meth:`seal` has sealed ``w``. An
+        adopted file's source is removed by :meth:`release`; every other outcome
+        closes ``w`` here."""
+        src = w.examined.source
+        try:
+            if w.sealed is None:
+                raise ValueError("commit() of a copy that seal() has not sealed")
+            self._check_storage()
+            existing = self.catalog.recordings.find_by_source_sha256(w.examined.source_sha)
+            if existing is not None:
+                w.tmp.unlink(missing_ok=True)
+                result = self._drop_duplicate(src, existing, now)
+                w.discard()
+                return result
+            try:
+                rec = self._install(
+                    w.tmp, w.final, w.tags, w.rec_id, w.examined.source_sha,
+                    w.examined.origin, now, extra=w.extra, discard_on_failure=True,
+                    truncated=w.truncated, sealed=w.sealed,
+                )  # fmt: skip
+            except (OSError, sqlite3.OperationalError) as exc:
+                # The copy is already gone again (_install); the source waits for a retry.
+                raise IntakeIOError(f"cannot catalogue {src.shown}: {exc}") from exc
+        except BaseException:
+            w.discard()
+            raise
+        notes = ("truncated",) if w.truncated else ()
         return IntakeResult(
-            Outcome.ADOPTED, src.shown, recording=rec, audio_removed=audio_removed, notes=notes
+            Outcome.ADOPTED, src.shown, recording=rec, audio_removed=w.audio_removed, notes=notes
         )
+
+    def release(self, w: Written) -> None:
+        """Remove an adopted source and close it: last, after :meth:`commit`, and
+        outside the shared lock (freeing its blocks takes a while on some disks).
+        A crash before this leaves the source, which comes back as a duplicate."""
+        try:
+            self._remove_source(w.examined.source)
+        finally:
+            w.discard()  # after the rename the temporary name is gone: only closes
+
+    def _check_storage(self) -> None:
+        if self.gate is not None:
+            try:
+                self.gate.check()
+            except OSError as exc:  # the source stays where it is, retried later
+                raise IntakeIOError(f"storage unavailable: {exc.strerror}") from exc
 
     def register_segment(
         self, path: Path, tags: Tags, rec_id: str, origin: Origin, now: datetime
@@ -292,6 +412,7 @@ class Intake:
         discard_on_failure: bool,
         file_sha: str | None = None,
         truncated: bool = False,
+        sealed: tuple[int, str] | None = None,
     ) -> Recording:
         """Rename into place and catalogue in one step: if anything fails once the copy
         exists (the catalog, encoding, a full disk), a copy of a source that still
@@ -299,8 +420,9 @@ class Intake:
         placed = tmp
         try:
             rec, standing = self._place_and_catalogue(
-                tmp, final, tags, rec_id, source_sha, origin, now, extra, file_sha, truncated
-            )
+                tmp, final, tags, rec_id, source_sha, origin, now, extra, file_sha, truncated,
+                sealed,
+            )  # fmt: skip
         except BaseException:
             if discard_on_failure:
                 for candidate in (tmp, final):
@@ -334,9 +456,14 @@ class Intake:
         extra: dict[str, object],
         file_sha: str | None,
         truncated: bool,
+        sealed: tuple[int, str] | None,
     ) -> tuple[Recording, Standing]:
-        # A recorder segment is its own source: its hash is already known.
-        size, sha = place_file(tmp, final, self.settings, file_sha)
+        if sealed is not None:  # write() did mode, fsync and hash
+            size, sha = sealed
+            move_into_place(tmp, final, self.settings)
+        else:
+            # A recorder segment is its own source: its hash is already known.
+            size, sha = place_file(tmp, final, self.settings, file_sha)
         trusted = self.clock_trusted and tags.time_source is not TimeSource.UNTRUSTED
         dl = deadline(tags.purpose, tags.site, tags.anonymized, tags.start, self.settings.periods)
         rec = Recording(

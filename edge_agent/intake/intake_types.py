@@ -6,12 +6,13 @@ adoption machinery, and so intake.py stays about adoption.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from edge_agent.core.model import Purpose, Recording, RetentionPeriods, Site, recording_doc
+from edge_agent.core.model import Purpose, Recording, RetentionPeriods, Site, Tags, recording_doc
 from edge_agent.intake.intake_source import TRANSIENT_ERRNOS, Source
 from edge_agent.media import media
 
@@ -93,6 +94,28 @@ class Examined:
 
     def close(self) -> None:
         self.source.close()
+
+
+@dataclass
+class Written:
+    """An examined source remuxed under its temporary name and verified, not yet
+    catalogued (:meth:`Intake.seal`, then :meth:`Intake.commit`). Owns ``examined``."""
+
+    examined: Examined
+    tmp: Path
+    final: Path
+    tags: Tags
+    rec_id: str
+    truncated: bool
+    audio_removed: bool
+    extra: dict[str, object]
+    sealed: tuple[int, str] | None = None  # size and sha256, once fsynced and hashed
+
+    def discard(self) -> None:
+        """Remove the copy (the source stays for a retry) and close the source."""
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+        self.examined.close()
 
 
 def _transient(exc: BaseException | None) -> bool:

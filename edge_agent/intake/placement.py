@@ -86,17 +86,27 @@ def place_file(
     tmp: Path, final: Path, settings: IntakeSettings, file_sha: str | None
 ) -> tuple[int, str]:
     """Mode, fsync, hash (unless known) and rename ``tmp`` to ``final``: (size, sha256)."""
+    size, sha = seal_file(tmp, settings, file_sha)
+    move_into_place(tmp, final, settings)
+    return size, sha
+
+
+def seal_file(tmp: Path, settings: IntakeSettings, file_sha: str | None) -> tuple[int, str]:
+    """Mode, fsync and hash (unless known) of a finished ``tmp``: (size, sha256)."""
     os.chmod(tmp, FILE_MODE)
     if settings.reader_gid is not None:
         os.chown(tmp, -1, settings.reader_gid)
     if settings.fsync:
         fsync_file(tmp)
     size = tmp.stat().st_size
-    sha = file_sha or media.sha256_file(tmp)
+    return size, file_sha or media.sha256_file(tmp)
+
+
+def move_into_place(tmp: Path, final: Path, settings: IntakeSettings) -> None:
+    """Rename a sealed ``tmp`` to ``final`` and make the rename durable."""
     os.rename(tmp, final)
     if settings.fsync:
         fsync_dir(final.parent)
-    return size, sha
 
 
 def added_event(rec: Recording) -> dict[str, object]:

@@ -7,6 +7,7 @@ pure and lives in ``edge_agent.core.stability``.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 O_ACCMODE = 0o3
@@ -24,10 +25,25 @@ def open_for_writing(path: Path, proc: Path = Path("/proc")) -> bool:
         target = os.stat(path)
     except OSError:
         return False
+    return (target.st_dev, target.st_ino) in open_for_writing_anywhere(
+        proc, only={(target.st_dev, target.st_ino)}
+    )
+
+
+def open_for_writing_anywhere(
+    proc: Path = Path("/proc"), *, only: set[tuple[int, int]] | None = None
+) -> frozenset[tuple[int, int]]:
+    """(device, inode) of every file some process we can see has open for writing.
+
+    One walk over every descriptor of every process (about 7 ms with 90
+    processes): a watched folder takes one per pass, not one per file
+    (:mod:`edge_agent.intake.adopter`). ``only``: look at these files alone.
+    """
+    found: set[tuple[int, int]] = set()
     try:
         pids = [p for p in os.listdir(proc) if p.isdigit()]
     except OSError:
-        return False
+        return frozenset()
     for pid in pids:
         fd_dir = proc / pid / "fd"
         try:
@@ -39,11 +55,14 @@ def open_for_writing(path: Path, proc: Path = Path("/proc")) -> bool:
                 st = os.stat(fd_dir / fd)
             except OSError:
                 continue
-            if st.st_ino != target.st_ino or st.st_dev != target.st_dev:
+            key = (st.st_dev, st.st_ino)
+            if key in found or (only is not None and key not in only):
+                continue
+            if not stat.S_ISREG(st.st_mode):
                 continue
             if _fd_writable(proc / pid / "fdinfo" / fd):
-                return True
-    return False
+                found.add(key)
+    return frozenset(found)
 
 
 def _fd_writable(fdinfo: Path) -> bool:

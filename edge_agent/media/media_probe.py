@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import av
 import av.error
@@ -24,6 +24,14 @@ from av.container import InputContainer
 from av.stream import Disposition, Stream
 
 from edge_agent.core.model import parse_ts
+from edge_agent.media.packet_scan import (
+    PacketScan,
+    PacketScanner,
+    predict_scan,
+    scanned_streams,
+)
+
+__all__ = ["PacketScan"]  # re-exported: edge_agent.media.media is the import
 
 StreamType = Literal["video", "audio", "subtitle", "data", "attachment", "unknown"]
 
@@ -191,13 +199,54 @@ def _check_file(path: Path) -> int:
     return st.st_size
 
 
+# MP4/QuickTime headers (the moov box) carry every codec parameter we read or copy
+# (size, sample rate, layout, extradata), so their streams are not probed by reading
+# packets: FFmpeg's default probe (up to 5 MB and 5 s of packets, decoding some) was
+# a fifth of an adoption's CPU (bench/adoption.py), and a remux of such an input is
+# byte-identical (tests/media/test_quick_open.py). Everything else gets the full probe:
+# containers that describe streams only in their packets (MPEG-TS, FLV, AVI), Matroska
+# (its stream start times come from the probe), and headers that leave a parameter out.
+_HEADER_FAMILIES = frozenset({"mp4"})
+_QUICK_PROBE = {"probesize": "32", "analyzeduration": "0", "codec_whitelist": "none"}
+
+
+def _described(container: InputContainer) -> bool:
+    """Whether the header alone gave every stream what probe and remux use."""
+    if FAMILIES.get(container.format.name) not in _HEADER_FAMILIES:
+        return False
+    for stream in container.streams:
+        ctx: Any = stream.codec_context
+        if ctx is None or ctx.name in ("", "none"):
+            return False
+        if stream.type == "video" and not (ctx.width and ctx.height):
+            return False
+        if stream.type == "audio":
+            layout = getattr(ctx, "layout", None)
+            if not ctx.sample_rate or layout is None or not layout.channels:
+                return False
+    return True
+
+
+def _open(path: Path, quick: bool) -> InputContainer:
+    # "replace": a camera that writes Latin-1 tags must not make the file unreadable.
+    if not quick:
+        return av.open(str(path), "r", metadata_errors="replace")
+    container = av.open(str(path), "r", metadata_errors="replace", options=_QUICK_PROBE)
+    if _described(container):
+        return container
+    container.close()
+    return av.open(str(path), "r", metadata_errors="replace")
+
+
 @contextlib.contextmanager
-def open_input(path: Path) -> Iterator[InputContainer]:
-    """Open ``path`` for demuxing; errors (also those inside the block) become MediaError."""
+def open_input(path: Path, *, quick: bool = True) -> Iterator[InputContainer]:
+    """Open ``path`` for demuxing; errors (also those inside the block) become MediaError.
+
+    ``quick=False`` always runs FFmpeg's full stream probe (see :data:`_QUICK_PROBE`).
+    """
     _check_file(path)
     with av_errors(path, "open"):
-        # "replace": a camera that writes Latin-1 tags must not make the file unreadable.
-        container = av.open(str(path), "r", metadata_errors="replace")
+        container = _open(path, quick)
     try:
         with av_errors(path, "read"):
             yield container
@@ -312,14 +361,20 @@ def probe_open(container: InputContainer, path: Path, size: int, max_streams: in
 
 
 def probe_and_scan(
-    path: Path, *, max_streams: int = DEFAULT_MAX_STREAMS
+    path: Path, *, max_streams: int = DEFAULT_MAX_STREAMS, predict: bool = False
 ) -> tuple[ProbeResult, PacketScan]:
     """:func:`probe` and :func:`scan_packets` with one open (each open probes the
-    streams again: a sixth of an adoption's time, bench/adoption.py)."""
+    streams again: a sixth of an adoption's time, bench/adoption.py).
+
+    ``predict``: an MP4's scan comes from its index (:func:`predict_scan`, not
+    ``measured``) and the caller measures it during its remux.
+    """
     path = Path(path)
     size = _check_file(path)
     with open_input(path) as container:
-        return probe_open(container, path, size, max_streams), scan_open(container)
+        info = probe_open(container, path, size, max_streams)
+        predicted = predict_scan(container) if predict else None
+        return info, predicted if predicted is not None else scan_open(container)
 
 
 def probe(path: Path, *, max_streams: int = DEFAULT_MAX_STREAMS) -> ProbeResult:
@@ -345,6 +400,16 @@ def count_packets(path: Path, stream_type: StreamType = "video") -> int:
         return count_open(container, stream_type)
 
 
+def indexed_count(container: InputContainer, stream_type: StreamType = "video") -> int | None:
+    """Packets of ``stream_type`` as an MP4 index lists them, without reading any; None
+    when the container keeps no such index (Matroska, MPEG-TS, fragmented MP4)."""
+    streams = _selected(container, stream_type)
+    if FAMILIES.get(container.format.name) != "mp4" or not streams:
+        return None
+    frames = [s.frames for s in streams]
+    return sum(frames) if all(f > 0 for f in frames) else None
+
+
 def count_open(container: InputContainer, stream_type: StreamType = "video") -> int:
     """:func:`count_packets` on a container already open (and probed)."""
     streams = _selected(container, stream_type)
@@ -359,30 +424,6 @@ def count_open(container: InputContainer, stream_type: StreamType = "video") -> 
     return count
 
 
-@dataclass(frozen=True)
-class PacketScan:
-    """What the packets of a file say, as opposed to what its header claims."""
-
-    video_packets: int
-    seconds: float  # from the earliest packet to the end of the last (video and audio)
-    max_video_gap: float  # longest step between consecutive video packets, seconds
-
-    def truncated(self, header_seconds: float | None) -> bool:
-        """True when the header promises clearly more than the packets hold.
-
-        A cut-off Matroska file still opens with its intended length in the
-        header. The slack covers a last packet without a duration (one frame
-        interval, long on a time-lapse camera) and containers that round.
-        """
-        if header_seconds is None or header_seconds <= 0:
-            return False
-        slack = max(TRUNCATION_SLACK_SECONDS, 2 * self.max_video_gap, 0.02 * header_seconds)
-        return header_seconds - self.seconds > slack
-
-
-TRUNCATION_SLACK_SECONDS = 0.5
-
-
 def scan_packets(path: Path) -> PacketScan:
     """Demux (never decode) the video and audio packets of ``path``: count and real span."""
     path = Path(path)
@@ -392,37 +433,10 @@ def scan_packets(path: Path) -> PacketScan:
 
 def scan_open(container: InputContainer) -> PacketScan:
     """:func:`scan_packets` on a container already open (and probed)."""
-    video = _selected(container, "video")
-    streams = [*video, *_selected(container, "audio")]
+    video, audio = scanned_streams(container)
     if not video:
         return PacketScan(0, 0.0, 0.0)
-    video_ids = {s.index for s in video}
-    count = 0
-    first: float | None = None
-    last_end = 0.0
-    prev_video: float | None = None
-    gap = 0.0
-    # One float per stream: Fraction arithmetic per packet was a third of an
-    # adoption's CPU (bench/adoption.py).
-    bases: dict[int, float | None] = {}
-    for packet in container.demux(streams):
-        index = packet.stream.index
-        tb = bases.get(index, 0.0)
-        if tb == 0.0:
-            tb = bases[index] = None if packet.time_base is None else float(packet.time_base)
-        stamp = packet.pts if packet.pts is not None else packet.dts
-        if stamp is None or tb is None:
-            if packet.size:
-                count += index in video_ids
-            continue
-        sec = stamp * tb
-        end = sec + (packet.duration or 0) * tb
-        first = sec if first is None or sec < first else first
-        last_end = end if end > last_end else last_end
-        if index in video_ids:
-            count += 1
-            if prev_video is not None:
-                gap = max(gap, abs(sec - prev_video))
-            prev_video = sec
-    span = 0.0 if first is None else max(0.0, last_end - first)
-    return PacketScan(count, span, gap)
+    scanner = PacketScanner({s.index for s in video})
+    for packet in container.demux([*video, *audio]):
+        scanner.feed(packet)
+    return scanner.result()

@@ -47,9 +47,11 @@ from edge_agent.media.media_probe import (
     ProbeResult,
     Reason,
     count_open,
+    indexed_count,
     open_input,
     probe_open,
 )
+from edge_agent.media.packet_scan import PacketScan, PacketScanner, scanned_streams
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ class RemuxResult:
     audio_removed: bool  # the source had audio and the result has none
     size: int  # bytes written
     audio_conversion: tuple[str, ...] = ()  # e.g. "adpcm_g726->pcm_s16le", per converted stream
+    scan: PacketScan | None = None  # the source's packets as read, when asked (remux(scan=))
 
 
 def output_format(src: ProbeResult, container: str | None = None) -> OutputFormat:
@@ -154,18 +157,25 @@ def can_keep_audio(src: ProbeResult) -> bool:
     )
 
 
+_WRITE_ERRORS = (OSError, av.error.FFmpegError, ValueError, RuntimeError, EOFError)
+
+
+def _write_error(exc: BaseException, dst: Path, doing: str) -> MediaError:
+    if isinstance(exc, OSError):  # PyAV's OSError subclasses included (ENOSPC arrives so)
+        return MediaError(
+            Reason.WRITE_FAILED, f"{doing}: {exc.strerror or exc} (errno {exc.errno})", dst
+        )
+    return MediaError(Reason.REMUX_FAILED, f"{doing}: {exc}", dst)
+
+
 @contextlib.contextmanager
 def _write_errors(dst: Path, doing: str) -> Iterator[None]:
     try:
         yield
     except MediaError:
         raise
-    except OSError as exc:  # PyAV's OSError subclasses included (ENOSPC arrives so)
-        raise MediaError(
-            Reason.WRITE_FAILED, f"{doing}: {exc.strerror or exc} (errno {exc.errno})", dst
-        ) from exc
-    except (av.error.FFmpegError, ValueError, RuntimeError, EOFError) as exc:
-        raise MediaError(Reason.REMUX_FAILED, f"{doing}: {exc}", dst) from exc
+    except _WRITE_ERRORS as exc:
+        raise _write_error(exc, dst, doing) from exc
 
 
 def _container_tags(src: ProbeResult, tags: Mapping[str, str]) -> dict[str, str]:
@@ -205,14 +215,22 @@ def _copy_packets(
     dst: Path,
     mapping: dict[int, Stream],
     convert: _Transcoders,
+    scanner: PacketScanner | None,
 ) -> tuple[int, int, int]:
-    selected = [s for s in inp.streams if s.index in mapping]
+    scanned: set[int] = set()
+    if scanner is not None:
+        scanned = {s.index for group in scanned_streams(inp) for s in group}
+    selected = [s for s in inp.streams if s.index in mapping or s.index in scanned]
     video = audio = skipped = 0
     packets = inp.demux(selected)
     while True:
         packet = next(packets, None)  # input errors surface through open_input()
         if packet is None:
             break
+        if scanner is not None and packet.stream_index in scanned:
+            scanner.feed(packet)
+            if packet.stream_index not in mapping:
+                continue  # read for the scan only (audio being removed)
         if packet.pts is None and packet.dts is None:
             # Demux flush markers, or data a muxer cannot place in time.
             if packet.size:
@@ -229,8 +247,10 @@ def _copy_packets(
             audio += 1
             continue
         packet.stream = mapping[packet.stream.index]
-        with _write_errors(dst, "mux"):
+        try:  # not _write_errors: a context manager per packet was a tenth of a remux
             out.mux(packet)  # PyAV rescales from the input time base here
+        except _WRITE_ERRORS as exc:
+            raise _write_error(exc, dst, "mux") from exc
         if in_type == "video":
             video += 1
         else:
@@ -322,6 +342,7 @@ def _attempt(
     container: str | None,
     force: OutputFormat | None,
     max_streams: int,
+    scan: bool,
 ) -> RemuxResult:
     size = src.stat().st_size if src.is_file() else 0
     with open_input(src) as inp:
@@ -340,7 +361,10 @@ def _attempt(
             if conversions:
                 with _write_errors(dst, "write tags"):
                     out.metadata[AUDIO_CONVERSION_TAG] = ",".join(conversions)
-            video, audio, skipped = _copy_packets(inp, out, dst, mapping, convert)
+            scanner = None
+            if scan:
+                scanner = PacketScanner({v.index for v in scanned_streams(inp)[0]})
+            video, audio, skipped = _copy_packets(inp, out, dst, mapping, convert, scanner)
             if video == 0:
                 raise MediaError(Reason.REMUX_FAILED, "no video packet to copy", src)
         except BaseException:
@@ -362,6 +386,7 @@ def _attempt(
         audio_removed=info.has_audio and audio == 0,
         size=dst.stat().st_size,
         audio_conversion=tuple(conversions),
+        scan=scanner.result() if scanner is not None else None,
     )
 
 
@@ -373,8 +398,13 @@ def remux(
     drop_audio: bool,
     container: str | None = None,
     max_streams: int = DEFAULT_MAX_STREAMS,
+    scan: bool = False,
 ) -> RemuxResult:
     """Copy ``src``'s video (and audio unless ``drop_audio``) into ``dst`` with ``tags``.
+
+    ``scan``: also scan every video and audio packet on the way
+    (:class:`~edge_agent.media.packet_scan.PacketScanner`, ``result.scan``), so a
+    caller that needs both reads the source once.
 
     ``container`` forces ``"mp4"``, ``"mkv"`` or ``"mov"``; by default see
     :func:`output_format`, and when that container refuses a kept stream's codec
@@ -392,7 +422,7 @@ def remux(
     try:
         while True:
             try:
-                return _attempt(src, dst, tags, drop_audio, container, force, max_streams)
+                return _attempt(src, dst, tags, drop_audio, container, force, max_streams, scan)
             except _CodecRefused as exc:
                 tried.append(exc.fmt)
                 rest = [f for f in _FALLBACKS if all(f is not t for t in tried)]
@@ -426,7 +456,11 @@ def verify(
         size = dst.stat().st_size if dst.is_file() else 0
         with open_input(dst) as inp:
             got = probe_open(inp, dst, size, DEFAULT_MAX_STREAMS)
-            packets = count_open(inp, "video")
+            # The MP4 we wrote indexes every packet; the caller hashes every byte of
+            # it next, so reading the packets a second time proved nothing more.
+            packets = indexed_count(inp, "video")
+            if packets is None:
+                packets = count_open(inp, "video")
     except MediaError as exc:
         raise MediaError(
             Reason.VERIFY_FAILED, f"result unreadable ({exc.reason}: {exc.message})", dst

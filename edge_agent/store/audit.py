@@ -158,7 +158,7 @@ class AuditLog:
             )
             cat.set_meta(HEAD_SEQ_KEY, str(seq))
             cat.set_meta(HEAD_HASH_KEY, digest)
-            cat.after_commit("audit-head", lambda: self._write_head(seq, digest))
+            cat.after_commit("audit-head", lambda: self._anchor_head(seq, digest))
         return AuditEntry(seq, ts_text, actor, action, subject, clean, prev, digest)
 
     def append_many(
@@ -204,8 +204,11 @@ class AuditLog:
             last_seq, last_hash = seq, prev
             cat.set_meta(HEAD_SEQ_KEY, str(last_seq))
             cat.set_meta(HEAD_HASH_KEY, last_hash)
-            cat.after_commit("audit-head", lambda: self._write_head(last_seq, last_hash))
+            cat.after_commit("audit-head", lambda: self._anchor_head(last_seq, last_hash))
         return entries
+
+    def _anchor_head(self, seq: int, digest: str) -> None:
+        self.catalog.anchor("audit-head", lambda: self._write_head(seq, digest))
 
     def _write_head(self, seq: int, digest: str) -> None:
         _write_json_atomic(self.head_path, {"seq": seq, "hash": digest})

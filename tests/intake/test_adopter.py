@@ -277,3 +277,47 @@ def test_ingest_cli(tmp_path: Path) -> None:
     )
     assert q.returncode == 1
     assert "quarantined" in q.stdout
+
+
+async def test_backlog_through_every_stage_with_bad_files_between(setup) -> None:
+    # Files in every stage at once (read, write, seal, commit, release): a bad file
+    # or a duplicate between good ones changes nothing for the others, and a pass
+    # cancelled with files in flight leaves no copy and no open source behind.
+    intake, cat, drop, _tmp = setup
+    names = []
+    for i in range(10):
+        names.append(f"cam{i:02d}.mp4")
+        make_video(drop / names[-1], seconds=1, audio="aac", metadata={"title": str(i)})
+    write_garbage(drop / "cam03b.mp4", 8192, seed=3)
+    (drop / "cam05b.mp4").write_bytes((drop / "cam05.mp4").read_bytes())  # same content
+    root = intake.settings.storage_root
+    seen: list[Outcome] = []
+    cancel_after = asyncio.Event()
+
+    def record(result) -> None:
+        seen.append(result.outcome)
+        if len(seen) == 3:
+            cancel_after.set()
+
+    adopter = FolderAdopter(
+        WatchSpec(drop, GATE, stable_seconds=5), intake, now=lambda: datetime.now(UTC),
+        on_result=record,
+    )  # fmt: skip
+    before = _open_files()
+    task = asyncio.create_task(adopter.pass_once(force=True))
+    await cancel_after.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not [p for p in _open_files() - before if p.endswith(".mp4")]
+    assert not list(root.rglob(".partial-*"))
+    await adopter.pass_once(force=True)
+    # A file whose commit finished as the pass was cancelled kept its source (the
+    # release never ran): the next pass finds it catalogued and drops it as a duplicate.
+    adopted, dupes = seen.count(Outcome.ADOPTED), seen.count(Outcome.DUPLICATE)
+    assert (adopted, dupes) in ((10, 1), (9, 2)), seen
+    assert seen.count(Outcome.QUARANTINED) == 1
+    assert len(cat.recordings.list()) == 10 and list(drop.iterdir()) == []
+    assert not list(root.rglob(".partial-*"))
+    verdict = intake.audit.verify()
+    assert verdict.ok, verdict

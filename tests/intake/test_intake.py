@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -318,3 +319,56 @@ def test_real_full_disk_keeps_the_original_and_leaves_nothing_half_written(
     assert intake.adopt(small, GATE, NOW).outcome is Outcome.ADOPTED
     assert AuditLog(cat).verify().ok
     cat.close()
+
+
+def test_index_that_promises_more_than_the_packets_hold(env, tmp_path: Path, caplog) -> None:
+    # A faststart MP4 (index first) cut off mid-data: its index tells 6 s, its
+    # packets hold about 3. The tags written from the index are rewritten from
+    # what the remux read; the copy holds exactly the packets that are there.
+    intake, _cat, drop, root, _ = env
+    whole = make_video(tmp_path / "whole.mp4", seconds=6, audio="aac", creation_time=CREATED)
+    src = drop / "cut.mp4"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(whole),
+            "-c",
+            "copy",
+            "-movflags",
+            "faststart",
+            str(src),
+        ],
+        check=True,
+    )
+    truncate(src, 0.6)
+    read = media.scan_packets(src)
+    with caplog.at_level("INFO", logger="edge_agent.intake.intake"):
+        res = intake.adopt(src, GATE, NOW)
+    assert res.outcome is Outcome.ADOPTED and "truncated" in res.notes
+    rec = res.recording
+    assert rec is not None
+    assert rec.tags.end == rec.tags.start + timedelta(seconds=read.seconds)
+    out = root / rec.path
+    tags = media.decode_tags(media.probe(out).tags)
+    assert tags is not None and tags.end == rec.tags.end
+    assert media.count_packets(out) == read.video_packets
+    assert any("differ from the index" in r.getMessage() for r in caplog.records)
+    assert not list(out.parent.glob(".partial-*"))
+
+
+def test_index_agreeing_with_the_packets_reads_the_source_once(env, monkeypatch) -> None:
+    intake, _cat, drop, _root, _ = env
+    src = make_video(drop / "cam.mp4", seconds=2, audio="aac", creation_time=CREATED)
+    scans: list[object] = []
+    real = media.scan_packets
+    read = real(src)  # audio included: the copy loses it, the length does not
+    monkeypatch.setattr(media, "scan_packets", lambda p: scans.append(p) or real(p))
+    res = intake.adopt(src, GATE, NOW)
+    assert res.outcome is Outcome.ADOPTED and res.notes == ()
+    assert scans == []  # neither a scan pass of its own nor a second remux
+    rec = res.recording
+    assert rec is not None
+    assert rec.tags.end - rec.tags.start == timedelta(seconds=read.seconds)

@@ -221,3 +221,44 @@ def test_append_many_continues_the_same_chain(tmp_path: Path) -> None:
     verdict = log.verify()
     assert verdict.ok and verdict.entries == 51
     cat.close()
+
+
+def _head_seq(log: AuditLog) -> int:
+    return int(json.loads(log.head_path.read_text())["seq"])
+
+
+def test_head_anchor_rewrites_coalesce_and_flush(paths: tuple[Path, Path]) -> None:
+    # The daemon rewrites the head file at most once per anchor_interval (two
+    # fsyncs each); a lagging head verifies, and flush/close bring it level.
+    cat = Catalog.open(paths[0], device_id="gw-1", storage_root=paths[1])
+    cat.anchor_interval = 3600.0
+    audit = AuditLog(cat)
+    audit.append("a", actor="t", ts=T0)
+    assert _head_seq(audit) == 1 and not cat.anchors_pending
+    for _ in range(5):
+        audit.append("b", actor="t", ts=T0)
+    assert _head_seq(audit) == 1 and cat.anchors_pending
+    assert audit.verify().ok  # behind the chain, as after a crash
+    cat.flush_anchors()
+    assert _head_seq(audit) == 6 and not cat.anchors_pending
+    audit.append("c", actor="t", ts=T0)
+    assert _head_seq(audit) == 6
+    cat.close()  # flushes
+    assert _head_seq(audit) == 7
+
+
+def test_truncation_beyond_a_lagging_head_is_still_found(paths: tuple[Path, Path]) -> None:
+    cat = Catalog.open(paths[0], device_id="gw-1", storage_root=paths[1])
+    cat.anchor_interval = 3600.0
+    audit = AuditLog(cat)
+    for _ in range(4):
+        audit.append("a", actor="t", ts=T0)
+    cat.flush_anchors()
+    audit.append("b", actor="t", ts=T0)  # pending: the file says 4
+    second = cat.query("SELECT hash FROM audit WHERE seq = 2")[0][0]
+    cat.execute("DELETE FROM audit WHERE seq >= 3")  # and the catalog's own anchor with it:
+    cat.set_meta("audit_head_seq", "2")
+    cat.set_meta("audit_head_hash", second)
+    verdict = AuditLog(cat).verify()
+    assert not verdict.ok and "truncated" in (verdict.reason or "")
+    cat.close()
