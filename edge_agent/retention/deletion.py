@@ -135,15 +135,16 @@ def mark_deleting(
                 out.skipped.append((d.rec.id, f"held by {', '.join(held)}"))
             else:
                 unheld.append(d)
-        # Inside this IMMEDIATE transaction nobody else writes, so reading the states
-        # first and then updating in one executemany is the same as per-row checks.
-        deletable = catalog.recordings.ids_in_states([d.rec.id for d in unheld], from_states)
+        # The state is checked by the update itself: a row another process deleted or
+        # restricted since the plan was made is left alone and reported.
+        done = catalog.recordings.mark_deleting(
+            [(d.rec.id, d.reason, d.detail) for d in unheld], at=now, from_states=from_states
+        )
         for d in unheld:
-            if d.rec.id in deletable:
+            if d.rec.id in done:
                 marked.append(d)
             else:
                 out.skipped.append((d.rec.id, "no longer in a deletable state"))
-        catalog.recordings.mark_deleting([(d.rec.id, d.reason, d.detail) for d in marked], at=now)
     return marked
 
 
@@ -254,9 +255,8 @@ def record_deleted(
     with catalog.transaction():
         # Only rows still in `deleting` are closed: another process may have finished an
         # interrupted deletion first, and each deletion is audited exactly once.
-        still = catalog.recordings.ids_in_states([d.rec.id for d in unlinked.done], ("deleting",))
+        still = catalog.recordings.mark_deleted([d.rec.id for d in unlinked.done], at=now)
         closed = [d for d in unlinked.done if d.rec.id in still]
-        catalog.recordings.mark_deleted([d.rec.id for d in closed], at=now)
         now_iso = iso(now)
         events = [_event(d.rec, d.reason, now, now_iso) for d in closed]
         # One audit entry and one event per recording, written as a batch in the same
