@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from edge_agent.core.model import iso
 from edge_agent.store.catalog import Catalog, _write_json_atomic
@@ -135,6 +135,26 @@ def _hashed_text(
     )
 
 
+class PreparedEntry(NamedTuple):
+    """An entry for :meth:`AuditLog.append_many`; make it with :func:`prepare_entry`.
+
+    Its data is already canonical text, so callers can encode a batch before
+    their transaction and the catalog lock is not held while they do.
+    """
+
+    action: str
+    subject: str | None
+    data: dict[str, Any]
+    text: str  # canonical_json(data)
+
+
+def prepare_entry(action: str, subject: str | None, data: dict[str, Any]) -> PreparedEntry:
+    """``data`` must be JSON-native (str, numbers, bool, None, lists, dicts): its
+    canonical text then re-hashes identically when ``verify`` reads it back, with
+    no normalising round trip."""
+    return PreparedEntry(action, subject, data, canonical_json(data))
+
+
 def head_file_path(catalog_path: Path) -> Path:
     return catalog_path.with_name(catalog_path.name + ".audit-head")
 
@@ -184,39 +204,35 @@ class AuditLog:
         return AuditEntry(seq, ts_text, actor, action, subject, clean, prev, digest)
 
     def append_many(
-        self,
-        items: Sequence[tuple[str, str | None, dict[str, Any]]],
-        *,
-        actor: str,
-        ts: datetime,
+        self, entries: Sequence[PreparedEntry], *, actor: str, ts: datetime
     ) -> list[AuditEntry]:
-        """Add several ``(action, subject, data)`` entries with one insert and one head update.
+        """Add several entries with one insert and one head update.
 
         Same chain as calling :meth:`append` for each in order; used by batch
-        deletions, where per-entry statements dominate the cost.
+        deletions, where per-entry statements dominate the cost. The entries'
+        data was encoded when they were prepared, so the transaction (and the
+        catalog lock) only chains, hashes and inserts.
         """
-        if not items:
+        if not entries:
             return []
         ts_text = iso(ts)
         ts_epoch = to_epoch(ts)
         cat = self.catalog
-        entries: list[AuditEntry] = []
+        out: list[AuditEntry] = []
         with cat.transaction():
             seq_text = cat.get_meta(HEAD_SEQ_KEY)
             seq = int(seq_text) if seq_text else 0
             prev = cat.get_meta(HEAD_HASH_KEY) or GENESIS_HASH
             rows = []
-            for action, subject, data in items:
+            for e in entries:
                 seq += 1
-                # Callers pass JSON-native data (str, numbers, bool, None, lists, dicts), so
-                # no normalising round trip: its canonical text re-hashes identically.
-                clean = data
-                text = canonical_json(clean)
-                hashed = _hashed_text(seq, ts_text, actor, action, subject, text, prev)
+                hashed = _hashed_text(seq, ts_text, actor, e.action, e.subject, e.text, prev)
                 digest = hashlib.sha256(hashed.encode("utf-8")).hexdigest()
-                rows.append((seq, ts_text, ts_epoch, actor, action, subject, text, prev, digest))
-                entries.append(
-                    AuditEntry(seq, ts_text, actor, action, subject, clean, prev, digest)
+                rows.append(
+                    (seq, ts_text, ts_epoch, actor, e.action, e.subject, e.text, prev, digest)
+                )
+                out.append(
+                    AuditEntry(seq, ts_text, actor, e.action, e.subject, e.data, prev, digest)
                 )
                 prev = digest
             cat.conn.executemany(
@@ -228,7 +244,7 @@ class AuditLog:
             cat.set_meta(HEAD_SEQ_KEY, str(last_seq))
             cat.set_meta(HEAD_HASH_KEY, last_hash)
             cat.after_commit("audit-head", lambda: self._write_head(last_seq, last_hash))
-        return entries
+        return out
 
     def _write_head(self, seq: int, digest: str) -> None:
         _write_json_atomic(self.head_path, {"seq": seq, "hash": digest})

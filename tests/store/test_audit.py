@@ -23,6 +23,7 @@ from edge_agent.store.audit import (
     canonical_json,
     entry_hash,
     head_file_path,
+    prepare_entry,
 )
 from edge_agent.store.catalog import Catalog
 
@@ -224,7 +225,9 @@ def test_append_many_continues_the_same_chain(tmp_path: Path) -> None:
     ts = datetime(2026, 11, 29, tzinfo=UTC)
     log.append("first", actor="t", data={"n": 0}, ts=ts)
     entries = log.append_many(
-        [("batch", f"r{i}", {"n": i, "text": "é"}) for i in range(1, 50)], actor="t", ts=ts
+        [prepare_entry("batch", f"r{i}", {"n": i, "text": "é"}) for i in range(1, 50)],
+        actor="t",
+        ts=ts,
     )
     log.append("last", actor="t", data={}, ts=ts)
     assert [e.seq for e in entries] == list(range(2, 51))
