@@ -34,7 +34,7 @@ from typing import Any
 from edge_agent.core.model import LIVE_STATES, Recording, RecState, iso, recording_doc
 from edge_agent.core.policy import holds_covering
 from edge_agent.host.fsutil import fsync_dir
-from edge_agent.store.audit import AuditLog
+from edge_agent.store.audit import AuditLog, PreparedEntry, prepare_entry
 from edge_agent.store.catalog import Catalog
 from edge_agent.store.outbox_store import Outbox
 
@@ -43,6 +43,7 @@ __all__ = [
     "Doomed",
     "delete_recordings",
     "finish_interrupted",
+    "prepare_records",
     "prune_empty_dirs",
 ]
 
@@ -135,15 +136,16 @@ def mark_deleting(
                 out.skipped.append((d.rec.id, f"held by {', '.join(held)}"))
             else:
                 unheld.append(d)
-        # Inside this IMMEDIATE transaction nobody else writes, so reading the states
-        # first and then updating in one executemany is the same as per-row checks.
-        deletable = catalog.recordings.ids_in_states([d.rec.id for d in unheld], from_states)
+        # The state is checked by the update itself: a row another process deleted or
+        # restricted since the plan was made is left alone and reported.
+        done = catalog.recordings.mark_deleting(
+            [(d.rec.id, d.reason, d.detail) for d in unheld], at=now, from_states=from_states
+        )
         for d in unheld:
-            if d.rec.id in deletable:
+            if d.rec.id in done:
                 marked.append(d)
             else:
                 out.skipped.append((d.rec.id, "no longer in a deletable state"))
-        catalog.recordings.mark_deleting([(d.rec.id, d.reason, d.detail) for d in marked], at=now)
     return marked
 
 
@@ -236,6 +238,26 @@ def unlink_marked(storage_root: Path, marked: Sequence[Doomed], *, fsync: bool) 
     return res
 
 
+# A deletion's audit entry and event data, by recording id.
+Records = dict[str, tuple[PreparedEntry, dict[str, Any]]]
+
+
+def prepare_records(doomed: Iterable[Doomed], now: datetime) -> Records:
+    """What step 4 writes for each deletion that can be made before its transaction.
+
+    Formatting the times and encoding the audit data are half of step 4's Python
+    work; done here, the catalog lock is not held for them. The janitor prepares
+    a batch while its files are being unlinked.
+    """
+    now_iso = iso(now)
+    out: Records = {}
+    for d in doomed:
+        event = _event(d.rec, d.reason, now, now_iso)
+        entry = prepare_entry("recording.deleted", d.rec.id, {**event, "detail": d.detail})
+        out[d.rec.id] = (entry, event)
+    return out
+
+
 def record_deleted(
     catalog: Catalog,
     storage_root: Path,
@@ -244,33 +266,28 @@ def record_deleted(
     actor: str,
     now: datetime,
     fsync: bool,
+    records: Records | None = None,
 ) -> DeletionOutcome:
-    """Step 3, one transaction: close the rows, one audit entry and one event each."""
+    """Step 4, one transaction: close the rows, one audit entry and one event each.
+
+    ``records``: :func:`prepare_records` of (at least) ``unlinked.done``, made now if None.
+    """
     out = DeletionOutcome(failed=list(unlinked.failed))
     if not unlinked.done:
         return out
-    audit = AuditLog(catalog)
-    outbox = Outbox(catalog)
+    if records is None:
+        records = prepare_records(unlinked.done, now)
     with catalog.transaction():
         # Only rows still in `deleting` are closed: another process may have finished an
         # interrupted deletion first, and each deletion is audited exactly once.
-        still = catalog.recordings.ids_in_states([d.rec.id for d in unlinked.done], ("deleting",))
-        closed = [d for d in unlinked.done if d.rec.id in still]
-        catalog.recordings.mark_deleted([d.rec.id for d in closed], at=now)
-        now_iso = iso(now)
-        events = [_event(d.rec, d.reason, now, now_iso) for d in closed]
+        still = catalog.recordings.mark_deleted([d.rec.id for d in unlinked.done], at=now)
+        closed = [records[d.rec.id] for d in unlinked.done if d.rec.id in still]
         # One audit entry and one event per recording, written as a batch in the same
         # transaction that closes the rows.
-        audit.append_many(
-            [
-                ("recording.deleted", d.rec.id, {**data, "detail": d.detail})
-                for d, data in zip(closed, events, strict=True)
-            ],
-            actor=actor,
-            ts=now,
-        )
-        outbox.enqueue_many([("recording.deleted", data) for data in events], ts=now)
-        for d in closed:
+        AuditLog(catalog).append_many([entry for entry, _ in closed], actor=actor, ts=now)
+        Outbox(catalog).enqueue_many([("recording.deleted", event) for _, event in closed], ts=now)
+    for d in unlinked.done:
+        if d.rec.id in still:
             out.deleted.append(d.rec.id)
             out.bytes_freed += max(d.rec.size, 0)
     prune_empty_dirs(storage_root, unlinked.dirs, now, fsync=fsync)

@@ -39,10 +39,12 @@ from edge_agent.retention.clockguard import ClockGuard, ClockGuardSettings
 from edge_agent.retention.deletion import (
     DeletionOutcome,
     Doomed,
+    Records,
     Unlinked,
     delete_recordings,
     finish_interrupted,
     mark_deleting,
+    prepare_records,
     record_deleted,
     unlink_marked,
 )
@@ -357,7 +359,7 @@ class Janitor:
         # per batch: rows are `deleting` before their files go, and closed only after
         # their files are gone and the folders fsynced.
         offset = 0
-        pending: tuple[Future[Unlinked], DeletionOutcome] | None = None
+        pending: tuple[Future[Unlinked], DeletionOutcome, Records] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="janitor-unlink") as pool:
             try:
                 while True:
@@ -390,9 +392,12 @@ class Janitor:
                     out = DeletionOutcome()
                     marked = mark_deleting(self.catalog, doomed, now=now, out=out)
                     future = pool.submit(unlink_marked, self.storage_root, marked, fsync=self.fsync)
+                    # Made while the files go: when unlinking is the slower side, this
+                    # thread would only be waiting.
+                    records = prepare_records(marked, now)
                     if pending is not None:
                         self._close_batch(res, *pending, now)
-                    pending = (future, out)
+                    pending = (future, out, records)
                     # Marked rows left the due set; held and skipped ones stay in it.
                     offset += len(page) - len(marked)
             finally:
@@ -400,11 +405,16 @@ class Janitor:
                     self._close_batch(res, *pending, now)
 
     def _close_batch(
-        self, res: SweepResult, future: Future[Unlinked], out: DeletionOutcome, now: datetime
+        self,
+        res: SweepResult,
+        future: Future[Unlinked],
+        out: DeletionOutcome,
+        records: Records,
+        now: datetime,
     ) -> None:
         done = record_deleted(
             self.catalog, self.storage_root, future.result(), actor=self.actor, now=now,
-            fsync=self.fsync,
+            fsync=self.fsync, records=records,
         )  # fmt: skip
         out.merge(done)
         res.deleted_retention += out.deleted

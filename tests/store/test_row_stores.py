@@ -76,18 +76,37 @@ def test_restrict_only_touches_active_rows(cat: Catalog) -> None:
 
 
 def test_deletion_steps(cat: Catalog) -> None:
-    cat.recordings.add_many([rec(n) for n in range(1, 1201)])  # more than one 500-id chunk
+    live = ("active", "restricted")
+    recs = [rec(n) for n in range(1, 1201)]  # more than two 500-row statements
+    recs[1] = rec(2, state=RecState.MISSING)
+    recs[2] = rec(3, state=RecState.RESTRICTED)
+    cat.recordings.add_many(recs)
     ids = [f"r{n}" for n in range(1, 1201)] + ["ghost"]
-    assert cat.recordings.ids_in_states(ids, ("active",)) == set(ids) - {"ghost"}
+    rows = [(i, "retention", f"deadline of {i} passed") for i in ids]
     with cat.transaction():
-        cat.recordings.mark_deleting([("r1", "retention", "deadline passed")], at=T0)
-    assert cat.recordings.ids_in_states(ids, ("deleting",)) == {"r1"}
-    assert cat.recordings.deleting_reasons(["r1", "r2"]) == {"r1": ("retention", "deadline passed")}
+        marked = cat.recordings.mark_deleting(rows, at=T0, from_states=live)
+    # Only rows still in a live state are marked: not the missing one, not the ghost.
+    assert marked == set(ids) - {"r2", "ghost"}
+    with cat.transaction():  # a second pass finds nothing left to mark
+        assert cat.recordings.mark_deleting(rows, at=T0, from_states=live) == set()
+    assert cat.recordings.deleting_reasons(["r1", "r2", "r1100"]) == {
+        "r1": ("retention", "deadline of r1 passed"),
+        "r1100": ("retention", "deadline of r1100 passed"),  # each row its own, in every chunk
+    }
     assert cat.recordings.deleting_reasons([]) == {}
-    cat.recordings.mark_deleted(["r1"], at=T0 + timedelta(seconds=1))
+    assert cat.recordings.counts()[RecState.DELETING] == 1199  # the stats triggers ran per row
+    closed = cat.recordings.mark_deleted(ids, at=T0 + timedelta(seconds=1))
+    assert closed == marked
+    assert cat.recordings.mark_deleted(ids, at=T0 + timedelta(seconds=2)) == set()
     row = cat.query("SELECT state, deleted_at, delete_reason FROM recordings WHERE id = 'r1'")[0]
     assert tuple(row) == ("deleted", (T0 + timedelta(seconds=1)).timestamp(), "retention")
     assert cat.recordings.deleting_reasons(["r1"]) == {}
+    counts = cat.recordings.counts()
+    assert (counts[RecState.DELETED], counts[RecState.DELETING], counts[RecState.MISSING]) == (
+        1199,
+        0,
+        1,
+    )
 
 
 def test_overdue_counts_live_rows_past_their_deadline(cat: Catalog) -> None:
