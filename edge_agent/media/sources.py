@@ -160,6 +160,9 @@ class AvSource:
         """Real-time, looped playback; each loop continues the timestamps of the last."""
         offset = Fraction(0)  # seconds added to every timestamp in this loop
         t0 = time.monotonic()
+        # Stream time up to which packets are due at once: no more than _READ_AHEAD
+        # early as of the last reading of the clock (it only moves forward).
+        ahead = -1.0
         while not stop.is_set():
             first: Fraction | None = None
             end = 0.0
@@ -167,7 +170,9 @@ class AvSource:
             # Fractions only once per stream and loop, floats per packet.
             per_stream: dict[int, tuple[float, int]] = {}
             for packet in self._container.demux(wanted):
-                raw = packet.dts if packet.dts is not None else packet.pts
+                # Each read of a PyAV timestamp is a call into the extension: once each.
+                pts, dts = packet.pts, packet.dts
+                raw = dts if dts is not None else pts
                 if raw is None:
                     continue
                 known = per_stream.get(packet.stream_index)
@@ -180,18 +185,22 @@ class AvSource:
                         round((offset - first) / tb),
                     )
                 tbf, shift = known
-                if packet.pts is not None:
-                    packet.pts += shift
-                if packet.dts is not None:
-                    packet.dts += shift
+                if pts is not None:
+                    packet.pts = pts + shift
+                if dts is not None:
+                    packet.dts = dts + shift
                 stream_time = (raw + shift) * tbf
-                end = max(end, stream_time + (packet.duration or 0) * tbf)
-                delay = t0 + stream_time - time.monotonic()
+                until = stream_time + (packet.duration or 0) * tbf
+                if until > end:
+                    end = until
                 # Waking up for every packet costs more CPU than copying it: run up
                 # to _READ_AHEAD early, then sleep (a camera's packets arrive in
-                # bursts too).
-                if delay > _READ_AHEAD and stop.wait(delay):
-                    return
+                # bursts too). The clock is read only when this packet may be early.
+                if stream_time > ahead:
+                    delay = t0 + stream_time - time.monotonic()
+                    if delay > _READ_AHEAD and stop.wait(delay):
+                        return
+                    ahead = time.monotonic() - t0 + _READ_AHEAD
                 yield packet
             if first is None:
                 raise SourceError(f"{self._shown}: file has no packets", permanent=True)

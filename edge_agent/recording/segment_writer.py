@@ -135,10 +135,12 @@ class SegmentWriter:
         shift = self._shift.get(kind)
         if shift is None:
             shift = self._shift[kind] = round(self.start_exact / packet.time_base)
-        if packet.pts is not None:
-            packet.pts -= shift
-        if packet.dts is not None:
-            packet.dts -= shift
+        # Each read of a PyAV timestamp is a call into the extension: once each.
+        pts, dts = packet.pts, packet.dts
+        if pts is not None:
+            packet.pts = pts - shift
+        if dts is not None:
+            packet.dts = dts - shift
         packet.stream = target
         try:
             self._out.mux(packet)
