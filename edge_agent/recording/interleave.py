@@ -56,10 +56,14 @@ class Interleaver(Generic[T]):
         if queue and ts < queue[-1][0] - BACKWARD_TOLERANCE:
             out.extend(self.drain())
         queue.append((ts, item))
-        # Between pushes some stream has nothing queued and none is past the window
-        # (that is when _release stops): while another stream is still empty, only
-        # this one can have become releasable. Half the packets stop here.
-        if ts - queue[0][0] <= self.window and not all(self._queues.values()):
+        # Between pushes some stream has nothing queued and none is queued past the
+        # window (that is where _release stops). While another stream is still
+        # empty, only this one can have passed it: every packet of every camera
+        # comes here, and most need no search over the queues.
+        if not all(self._queues.values()):
+            window = self.window
+            while ts - queue[0][0] > window:
+                out.append((kind, queue.popleft()[1]))
             return out
         self._release(out)
         return out
@@ -85,8 +89,7 @@ class Interleaver(Generic[T]):
 
     def _heads(self) -> tuple[str | None, str | None, bool]:
         """The stream whose head is earliest, the same among streams queued past the
-        window (the first in ``kinds`` wins a tie) and whether every stream has one.
-        One pass over the queues: every packet of every camera comes through here."""
+        window (the first in ``kinds`` wins a tie) and whether every stream has one."""
         earliest = stale = None
         earliest_ts = stale_ts = 0.0
         full = True
