@@ -144,16 +144,22 @@ class AvSource:
 
     def packets(self, stop: threading.Event) -> Iterator[Packet[Stream]]:
         wanted = [s for s in (self._video, self._audio) if s is not None]
-        if not self._is_file:
-            try:
-                for packet in self._container.demux(wanted):
-                    if stop.is_set():
-                        return
-                    yield packet
-            except (av.error.FFmpegError, OSError) as exc:
-                raise SourceError(f"{self._shown}: read failed ({_why(exc, self.url)})") from exc
-            raise SourceError(f"{self._shown}: stream ended")
-        yield from self._file_packets(wanted, stop)
+        # The generator itself, not one delegating to it: a layer per packet less.
+        if self._is_file:
+            return self._file_packets(wanted, stop)
+        return self._camera_packets(wanted, stop)
+
+    def _camera_packets(
+        self, wanted: list[Stream], stop: threading.Event
+    ) -> Iterator[Packet[Stream]]:
+        try:
+            for packet in self._container.demux(wanted):
+                if stop.is_set():
+                    return
+                yield packet
+        except (av.error.FFmpegError, OSError) as exc:
+            raise SourceError(f"{self._shown}: read failed ({_why(exc, self.url)})") from exc
+        raise SourceError(f"{self._shown}: stream ended")
 
     def _file_packets(
         self, wanted: list[Stream], stop: threading.Event

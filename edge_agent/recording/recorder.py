@@ -257,7 +257,14 @@ class Recorder:
                         continue
                     kind = found
                 result.packets += 1
-                if masker is None or kind != "video":
+                if masker is None:
+                    # feed() inline: the path of every packet of an unmasked camera.
+                    ts = arrived(kind, packet)
+                    if ts is not None:
+                        for k, (p, t) in push(kind, ts, (packet, ts)):
+                            run_feed(k, p, t)
+                    continue
+                if kind != "video":
                     feed(kind, packet)
                     continue
                 self.live.last_packet = time.monotonic()  # arrival, for stall detection
