@@ -65,8 +65,25 @@ class Interleaver(Generic[T]):
             while ts - queue[0][0] > window:
                 out.append((kind, queue.popleft()[1]))
             return out
-        self._release(out)
+        if len(self._ordered) == 2:
+            self._release_pair(out)  # a camera's video and audio
+        else:
+            self._release(out)
         return out
+
+    def _release_pair(self, out: list[tuple[str, T]]) -> None:
+        """:meth:`_release` for two streams, both with a packet queued."""
+        (first, a), (second, b) = self._ordered
+        while a and b:
+            if b[0][0] < a[0][0]:  # strict: the first kind wins a tie
+                out.append((second, b.popleft()[1]))
+            else:
+                out.append((first, a.popleft()[1]))
+        # One ran dry: the other goes on only past the window.
+        kind, queue = (first, a) if a else (second, b)
+        window = self.window
+        while queue and queue[-1][0] - queue[0][0] > window:
+            out.append((kind, queue.popleft()[1]))
 
     def drain(self) -> list[tuple[str, T]]:
         """Everything still queued, in release order (the source ended or jumped)."""
