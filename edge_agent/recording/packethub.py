@@ -292,7 +292,7 @@ class PacketHub:
             state.last_packet = time.monotonic()
             state.packets += 1
             replay: tuple[Subscription, ...] = ()
-            entries: list[Entry] = []
+            entries: list[Entry] | None = None  # not a new list per packet
             if kind == "video":
                 state.gop.add(packet)
                 if state.replay:
@@ -310,7 +310,7 @@ class PacketHub:
                 state.normalizer_for = codec_info
             normalizer = state.normalizer if kind == "video" and codec_info.is_h264 else None
             state.copied += 1
-        if replay and self._replay(source_id, replay, entries, codec_info):
+        if replay and entries is not None and self._replay(source_id, replay, entries, codec_info):
             # They got this packet as the end of the GOP.
             subs = tuple(s for s in subs if s not in replay)
         try:
