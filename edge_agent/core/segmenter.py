@@ -51,6 +51,15 @@ class Decision:
     reason: str = ""
 
 
+# The decisions without a computed reason, made once: decide() runs for every
+# packet of every camera and building a frozen dataclass costs more than the rules.
+_OPEN = Decision(Action.OPEN, "keyframe")
+_SKIP = Decision(Action.SKIP, "no keyframe")
+_WRITE = Decision(Action.WRITE)
+_CUT_DURATION = Decision(Action.CUT, "duration")
+_CUT_PARAMS = Decision(Action.CUT, "video parameters changed")
+
+
 def discontinuity(last_ts: float | None, ts: float, max_gap: float) -> str | None:
     """Why ``ts`` does not follow ``last_ts`` on the same stream, or None if it does."""
     if last_ts is None:
@@ -82,14 +91,13 @@ def decide(
     """
     keyframe = is_video and is_keyframe
     if segment_start is None:
-        return (
-            Decision(Action.OPEN, "keyframe") if keyframe else Decision(Action.SKIP, "no keyframe")
-        )
-    jump = discontinuity(last_ts, ts, max_gap)
-    if jump is not None:
-        return Decision(Action.CUT if keyframe else Action.CLOSE, jump)
+        return _OPEN if keyframe else _SKIP
+    if last_ts is not None and not last_ts - BACKWARD_TOLERANCE <= ts <= last_ts + max_gap:
+        jump = discontinuity(last_ts, ts, max_gap)
+        if jump is not None:
+            return Decision(Action.CUT if keyframe else Action.CLOSE, jump)
     if keyframe and params_changed:
-        return Decision(Action.CUT, "video parameters changed")
+        return _CUT_PARAMS
     if keyframe and ts - segment_start >= segment_seconds - CUT_TOLERANCE:
-        return Decision(Action.CUT, "duration")
-    return Decision(Action.WRITE)
+        return _CUT_DURATION
+    return _WRITE

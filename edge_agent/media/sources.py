@@ -43,6 +43,7 @@ __all__ = [
 
 
 _READ_AHEAD = 0.1  # seconds a file:// source may run ahead of real time
+_STOP_POLL = 0.2  # seconds a file:// source may take to notice a stop while it waits
 
 
 class SourceError(Exception):
@@ -143,16 +144,22 @@ class AvSource:
 
     def packets(self, stop: threading.Event) -> Iterator[Packet[Stream]]:
         wanted = [s for s in (self._video, self._audio) if s is not None]
-        if not self._is_file:
-            try:
-                for packet in self._container.demux(wanted):
-                    if stop.is_set():
-                        return
-                    yield packet
-            except (av.error.FFmpegError, OSError) as exc:
-                raise SourceError(f"{self._shown}: read failed ({_why(exc, self.url)})") from exc
-            raise SourceError(f"{self._shown}: stream ended")
-        yield from self._file_packets(wanted, stop)
+        # The generator itself, not one delegating to it: a layer per packet less.
+        if self._is_file:
+            return self._file_packets(wanted, stop)
+        return self._camera_packets(wanted, stop)
+
+    def _camera_packets(
+        self, wanted: list[Stream], stop: threading.Event
+    ) -> Iterator[Packet[Stream]]:
+        try:
+            for packet in self._container.demux(wanted):
+                if stop.is_set():
+                    return
+                yield packet
+        except (av.error.FFmpegError, OSError) as exc:
+            raise SourceError(f"{self._shown}: read failed ({_why(exc, self.url)})") from exc
+        raise SourceError(f"{self._shown}: stream ended")
 
     def _file_packets(
         self, wanted: list[Stream], stop: threading.Event
@@ -160,6 +167,9 @@ class AvSource:
         """Real-time, looped playback; each loop continues the timestamps of the last."""
         offset = Fraction(0)  # seconds added to every timestamp in this loop
         t0 = time.monotonic()
+        # Stream time up to which packets are due at once: no more than _READ_AHEAD
+        # early as of the last reading of the clock (it only moves forward).
+        ahead = -1.0
         while not stop.is_set():
             first: Fraction | None = None
             end = 0.0
@@ -167,7 +177,9 @@ class AvSource:
             # Fractions only once per stream and loop, floats per packet.
             per_stream: dict[int, tuple[float, int]] = {}
             for packet in self._container.demux(wanted):
-                raw = packet.dts if packet.dts is not None else packet.pts
+                # Each read of a PyAV timestamp is a call into the extension: once each.
+                pts, dts = packet.pts, packet.dts
+                raw = dts if dts is not None else pts
                 if raw is None:
                     continue
                 known = per_stream.get(packet.stream_index)
@@ -180,18 +192,22 @@ class AvSource:
                         round((offset - first) / tb),
                     )
                 tbf, shift = known
-                if packet.pts is not None:
-                    packet.pts += shift
-                if packet.dts is not None:
-                    packet.dts += shift
+                if pts is not None:
+                    packet.pts = pts + shift
+                if dts is not None:
+                    packet.dts = dts + shift
                 stream_time = (raw + shift) * tbf
-                end = max(end, stream_time + (packet.duration or 0) * tbf)
-                delay = t0 + stream_time - time.monotonic()
+                until = stream_time + (packet.duration or 0) * tbf
+                if until > end:
+                    end = until
                 # Waking up for every packet costs more CPU than copying it: run up
                 # to _READ_AHEAD early, then sleep (a camera's packets arrive in
-                # bursts too).
-                if delay > _READ_AHEAD and stop.wait(delay):
-                    return
+                # bursts too). The clock is read only when this packet may be early.
+                if stream_time > ahead:
+                    delay = t0 + stream_time - time.monotonic()
+                    if delay > _READ_AHEAD and _pause(stop, delay):
+                        return
+                    ahead = time.monotonic() - t0 + _READ_AHEAD
                 yield packet
             if first is None:
                 raise SourceError(f"{self._shown}: file has no packets", permanent=True)
@@ -209,6 +225,22 @@ class AvSource:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._container.close()
+
+
+def _pause(stop: threading.Event, seconds: float) -> bool:
+    """Sleep ``seconds``, or until ``stop`` is seen set (within :data:`_STOP_POLL`); True if set.
+
+    Not ``stop.wait(seconds)``: a timed wait on a condition costs about twice the
+    CPU of a plain sleep (a lock made and taken twice per wait), and a file source
+    sleeps ten times a second; a stop is noticed a fraction of a second later.
+    """
+    end = time.monotonic() + seconds
+    while not stop.is_set():
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(left, _STOP_POLL))
+    return True
 
 
 def _why(exc: BaseException, url: str, transport: str | None = None) -> str:

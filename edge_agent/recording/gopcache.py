@@ -41,12 +41,18 @@ class GopCache:
         self.entries: list[Entry] = []
         self.bytes = 0
         self.valid = False  # starts with a keyframe and within bounds
+        # The GOP's time base, read at its keyframe: PyAV builds a new Fraction at
+        # every read, which costs more than the rest of add(). A stream's time base
+        # is fixed and a connection's first packet here is a keyframe (the recorder
+        # publishes only what it records, and a segment opens on a keyframe).
+        self._time_base: Fraction | None = None
 
     def add(self, packet: Packet[Any]) -> None:
         if packet.is_keyframe:
             self.entries.clear()
             self.bytes = 0
             self.valid = True
+            self._time_base = packet.time_base
         elif not self.valid:
             return
         size = packet.size
@@ -57,7 +63,7 @@ class GopCache:
             self.valid = False
             return
         pts = packet.pts if packet.pts is not None else packet.dts
-        self.entries.append((packet, pts, packet.time_base))
+        self.entries.append((packet, pts, self._time_base))
         self.bytes += size
 
     def snapshot(self) -> list[Entry]:

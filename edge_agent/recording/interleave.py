@@ -40,6 +40,9 @@ class Interleaver(Generic[T]):
         self.kinds = tuple(kinds)  # earlier kinds win ties
         self.window = window
         self._queues: dict[str, deque[tuple[float, T]]] = {k: deque() for k in self.kinds}
+        # The same queues in tie-break order: every packet of every camera passes
+        # through push(), so the release scan walks this tuple instead of sorting.
+        self._ordered = tuple((k, self._queues[k]) for k in self.kinds)
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())
@@ -53,31 +56,68 @@ class Interleaver(Generic[T]):
         if queue and ts < queue[-1][0] - BACKWARD_TOLERANCE:
             out.extend(self.drain())
         queue.append((ts, item))
-        self._release(out)
+        # Between pushes some stream has nothing queued and none is queued past the
+        # window (that is where _release stops). While another stream is still
+        # empty, only this one can have passed it: every packet of every camera
+        # comes here, and most need no search over the queues.
+        if not all(self._queues.values()):
+            window = self.window
+            while ts - queue[0][0] > window:
+                out.append((kind, queue.popleft()[1]))
+            return out
+        if len(self._ordered) == 2:
+            self._release_pair(out)  # a camera's video and audio
+        else:
+            self._release(out)
         return out
+
+    def _release_pair(self, out: list[tuple[str, T]]) -> None:
+        """:meth:`_release` for two streams, both with a packet queued."""
+        (first, a), (second, b) = self._ordered
+        while a and b:
+            if b[0][0] < a[0][0]:  # strict: the first kind wins a tie
+                out.append((second, b.popleft()[1]))
+            else:
+                out.append((first, a.popleft()[1]))
+        # One ran dry: the other goes on only past the window.
+        kind, queue = (first, a) if a else (second, b)
+        window = self.window
+        while queue and queue[-1][0] - queue[0][0] > window:
+            out.append((kind, queue.popleft()[1]))
 
     def drain(self) -> list[tuple[str, T]]:
         """Everything still queued, in release order (the source ended or jumped)."""
         out: list[tuple[str, T]] = []
-        while len(self):
-            kind = self._earliest([k for k in self.kinds if self._queues[k]])
-            out.append((kind, self._queues[kind].popleft()[1]))
-        return out
+        while True:
+            earliest, _, _ = self._heads()
+            if earliest is None:
+                return out
+            out.append((earliest, self._queues[earliest].popleft()[1]))
 
     def _release(self, out: list[tuple[str, T]]) -> None:
         while True:
-            if all(self._queues.values()):
-                kind = self._earliest(self.kinds)
-            else:
-                stale = [k for k in self.kinds if self._span(k) > self.window]
-                if not stale:
-                    return
-                kind = self._earliest(stale)
+            earliest, stale, full = self._heads()
+            # Every stream has a packet queued: the earliest is safe to release.
+            # Otherwise only a stream queued for longer than the window goes on.
+            kind = earliest if full else stale
+            if kind is None:
+                return
             out.append((kind, self._queues[kind].popleft()[1]))
 
-    def _earliest(self, kinds: Sequence[str]) -> str:
-        return min(kinds, key=lambda k: (self._queues[k][0][0], self.kinds.index(k)))
-
-    def _span(self, kind: str) -> float:
-        queue = self._queues[kind]
-        return queue[-1][0] - queue[0][0] if queue else 0.0
+    def _heads(self) -> tuple[str | None, str | None, bool]:
+        """The stream whose head is earliest, the same among streams queued past the
+        window (the first in ``kinds`` wins a tie) and whether every stream has one."""
+        earliest = stale = None
+        earliest_ts = stale_ts = 0.0
+        full = True
+        window = self.window
+        for kind, queue in self._ordered:
+            if not queue:
+                full = False
+                continue
+            head = queue[0][0]
+            if earliest is None or head < earliest_ts:  # strict: earlier kinds win ties
+                earliest, earliest_ts = kind, head
+            if queue[-1][0] - head > window and (stale is None or head < stale_ts):
+                stale, stale_ts = kind, head
+        return earliest, stale, full

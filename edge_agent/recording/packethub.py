@@ -277,11 +277,22 @@ class PacketHub:
             return
         with self._lock:
             state = self._state(source_id)
+        self._publish(state, source_id, kind, packet, codec_info)
+
+    def _publish(
+        self,
+        state: _SourceState,
+        source_id: str,
+        kind: str,
+        packet: Packet[Any],
+        codec_info: CodecInfo,
+    ) -> None:
+        with self._lock:
             state.info[kind] = codec_info
             state.last_packet = time.monotonic()
             state.packets += 1
             replay: tuple[Subscription, ...] = ()
-            entries: list[Entry] = []
+            entries: list[Entry] | None = None  # not a new list per packet
             if kind == "video":
                 state.gop.add(packet)
                 if state.replay:
@@ -299,7 +310,7 @@ class PacketHub:
                 state.normalizer_for = codec_info
             normalizer = state.normalizer if kind == "video" and codec_info.is_h264 else None
             state.copied += 1
-        if replay and self._replay(source_id, replay, entries, codec_info):
+        if replay and entries is not None and self._replay(source_id, replay, entries, codec_info):
             # They got this packet as the end of the GOP.
             subs = tuple(s for s in subs if s not in replay)
         try:
@@ -358,13 +369,16 @@ class PacketHub:
         infos = {"video": CodecInfo.from_stream(video)}
         if audio is not None:
             infos["audio"] = CodecInfo.from_stream(audio)
+        # A source's state lives as long as the hub: looked up once, not per packet.
+        with self._lock:
+            state = self._state(source_id)
 
         def publish(kind: str, packet: Packet[Any]) -> None:
             info = infos.get(kind)
             if info is None:
                 return
             try:
-                self.publish(source_id, kind, packet, info)
+                self._publish(state, source_id, kind, packet, info)
             except Exception:
                 # This runs in the recording thread: a live view fault must cost the
                 # preview, never the recording. Off until the next connection.

@@ -227,25 +227,44 @@ class Recorder:
             ("video", "audio") if audio_in is not None else ("video",)
         )
 
+        # Bound once: this loop runs for every packet of every camera.
+        arrived, run_feed, push = run.arrived, run.feed, order.push
+        video_in = source.video
+        is_set = stop.is_set
+
         def feed(kind: str, packet: Packet[Stream]) -> None:
-            ts = run.arrived(kind, packet)
+            ts = arrived(kind, packet)
             if ts is None:
                 return  # no timestamp: a muxer cannot place it
-            for k, (p, t) in order.push(kind, ts, (packet, ts)):
-                run.feed(k, p, t)
+            for k, (p, t) in push(kind, ts, (packet, ts)):
+                run_feed(k, p, t)
             if masker is not None and run.writer is not None:
                 # Keyframes are forced from where the open segment starts.
                 masker.realign(run.writer.start_ts)
 
         try:
             for packet in source.packets(stop):
-                if stop.is_set():
+                if is_set():
                     break
-                kind = self._kind(packet, source.video, audio_in)
-                if kind is None:
-                    continue
+                stream = packet.stream
+                if stream is video_in:
+                    kind = "video"
+                elif stream is audio_in and stream is not None:
+                    kind = "audio"
+                else:
+                    found = self._kind(packet, video_in, audio_in)
+                    if found is None:
+                        continue
+                    kind = found
                 result.packets += 1
-                if masker is None or kind != "video":
+                if masker is None:
+                    # feed() inline: the path of every packet of an unmasked camera.
+                    ts = arrived(kind, packet)
+                    if ts is not None:
+                        for k, (p, t) in push(kind, ts, (packet, ts)):
+                            run_feed(k, p, t)
+                    continue
+                if kind != "video":
                     feed(kind, packet)
                     continue
                 self.live.last_packet = time.monotonic()  # arrival, for stall detection

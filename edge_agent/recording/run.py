@@ -28,7 +28,7 @@ from av.stream import Stream
 
 from edge_agent.core import paramsets
 from edge_agent.core.model import Tags, TimeSource, iso
-from edge_agent.core.segmenter import DEFAULT_MAX_GAP, Action, decide
+from edge_agent.core.segmenter import DEFAULT_MAX_GAP, Action, Decision, decide
 from edge_agent.intake.intake import PARTIAL_PREFIX, Origin
 from edge_agent.media import media
 from edge_agent.media.audio import (
@@ -156,6 +156,7 @@ class Run:
         self.next_drift_check = 0.0
         self.bytes = 0
         self.bytes_mark = (time.monotonic(), 0)
+        self.figures_due = 0.0  # monotonic time :meth:`_figures` is next due
 
     def arrived(self, kind: str, packet: Packet[Stream]) -> float | None:
         """Note a packet's arrival (stall detection); its stream time in seconds, if any."""
@@ -172,23 +173,57 @@ class Run:
 
     def feed(self, kind: str, packet: Packet[Stream], ts: float) -> None:
         """One packet, in time order, at stream time ``ts`` (from :meth:`arrived`)."""
-        tb = self.tb[kind]
-        now_mono = time.monotonic()
-        if kind == "audio" and self.audio is None:
+        is_video = kind == "video"
+        if not is_video and self.audio is None:
             return  # audio dropped during this session
+        # Every packet of every camera comes through here: what a packet needs is
+        # read once into locals, and the parameter-set scan runs on keyframes only.
+        keyframe = is_video and packet.is_keyframe
+        now_mono = time.monotonic()
         params = None
-        if kind == "video" and packet.is_keyframe and self.track_params:
+        if keyframe and self.track_params:
             params = paramsets.parameter_sets(self.vcodec, bytes(packet))
+        writer = self.writer
         d = decide(
-            is_video=kind == "video",
-            is_keyframe=packet.is_keyframe,
+            is_video=is_video,
+            is_keyframe=keyframe,
             ts=ts,
             last_ts=self.last_ts.get(kind),
-            segment_start=self.writer.start_ts if self.writer else None,
+            segment_start=writer.start_ts if writer is not None else None,
             segment_seconds=self.s.segment_seconds,
             max_gap=self.s.max_gap,
-            params_changed=paramsets.changed(self.seg_params, params),
+            params_changed=params is not None and paramsets.changed(self.seg_params, params),
         )
+        if d.action is not Action.WRITE:
+            writer = self._edge(d, kind, packet, ts, now_mono, params)
+            if writer is None:
+                return
+        self.last_ts[kind] = ts
+        if self.publish is not None:
+            # Before the write: the muxer rebases the packet's timestamps in place.
+            self.publish(kind, packet)
+        assert writer is not None
+        self.bytes += packet.size
+        if not is_video and self.converter is not None:
+            try:
+                writer.write_frames(self.converter.decode(packet), ts)
+            except AudioError as exc:
+                self.drop_audio(str(exc), self.converter.plan.source_codec)
+        else:
+            writer.write(kind, packet, ts, self.tb[kind])
+        if is_video and now_mono >= self.figures_due:
+            self._figures(ts, now_mono)
+
+    def _edge(
+        self,
+        d: Decision,
+        kind: str,
+        packet: Packet[Stream],
+        ts: float,
+        now_mono: float,
+        params: paramsets.ParamSets | None,
+    ) -> SegmentWriter | None:
+        """Cut, close or open a segment at this packet: the writer it goes to, if any."""
         if d.action in (Action.CUT, Action.CLOSE):
             if d.reason == "duration" and self.writer is not None:
                 # Segments abut: this one ends where the next begins (packets come
@@ -204,26 +239,11 @@ class Run:
                 self.anchor = None
         if d.action in (Action.SKIP, Action.CLOSE):
             self.last_ts[kind] = ts
-            return
-        self.last_ts[kind] = ts
-        if d.action in (Action.OPEN, Action.CUT):
-            raw = packet.dts if packet.dts is not None else packet.pts
-            assert raw is not None  # arrived() let only timestamped packets through
-            self.open(Fraction(raw) * packet.time_base, now_mono, params)
-        if self.publish is not None:
-            # Before the write: the muxer rebases the packet's timestamps in place.
-            self.publish(kind, packet)
-        assert self.writer is not None
-        self.bytes += packet.size
-        if kind == "audio" and self.converter is not None:
-            try:
-                self.writer.write_frames(self.converter.decode(packet), ts)
-            except AudioError as exc:
-                self.drop_audio(str(exc), self.converter.plan.source_codec)
-        else:
-            self.writer.write(kind, packet, ts, tb)
-        if kind == "video":
-            self._figures(ts, now_mono)
+            return None
+        raw = packet.dts if packet.dts is not None else packet.pts
+        assert raw is not None  # arrived() let only timestamped packets through
+        self.open(Fraction(raw) * packet.time_base, now_mono, params)
+        return self.writer
 
     # -- wall clock ------------------------------------------------------------------
 
@@ -231,6 +251,7 @@ class Run:
         if self.anchor is None:
             self.anchor = (self.host.now(), ts, now_mono)
             self.next_drift_check = now_mono + _DRIFT_CHECK
+            self._figures_next()
         wall0, ts0, _ = self.anchor
         return wall0 + timedelta(seconds=ts - ts0)
 
@@ -240,9 +261,11 @@ class Run:
             rate = int((self.bytes - b_mark) * 8 / (now_mono - t_mark))
             self.host.note(bitrate_bps=rate)
             self.bytes_mark = (now_mono, self.bytes)
+        self._figures_next()
         if self.anchor is None or now_mono < self.next_drift_check:
             return
         self.next_drift_check = now_mono + _DRIFT_CHECK
+        self._figures_next()
         _, ts0, mono0 = self.anchor
         drift = (ts - ts0) - (now_mono - mono0)
         self.host.note(drift=round(drift, 3))
@@ -256,6 +279,13 @@ class Run:
             )
             self.host.warn("clock_drift", text)
             self.anchor = (self.host.now(), ts, now_mono)
+
+    def _figures_next(self) -> None:
+        """When :meth:`_figures` has something to do: the next bitrate or drift figure."""
+        due = self.bytes_mark[0] + _BITRATE_WINDOW
+        if self.anchor is not None:
+            due = min(due, self.next_drift_check)
+        self.figures_due = due
 
     # -- segments ----------------------------------------------------------------------
 

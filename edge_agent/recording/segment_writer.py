@@ -120,28 +120,18 @@ class SegmentWriter:
         target = self._video if kind == "video" else self._audio
         if target is None:
             return
-        self._mux(kind, target, packet, ts, tb)
-
-    def write_frames(self, frames: list[AudioFrame], ts: float) -> None:
-        """Encode decoded audio from a packet at stream time ``ts``; AudioError if it fails."""
-        if self._encoder is None or self._audio is None:
-            return
-        encoder, target = self._encoder, self._audio
-        tb = float(encoder.time_base)
-        for packet in encoder.encode(frames, ts):
-            self._mux("audio", target, packet, (packet.pts or 0) * tb, tb)
-
-    def _mux(self, kind: str, target: Stream, packet: Packet[Stream], ts: float, tb: float) -> None:
         shift = self._shift.get(kind)
         if shift is None:
             shift = self._shift[kind] = round(self.start_exact / packet.time_base)
-        if packet.pts is not None:
-            packet.pts -= shift
-        if packet.dts is not None:
-            packet.dts -= shift
+        # Each read of a PyAV timestamp is a call into the extension: once each.
+        pts, dts = packet.pts, packet.dts
+        if pts is not None:
+            packet.pts = pts - shift
+        if dts is not None:
+            packet.dts = dts - shift
         packet.stream = target
         try:
-            self._out.mux(packet)
+            self._out.mux_one(packet)
         except av.error.FFmpegError as exc:
             if isinstance(exc, OSError):
                 raise  # the disk: the caller stops and keeps what is written
@@ -162,13 +152,23 @@ class SegmentWriter:
         if ts + step > self.end_ts and (kind == "video" or self._encoder is None):
             self.end_ts = ts + step
 
+    def write_frames(self, frames: list[AudioFrame], ts: float) -> None:
+        """Encode decoded audio from a packet at stream time ``ts``; AudioError if it fails."""
+        if self._encoder is None or self._audio is None:
+            return
+        encoder = self._encoder
+        tb = float(encoder.time_base)
+        for packet in encoder.encode(frames, ts):
+            # Encoded packets go to the audio stream the encoder feeds, like a copy.
+            self.write("audio", packet, (packet.pts or 0) * tb, tb)
+
     @property
     def seconds(self) -> float:
         return self.end_ts - self.start_ts
 
     def close(self) -> None:
-        encoder, target = self._encoder, self._audio
-        if encoder is not None and target is not None:
+        encoder = self._encoder
+        if encoder is not None and self._audio is not None:
             # The samples of this segment's last packets go into this segment.
             try:
                 tail = encoder.flush()
@@ -177,5 +177,5 @@ class SegmentWriter:
                 tail = []
             tb = float(encoder.time_base)
             for packet in tail:
-                self._mux("audio", target, packet, (packet.pts or 0) * tb, tb)
+                self.write("audio", packet, (packet.pts or 0) * tb, tb)
         self._out.close()
