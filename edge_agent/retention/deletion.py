@@ -210,7 +210,7 @@ def _bulk_unlink(paths: Sequence[str]) -> None:
                         stderr=subprocess.DEVNULL,
                     )
                 )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in a path
             log.debug("bulk unlink helper unavailable (%s); unlinking in-process", exc)
             return
         finally:
