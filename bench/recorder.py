@@ -148,6 +148,7 @@ segment_seconds = 10
 {extra}
 ''', tmp)
 cat = Catalog.open(tmp / "catalog.db", device_id="bench", storage_root=tmp / "rec")
+cat.anchor_interval = 1.0  # as the daemon opens it (app/daemon.py ANCHOR_INTERVAL)
 mgr = RecorderManager(source_plans(cfg), Intake(cat, intake_settings(cfg)), cfg.storage.root)
 
 def cpu():
@@ -367,6 +368,7 @@ def closed(self, seg):
     real_closed(self, seg)
 SegmentFiler.segment_closed = closed  # the recorders hold bound methods: patch the class
 cat = Catalog.open(tmp / "catalog.db", device_id="bench", storage_root=tmp / "rec")
+cat.anchor_interval = 1.0  # as the daemon opens it (app/daemon.py ANCHOR_INTERVAL)
 intake = Intake(cat, intake_settings(cfg))
 mgr = RecorderManager(source_plans(cfg), intake, cfg.storage.root)
 if hub_on:

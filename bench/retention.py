@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.catalog import build as build_catalog
+from edge_agent.app.daemon import ANCHOR_INTERVAL
 from edge_agent.core.clock import FakeClock
 from edge_agent.core.model import (
     NOTICE_PERIODS,
@@ -110,6 +111,7 @@ def deletion_bench(base: Path, n: int, batch: int) -> tuple[float, float]:
     entries = make_tree(jroot, n)
     make_tree(froot, n)
     cat = Catalog.open(base / "janitor" / "catalog.db", device_id="bench", storage_root=jroot)
+    cat.anchor_interval = ANCHOR_INTERVAL  # as the daemon opens it
     catalogue(cat, entries)
     cat.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     clock = FakeClock(NOW, synced=True)
