@@ -260,14 +260,18 @@ def unlink_marked(storage_root: Path, marked: Sequence[Doomed], *, fsync: bool) 
     # decides success: nothing rests on a helper process's word. A name its folder no
     # longer lists is gone; one listing per folder instead of an ENOENT per file keeps
     # this thread off the GIL the catalog thread needs.
-    errors = [_unlink(p) if left is None or p in left else None for p in paths]
-    for d, path, err in zip(marked, paths, errors, strict=True):
+    dirs: set[str] = set()
+    for d, path in zip(marked, paths, strict=True):
+        err = _unlink(path) if left is None or path in left else None
         if err is not None:
             log.error("cannot delete %s (recording %s): %s", path, d.rec.id, err)
             res.failed.append((d.rec.id, err))
             continue
-        res.dirs.add(Path(path).parent)
+        dirs.add(os.path.dirname(path))
         res.done.append(d)
+    # Folder names as text until here: a Path per file was most of this thread's
+    # Python work, and that work competes with the catalog thread for the GIL.
+    res.dirs = {Path(f) for f in dirs}
     if fsync:
         for folder in sorted(res.dirs):
             with contextlib.suppress(FileNotFoundError):

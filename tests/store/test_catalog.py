@@ -6,6 +6,7 @@ import dataclasses
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from edge_agent.core.model import (
     Tags,
     TimeSource,
 )
+from edge_agent.store.audit import canonical_json
 from edge_agent.store.catalog import (
     STORAGE_MARKER,
     Catalog,
@@ -462,8 +464,24 @@ def test_outbox_rejects_reserved_keys_and_bad_class(cat: Catalog) -> None:
         ob.enqueue("x", {"seq": 9}, ts=T0)
     with pytest.raises(ValueError, match="outbox class"):
         ob.enqueue("x", {}, ts=T0, cls="other")
+    with pytest.raises(ValueError, match=r"reserved key\(s\) \['id', 'type'\]"):
+        ob.enqueue_many([("ok", {"n": 1}), ("x", {"type": "y", "id": 2})], ts=T0)
     assert ob.oldest_age(T0) is None
     assert ob.depth() == 0  # nothing half-written by the refused calls
+
+
+def test_outbox_batch_ids_and_payloads(cat: Catalog) -> None:
+    ob = Outbox(cat)
+    ob.enqueue("first", {}, ts=T0)
+    got = ob.enqueue_many([("b", {"n": i, "text": "é"}) for i in range(300)], ts=T0)
+    assert [e.seq for e in got] == list(range(2, 302))  # gap-free after the single one
+    assert len({e.id for e in got}) == 300
+    assert all(uuid.UUID(e.id).version == 4 and str(uuid.UUID(e.id)) == e.id for e in got)
+    stored = {r[0]: r[2] for r in ob.rows_after(1, 1000)}
+    for e in got:
+        assert stored[e.seq] == canonical_json(e.payload)
+        assert e.payload == {"n": e.payload["n"], "text": "é", "id": e.id, "seq": e.seq,
+                             "ts": "2024-03-01T12:00:00Z", "type": "b"}  # fmt: skip
 
 
 # -- identity / wrong disk -----------------------------------------------------
