@@ -36,7 +36,7 @@ __all__ = [
 
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 DISPLAY_MAX = 200  # characters of a name kept in audit, events and logs
-_CHUNK = 1 << 20
+_CHUNK = 64 * 1024
 # Our side is short of something (descriptors, memory): not the file's fault, so
 # these are raised for a later retry instead of refusing or quarantining it.
 TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EINTR})
@@ -79,11 +79,15 @@ class Source:
         return display_name(self.path)
 
     def sha256(self) -> str:
+        # One buffer below glibc's mmap threshold: a new 1 MiB bytes object per read
+        # came from a fresh mmap and faulted in every page (host/fsutil.py).
         digest = hashlib.sha256()
+        buf = bytearray(_CHUNK)
+        view = memoryview(buf)
         offset = 0
-        while block := os.pread(self.fd, _CHUNK, offset):
-            digest.update(block)
-            offset += len(block)
+        while n := os.preadv(self.fd, [buf], offset):
+            digest.update(view[:n])
+            offset += n
         return digest.hexdigest()
 
     def still_named(self) -> bool:
