@@ -202,7 +202,12 @@
     $('#doctor .body').replaceChildren(list);
   }
 
+  // Answers can arrive out of order (a slow one started before a hold was released):
+  // only the newest refresh draws, so an older answer never paints over a newer one.
+  const drawn = { timelines: 0, overview: 0 };
+
   async function refreshTimelines() {
+    const gen = ++drawn.timelines;
     const win = $('#window').value;
     const body = $('#timelines .body');
     const parts = await Promise.all(state.locations.map(async (loc) => {
@@ -217,6 +222,7 @@
       fig.append(el('div', { class: 'scroll' }, document.importNode(doc.documentElement, true)));
       return fig;
     }));
+    if (gen !== drawn.timelines) return;
     body.replaceChildren(...parts);
     // Where a timeline scrolls (a phone), show its recent end first: now is on the right.
     body.querySelectorAll('.scroll').forEach((s) => { s.scrollLeft = s.scrollWidth; });
@@ -229,9 +235,11 @@
   }
 
   async function refresh() {
+    const gen = ++drawn.overview;
     try {
       const [ov, src, holds, ev] = await Promise.all([getJson('/api/overview'),
         getJson('/api/sources'), getJson('/api/holds'), getJson('/api/events?limit=20')]);
+      if (gen !== drawn.overview) return;
       renderOverview(ov);
       renderSources(src.sources);
       renderHolds(holds.holds);
