@@ -51,7 +51,12 @@ from edge_agent.media.media_probe import (
     open_input,
     probe_open,
 )
-from edge_agent.media.packet_scan import PacketScan, PacketScanner, scanned_streams
+from edge_agent.media.packet_scan import (
+    PacketScan,
+    PacketScanner,
+    indexed_span,
+    scanned_streams,
+)
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +221,17 @@ def _copy_packets(
     mapping: dict[int, Stream],
     convert: _Transcoders,
     scanner: PacketScanner | None,
+    size: int,
 ) -> tuple[int, int, int]:
     scanned: set[int] = set()
     if scanner is not None:
-        scanned = {s.index for group in scanned_streams(inp) for s in group}
+        for group in scanned_streams(inp):
+            for s in group:
+                span = None if s.index in mapping else indexed_span(inp, s, size)
+                if span is None:
+                    scanned.add(s.index)
+                else:  # left out and its data all there: the index is its packets
+                    scanner.add_span(*span)
     selected = [s for s in inp.streams if s.index in mapping or s.index in scanned]
     video = audio = skipped = 0
     packets = inp.demux(selected)
@@ -364,7 +376,7 @@ def _attempt(
             scanner = None
             if scan:
                 scanner = PacketScanner({v.index for v in scanned_streams(inp)[0]})
-            video, audio, skipped = _copy_packets(inp, out, dst, mapping, convert, scanner)
+            video, audio, skipped = _copy_packets(inp, out, dst, mapping, convert, scanner, size)
             if video == 0:
                 raise MediaError(Reason.REMUX_FAILED, "no video packet to copy", src)
         except BaseException:

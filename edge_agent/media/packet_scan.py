@@ -97,6 +97,13 @@ class PacketScanner:
                     self._gap = step
             self._prev_video = sec
 
+    def add_span(self, first: float, last_end: float) -> None:
+        """A stream's span known without feeding its packets (:func:`indexed_span`)."""
+        if self._first is None or first < self._first:
+            self._first = first
+        if last_end > self._last_end:
+            self._last_end = last_end
+
     def result(self) -> PacketScan:
         span = 0.0 if self._first is None else max(0.0, self._last_end - self._first)
         return PacketScan(self._count, span, self._gap)
@@ -111,7 +118,7 @@ def predict_scan(container: InputContainer) -> PacketScan | None:
     matters to :meth:`PacketScan.truncated` near its slack, and the caller checks
     the measured scan against this one anyway.
     """
-    if not container.format.name.startswith("mov,mp4"):
+    if not _is_mp4(container):
         return None
     video, audio = scanned_streams(container)
     if not video:
@@ -120,17 +127,46 @@ def predict_scan(container: InputContainer) -> PacketScan | None:
     last_end = 0.0
     count = 0
     for s in (*video, *audio):
-        if s.start_time is None or s.duration is None or s.time_base is None:
+        span = _span(s)
+        if span is None:
             return None
-        tb = float(s.time_base)
-        start = s.start_time * tb
-        end = start + s.duration * tb
-        if s.type == "audio" and len(s.index_entries):
-            start = min(start, s.index_entries[0].timestamp * tb)
-        elif s.type == "video":
+        if s.type == "video":
             count += s.frames
-        first = start if first is None or start < first else first
-        last_end = max(last_end, end)
+        first = span[0] if first is None or span[0] < first else first
+        last_end = max(last_end, span[1])
     if first is None:
         return None
     return PacketScan(count, max(0.0, last_end - first), 0.0, measured=False)
+
+
+def _is_mp4(container: InputContainer) -> bool:
+    return container.format.name.startswith("mov,mp4")
+
+
+def _span(s: Stream) -> tuple[float, float] | None:
+    """(first, end) of one MP4 stream in seconds as its index tells it."""
+    if s.start_time is None or s.duration is None or s.time_base is None:
+        return None
+    tb = float(s.time_base)
+    start = s.start_time * tb
+    end = start + s.duration * tb
+    if s.type == "audio" and len(s.index_entries):
+        start = min(start, s.index_entries[0].timestamp * tb)
+    return start, end
+
+
+def indexed_span(container: InputContainer, s: Stream, size: int) -> tuple[float, float] | None:
+    """An MP4 stream's span from its index, when every sample it indexes lies within
+    the ``size`` bytes of the file; None when its packets must be read to know.
+
+    The MP4 demuxer gives exactly the indexed samples whose bytes are there, so a
+    remux that leaves a stream out (audio being removed) need not demux it for the
+    scan: the index is the packets. A file cut off inside that stream's data is
+    read as before.
+    """
+    if not _is_mp4(container):
+        return None
+    entries = s.index_entries
+    if not len(entries) or max(e.pos + e.size for e in entries) > size:
+        return None
+    return _span(s)

@@ -17,7 +17,7 @@ import pytest
 
 from edge_agent.media import media, media_probe
 from edge_agent.media.packet_scan import predict_scan
-from tests.support.mediagen import make_video
+from tests.support.mediagen import make_video, truncate
 
 VARIANTS = [
     (c, a, b)
@@ -89,6 +89,23 @@ def test_remux_scans_what_a_scan_reads(tmp_path: Path) -> None:
         )
         assert made.scan == media.scan_packets(src), (container, drop)
         assert media.remux(src, tmp_path / "plain", tags={}, drop_audio=drop).scan is None
+
+
+@pytest.mark.parametrize("keep", [0.999, 0.9, 0.6])
+def test_audio_left_out_of_a_cut_file_is_still_measured(tmp_path: Path, keep: float) -> None:
+    # Audio being removed is not demuxed when the index shows all its bytes are
+    # there; a file cut inside its data must be read as before.
+    whole = make_video(tmp_path / "whole.mp4", seconds=3, audio="aac")
+    src = tmp_path / "cut.mp4"
+    with av.open(str(whole)) as i, av.open(str(src), "w", options={"movflags": "faststart"}) as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams}
+        for pkt in i.demux():
+            if pkt.dts is not None:
+                pkt.stream = streams[pkt.stream.index]
+                o.mux(pkt)
+    truncate(src, keep)
+    made = media.remux(src, tmp_path / "out.mp4", tags={}, drop_audio=True, scan=True)
+    assert made.scan == media.scan_packets(src)
 
 
 def test_no_index_to_tell_from(tmp_path: Path) -> None:
