@@ -97,6 +97,9 @@ class Catalog:
         self._anchor_lock = threading.Lock()
         self._anchor_pending: dict[str, Callable[[], None]] = {}
         self._anchor_last: dict[str, float] = {}
+        # "NORMAL": commits reach the WAL file but the disk only at a checkpoint,
+        # so an anchor file is written after the WAL is synced (_sync_wal).
+        self.synchronous = "NORMAL"
         self._closed = False
         # The row stores (one module each; docs/design/architecture.md, store).
         self.recordings = RecordingStore(self)
@@ -148,6 +151,7 @@ class Catalog:
             conn.execute(f"PRAGMA synchronous={sync}")
             conn.execute("PRAGMA foreign_keys=ON")
             catalog = cls(path, conn)
+            catalog.synchronous = sync
             if not up_to_date(conn):
                 apply_migrations(catalog.db)
             catalog._check_identity(device_id, Path(storage_root))
@@ -287,6 +291,11 @@ class Catalog:
                 return
             self._anchor_pending.pop(key, None)
             self._anchor_last[key] = now
+            try:
+                self._sync_wal()
+            except OSError:
+                self._anchor_pending[key] = write  # the next flush tries again
+                raise
             write()
 
     @property
@@ -297,12 +306,42 @@ class Catalog:
         """Write every pending anchor file (blocking: fsyncs)."""
         with self._anchor_lock:
             pending, self._anchor_pending = self._anchor_pending, {}
+            if pending:
+                try:
+                    self._sync_wal()
+                except OSError:
+                    # Unsynced commits must not be claimed: keep them for the next flush.
+                    log.exception("catalog WAL not synced; audit head not written")
+                    self._anchor_pending = {**pending, **self._anchor_pending}
+                    return
             for key, write in pending.items():
                 self._anchor_last[key] = time.monotonic()
                 try:
                     write()
                 except Exception:
                     log.exception("anchor %r not written", key)
+
+    def _sync_wal(self) -> None:
+        """Make every commit so far durable before an anchor file claims it.
+
+        Under ``synchronous=NORMAL`` a commit is in the WAL file but reaches the
+        disk only at the next checkpoint, which syncs the WAL first and the
+        database after. A head file fsynced before that would, after a power
+        cut, name entries the database no longer holds, and ``audit verify``
+        would report a truncation that no one made. One fsync per anchor write
+        (at most once a second in the daemon) closes that; a checkpoint that
+        has already moved the frames into the database synced them itself.
+        """
+        if self.synchronous == "FULL":
+            return  # every commit synced the WAL already
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # no WAL: everything is in the database file, synced by its checkpoint
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def __enter__(self) -> Catalog:
         return self

@@ -277,6 +277,61 @@ def test_truncation_beyond_a_lagging_head_is_still_found(paths: tuple[Path, Path
     cat.close()
 
 
+def test_head_file_never_claims_commits_the_disk_may_not_hold(
+    paths: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # synchronous=NORMAL: a commit reaches the disk at the next checkpoint. The head
+    # file is fsynced, so it must follow a sync of the WAL, or a power cut could leave
+    # it naming entries the catalog lost, which verify reports as a truncation.
+    import os
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    cat = Catalog.open(paths[0], device_id="gw-1", storage_root=paths[1])
+    audit = AuditLog(cat)
+    wal, head = f"{paths[0]}-wal", f".{audit.head_path.name}.tmp"
+    for immediate in (True, False):
+        cat.anchor_interval = 0.0 if immediate else 3600.0
+        synced.clear()
+        for _ in range(3):
+            audit.append("a", actor="t", ts=T0)
+        cat.flush_anchors()
+        heads = [i for i, p in enumerate(synced) if Path(p).name.startswith(head)]
+        assert heads, synced
+        for i in heads:
+            assert wal in synced[:i], (immediate, synced)
+            assert synced[:i].count(wal) >= (heads.index(i) + 1), synced
+    cat.close()
+
+
+def test_head_waits_when_the_wal_cannot_be_synced(
+    paths: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cat = Catalog.open(paths[0], device_id="gw-1", storage_root=paths[1])
+    audit = AuditLog(cat)
+    audit.append("a", actor="t", ts=T0)
+    assert _head_seq(audit) == 1
+
+    def fail() -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(cat, "_sync_wal", fail)
+    audit.append("b", actor="t", ts=T0)  # committed; its head is not claimed
+    cat.flush_anchors()
+    assert _head_seq(audit) == 1 and cat.anchors_pending
+    assert audit.verify().ok
+    monkeypatch.undo()
+    cat.flush_anchors()
+    assert _head_seq(audit) == 2 and not cat.anchors_pending
+    cat.close()
+
+
 _text = st.text(st.characters(codec="utf-8"), max_size=40)
 
 
