@@ -69,6 +69,7 @@ from edge_agent.core.model import utcnow
 from edge_agent.intake.adopter import FolderAdopter, WatchSpec
 from edge_agent.intake.intake import Intake
 from edge_agent.intake.runtime import origin_for_watch
+from edge_agent.media.media_worker import MediaWorker
 from edge_agent.recording.recorder_manager import ManagerSettings, RecorderManager
 from edge_agent.retention.janitor import Janitor
 from edge_agent.retention.storage_gate import RETRY_BASE, RETRY_CAP
@@ -420,13 +421,18 @@ async def run_agent(cfg: Config, *, shutdown_timeout: float = 10.0, hard_exit: b
     catalog = await asyncio.to_thread(open_catalog_from_config, cfg)
     # The monitor flushes a pending audit head every tick, close() at the end.
     catalog.anchor_interval = ANCHOR_INTERVAL
+    # Files from watched folders are probed and remuxed in a child process, started
+    # on the first one and stopped by the monitor when idle (media/media_worker.py).
+    worker = MediaWorker()
     try:
         agent = Agent(cfg, catalog, shutdown_timeout=shutdown_timeout, hard_exit=hard_exit)
+        agent.intake.media_worker = worker
         agent.install_signals()
         await agent.recover()
         agent.build()
         return await agent.run()
     finally:
+        await asyncio.to_thread(worker.close)  # every adopter has stopped by now
         catalog.close()
 
 

@@ -128,6 +128,9 @@ class Monitor:
                     next_status = mono + self.status_interval
                 if self.catalog.anchors_pending:
                     await asyncio.to_thread(self.catalog.flush_anchors)
+                worker = self.intake.media_worker
+                if worker is not None and worker.pid is not None:
+                    await asyncio.to_thread(worker.stop_if_idle)
                 self._judge_health(probe, mono - (self.janitor.heartbeat or started))
                 if interval and not self.health_problems:
                     sdnotify.watchdog()

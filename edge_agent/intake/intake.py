@@ -66,6 +66,7 @@ from edge_agent.store.catalog import Catalog
 from edge_agent.store.outbox_store import Outbox
 
 if TYPE_CHECKING:
+    from edge_agent.media.media_worker import MediaWorker
     from edge_agent.retention.storage_gate import StorageGate
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,10 @@ class Intake:
     # The running daemon's (edge_agent.retention.storage_gate): nothing is written to a storage
     # root that is not the disk the agent started on, or that fails. None in the CLI.
     gate: StorageGate | None = None
+    # The running daemon's (edge_agent.media.media_worker): files from outside are
+    # probed and remuxed in a child process, so one that crashes or hangs FFmpeg
+    # costs a verdict, not the daemon. None: in this process (the CLI, tests).
+    media_worker: MediaWorker | None = None
 
     def __init__(
         self,
@@ -174,9 +179,7 @@ class Intake:
         try:
             sha = opened.sha256()
             # An MP4's scan is predicted from its index and measured by the remux.
-            probe, scan = media.probe_and_scan(
-                opened.proc, max_streams=self.settings.max_streams, predict=True
-            )
+            probe, scan = self._probe_and_scan(opened, predict=True)
         except OSError as exc:
             if _transient(exc):
                 opened.close()
@@ -276,8 +279,8 @@ class Intake:
                 # file. Muxers reformat it, so it is not part of what verify compares.
                 mux_tags["creation_time"] = iso(tags.start)
             try:
-                made = media.remux(
-                    src.proc, tmp, tags=mux_tags, drop_audio=not keep_audio,
+                made = self._remux(
+                    src, tmp, tags=mux_tags, drop_audio=not keep_audio,
                     container=container, scan=not scan.measured,
                 )  # fmt: skip
                 if made.scan is not None:
@@ -311,9 +314,36 @@ class Intake:
             extra["header_seconds"] = probe.duration
         return Written(ex, tmp, final, tags, rec_id, truncated, audio_removed, extra)
 
+    def _probe_and_scan(
+        self, src: Source, *, predict: bool
+    ) -> tuple[media.ProbeResult, media.PacketScan]:
+        worker = self.media_worker
+        if worker is None:
+            return media.probe_and_scan(
+                src.proc, max_streams=self.settings.max_streams, predict=predict
+            )
+        return worker.probe_and_scan(
+            src.fd, src.proc, max_streams=self.settings.max_streams, predict=predict
+        )
+
+    def _remux(
+        self, src: Source, tmp: Path, *, tags: dict[str, str], drop_audio: bool,
+        container: str, scan: bool,
+    ) -> media.RemuxResult:  # fmt: skip
+        worker = self.media_worker
+        if worker is None:
+            return media.remux(
+                src.proc, tmp, tags=tags, drop_audio=drop_audio, container=container, scan=scan
+            )
+        return worker.remux(
+            src.fd, tmp, tags=tags, drop_audio=drop_audio, container=container, scan=scan
+        )
+
     def _measure(self, src: Source) -> media.PacketScan | str:
         """The source's packets read on their own; a quarantine reason if they cannot be."""
         try:
+            if self.media_worker is not None:
+                return self._probe_and_scan(src, predict=False)[1]
             return media.scan_packets(src.proc)
         except media.MediaError as exc:
             if _transient(exc.__cause__):

@@ -7,6 +7,7 @@ pressure valve, health checks and the restart supervisor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from edge_agent.app.health import HealthReading, HealthSettings, OutboxProgress, problems
@@ -229,11 +231,28 @@ def test_a_failing_component_is_restarted_and_reported(tmp_path: Path, broker: B
         os.rename(clip, watch / "clip.mp4")
         wait_until(lambda: not (watch / "clip.mp4").exists(), timeout=20, what="adoption")
         assert agent.poll() is None
+        # Files from outside are read in a child (media/media_worker.py). Killed as a
+        # crashing demuxer would be, it costs nothing but a new child for the next file.
+        (child,) = [c for c in psutil.Process(agent.pid).children() if _media_child(c)]
+        child.kill()
+        child.wait(5)
+        clip = make_video(tmp_path / "clip2.mp4", seconds=1.0, audio=None)
+        os.rename(clip, watch / "clip2.mp4")
+        wait_until(lambda: not (watch / "clip2.mp4").exists(), timeout=20, what="adoption")
+        (child,) = [c for c in psutil.Process(agent.pid).children() if _media_child(c)]
+        assert agent.poll() is None
         assert stop(agent) == 0
+        child.wait(5)  # no child outlives the agent (raises if it does)
     finally:
         sub.close()
         if agent.poll() is None:
             agent.kill()
+
+
+def _media_child(proc: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return "edge_agent.media.media_child" in proc.cmdline()
+    return False
 
 
 # -- pure parts ---------------------------------------------------------------------------
