@@ -71,6 +71,39 @@ def test_answers_as_the_calls_in_this_process(
     assert worker.started == 1, "one child served every call"
 
 
+def test_a_probe_does_not_wait_behind_a_remux(tmp_path: Path, worker: MediaWorker) -> None:
+    clip = make_video(tmp_path / "clip.mp4", seconds=3, audio="aac")
+    short = make_video(tmp_path / "short.mkv", container="mkv")
+    fd_clip, fd_short = _fd(clip), _fd(short)
+    try:
+        worker.probe_and_scan(fd_short, short, predict=True)
+        first = worker.pid
+        assert first is not None
+        # Stopped, the first child holds the remux for as long as the test wants.
+        os.kill(first, signal.SIGSTOP)
+        remuxed: list[media.RemuxResult] = []
+        t = threading.Thread(
+            target=lambda: remuxed.append(
+                worker.remux(fd_clip, tmp_path / "o.mp4", tags={}, drop_audio=True)
+            )
+        )
+        t.start()
+        try:
+            while not any(c.busy for c in worker._children):
+                time.sleep(0.001)
+            probed = [worker.probe_and_scan(fd_short, short, predict=False) for _ in range(3)]
+            assert t.is_alive(), "the probes did not wait for the remux"
+        finally:
+            os.kill(first, signal.SIGCONT)
+        t.join(30)
+        assert probed[0] == media.probe_and_scan(short, predict=False)
+        assert remuxed[0].video_packets == media.count_packets(clip)
+        assert worker.started == 2 and len(worker.pids) == 2
+    finally:
+        os.close(fd_clip)
+        os.close(fd_short)
+
+
 def test_file_verdicts_cross_over(tmp_path: Path, worker: MediaWorker) -> None:
     junk = write_garbage(tmp_path / "junk.mp4", 64 * 1024, seed=3)
     cut = truncate(make_video(tmp_path / "cut.mp4", seconds=2), 0.5)
@@ -201,9 +234,9 @@ def test_child_killed_while_idle_is_replaced_without_a_failure(
 def test_replies_that_break_the_protocol_are_refused(worker: MediaWorker) -> None:
     for reply in (b"what\n{}", b"media\nnot json", b"media\n{}", b"media\n[1]"):
         with pytest.raises(MediaWorkerError):
-            worker._unwrap("probe", reply)
+            worker._unwrap("probe", reply, worker._children[0])
     with pytest.raises(MediaWorkerError, match="RuntimeError: boom"):
-        worker._unwrap("remux", b"error\nRuntimeError: boom")
+        worker._unwrap("remux", b"error\nRuntimeError: boom", worker._children[0])
 
 
 # -- through the adopter ------------------------------------------------------------------
