@@ -23,14 +23,17 @@ from edge_agent.host import fsutil
 from edge_agent.intake.intake import PARTIAL_PREFIX, Intake, Origin
 from edge_agent.intake.runtime import intake_settings, origin_for_source
 from edge_agent.recording.filer import SegmentFiler, _Alarm, plan_wave
+from edge_agent.recording.recorder import find_partials
 from edge_agent.recording.run import ClosedSegment
 from edge_agent.store.audit import AuditLog
 from edge_agent.store.catalog import Catalog
 from edge_agent.store.outbox_store import Outbox
 from tests.support.mediagen import make_video
+from tests.support.recorder import open_rig, running, source
 
 T0 = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 CAMS = ("cam-a", "cam-b", "cam-c", "cam-d")
+Rows = Callable[[], int]
 
 
 def config_text(tmp: Path, storage: str) -> str:
@@ -120,20 +123,21 @@ def fsyncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 @pytest.fixture()
-def syncfs_calls(monkeypatch: pytest.MonkeyPatch) -> Callable[[Rig], list[tuple[float, int]]]:
-    """Each syncfs of the storage root: (when, rows catalogued at that moment)."""
+def syncfs_calls(monkeypatch: pytest.MonkeyPatch) -> Callable[[Rows], list[tuple[float, int]]]:
+    """Each syncfs of the storage root (recorded, then the real one runs): when, and
+    how many rows the catalog had at that moment (``rows`` counts them)."""
     calls: list[tuple[float, int]] = []
     real = fsutil.syncfs
-    current: list[Rig] = []
+    count: list[Rows] = []
 
     def recording_syncfs(path: Path) -> None:
-        calls.append((time.monotonic(), current[0].rows() if current else -1))
+        calls.append((time.monotonic(), count[0]() if count else -1))
         real(path)
 
     monkeypatch.setattr(fsutil, "syncfs", recording_syncfs)
 
-    def attach(r: Rig) -> list[tuple[float, int]]:
-        current.append(r)
+    def attach(rows: Rows) -> list[tuple[float, int]]:
+        count.append(rows)
         return calls
 
     return attach
@@ -189,10 +193,10 @@ async def test_segments_closed_together_are_filed_in_order_with_alarms_between(
 
 
 async def test_always_from_the_config_fsyncs_every_segment(
-    tmp_path: Path, fsyncs: list[str], syncfs_calls: Callable[[Rig], list[tuple[float, int]]]
+    tmp_path: Path, fsyncs: list[str], syncfs_calls: Callable[[Rows], list[tuple[float, int]]]
 ) -> None:
     async with rig(tmp_path, 'fsync = "always"') as r:
-        calls = syncfs_calls(r)
+        calls = syncfs_calls(r.rows)
         assert r.filer.batch_seconds is None
         segs = [r.segment(c) for c in CAMS]
         r.hand_over(segs)
@@ -202,11 +206,11 @@ async def test_always_from_the_config_fsyncs_every_segment(
 
 
 async def test_batched_files_only_after_one_syncfs_within_the_batch(
-    tmp_path: Path, fsyncs: list[str], syncfs_calls: Callable[[Rig], list[tuple[float, int]]]
+    tmp_path: Path, fsyncs: list[str], syncfs_calls: Callable[[Rows], list[tuple[float, int]]]
 ) -> None:
     batch = 1.0
     async with rig(tmp_path, f'fsync = "batched"\nfsync_batch_seconds = {batch}') as r:
-        calls = syncfs_calls(r)
+        calls = syncfs_calls(r.rows)
         assert r.filer.batch_seconds == batch
         segs = [r.segment(c) for c in CAMS] + [r.segment(c) for c in CAMS]
         handed = time.monotonic()
@@ -227,10 +231,10 @@ async def test_batched_files_only_after_one_syncfs_within_the_batch(
 
 
 async def test_drained_syncs_and_files_what_waits_at_once(
-    tmp_path: Path, syncfs_calls: Callable[[Rig], list[tuple[float, int]]]
+    tmp_path: Path, syncfs_calls: Callable[[Rows], list[tuple[float, int]]]
 ) -> None:
     async with rig(tmp_path, 'fsync = "batched"\nfsync_batch_seconds = 600') as r:
-        calls = syncfs_calls(r)
+        calls = syncfs_calls(r.rows)
         segs = [r.segment(c) for c in CAMS]
         r.hand_over(segs)
         r.filer.alarm("alarm.audio_dropped", {"source_id": "cam-b", "reason": "test"})
@@ -242,3 +246,26 @@ async def test_drained_syncs_and_files_what_waits_at_once(
         assert r.rows() == len(segs) and len(calls) == 1 and calls[0][1] == 0
         types = [e.type for e in Outbox(r.catalog).peek(100)]
         assert types.count("recording.added") == len(segs) and "alarm.audio_dropped" in types
+
+
+async def test_a_recorder_with_the_batched_policy_files_after_each_sync(
+    tmp_path: Path, fsyncs: list[str], syncfs_calls: Callable[[Rows], list[tuple[float, int]]]
+) -> None:
+    small = "testsrc://?size=160x120&rate=25&bitrate=150k&gop=1"
+    rig = open_rig(
+        tmp_path,
+        source("cam-a", small, "gate", audio=False) + source("cam-b", small, "gate", audio=False),
+        storage='fsync = "batched"\nfsync_batch_seconds = 1.5',
+    )
+    calls = syncfs_calls(lambda: len(rig.recordings()))
+    async with running(rig) as m:
+        await until(lambda: len(rig.recordings()) >= 4, 20, "four segments filed")
+        assert len(calls) >= 1 and calls[0][1] == 0, "the first rows came after a sync"
+        assert m.filer.syncs == len(calls)
+    # The stop synced and filed the open segments: nothing is left under .partial- names.
+    assert not list(find_partials(Path(rig.cfg.storage.root)))
+    recs = rig.recordings()
+    assert len(calls) < len(recs), "one sync for several segments"
+    assert [f for f in fsyncs if PARTIAL_PREFIX in f] == [], "no segment fsynced on its own"
+    assert AuditLog(rig.catalog).verify().ok
+    rig.catalog.close()
