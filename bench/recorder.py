@@ -374,14 +374,16 @@ mgr = RecorderManager(source_plans(cfg), intake, cfg.storage.root)
 if hub_on:
     from edge_agent.recording.packethub import PacketHub
     mgr.attach_hub(PacketHub())
-real_register = intake.register_segment
-def register(path, *a, **k):
-    rec = real_register(path, *a, **k)
-    t = handed.pop(path, None)
-    if t is not None:
-        delays.append(time.monotonic() - t)
-    return rec
-intake.register_segment = register
+real_register = intake.register_segments  # the filer catalogues a wave at a time
+def register(segs, *a, **k):
+    out = real_register(segs, *a, **k)
+    done = time.monotonic()
+    for seg, rec in zip(segs, out):
+        t = handed.pop(seg.path, None)
+        if t is not None and not isinstance(rec, Exception):
+            delays.append(done - t)
+    return out
+intake.register_segments = register
 
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)

@@ -95,7 +95,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("free_space_floor", str(p.free_space_floor)),
         ("fsync", p.fsync),
         ("fsync_batch_seconds", f"{p.fsync_batch_seconds:g}"),
-        ("write_buffer", format_size(p.write_buffer)),
+        # Validated but unused (docs/operator-guide.md, "Fsync policy").
+        ("write_buffer", f"{format_size(p.write_buffer)} (reserved)"),
         ("max_streams", str(p.max_streams)),
         ("segment_seconds", str(p.segment_seconds)),
         ("temperature_sensor", sensor_text),

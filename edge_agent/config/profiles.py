@@ -148,10 +148,11 @@ class HwProfile(BaseModel):
     description: str = Field(min_length=1)
     free_space_floor: SpaceFloorField
     fsync: FsyncMode
-    # With "batched", finished writes are synced at most this often: fewer, larger
-    # flushes for SD cards and spinning disks.
+    # With "batched", closed recorder segments are synced together (one syncfs) this
+    # often: fewer, larger flushes for SD cards and spinning disks (edge_agent.recording.filer).
     fsync_batch_seconds: float = Field(default=5.0, gt=0, le=600)
-    # Data gathered in memory before a write reaches the disk.
+    # Reserved, unused: a buffer in the process would lose footage at a crash and spare
+    # the disk nothing the page cache does not (docs/operator-guide.md, "Fsync policy").
     write_buffer: SizeField = 64 * 1024
     max_streams: int = Field(ge=1, le=256, strict=True)
     segment_seconds: int = Field(ge=2, le=3600, strict=True)

@@ -28,12 +28,13 @@ import contextlib
 import logging
 import sqlite3
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_agent.core.model import POLICY_VERSION, Recording, RecState, Tags, TimeSource, iso
-from edge_agent.core.policy import adopted_audio_decision, deadline
+from edge_agent.core.model import POLICY_VERSION, Recording, Tags, iso
+from edge_agent.core.policy import adopted_audio_decision
 from edge_agent.core.timesource import recording_end
 from edge_agent.host.fsutil import fsync_dir
 from edge_agent.intake.intake_source import Source, display_name, first_look, open_source
@@ -55,10 +56,11 @@ from edge_agent.intake.placement import (
     choose_recording_start,
     final_path,
     move_into_place,
-    place_file,
+    new_recording,
     seal_file,
 )
 from edge_agent.intake.quarantine import move_aside, still_there
+from edge_agent.intake.segments import Segment, file_segments
 from edge_agent.media import media
 from edge_agent.retention.erasure import Standing, apply_standing, finish_standing
 from edge_agent.store.audit import AuditLog
@@ -83,6 +85,7 @@ __all__ = [
     "IntakeSettings",
     "Origin",
     "Outcome",
+    "Segment",
     "Written",
 ]
 
@@ -377,8 +380,8 @@ class Intake:
             try:
                 rec = self._install(
                     w.tmp, w.final, w.tags, w.rec_id, w.examined.source_sha,
-                    w.examined.origin, now, extra=w.extra, discard_on_failure=True,
-                    truncated=w.truncated, sealed=w.sealed,
+                    w.examined.origin, now, extra=w.extra, truncated=w.truncated,
+                    sealed=w.sealed,
                 )  # fmt: skip
             except (OSError, sqlite3.OperationalError) as exc:
                 # The copy is already gone again (_install); the source waits for a retry.
@@ -414,14 +417,20 @@ class Intake:
 
         The recorder wrote it under a temporary name in its final folder; the
         file is not rewritten a second time. It is the only copy of that
-        footage, so a failure leaves it where it is (crash recovery files it).
+        footage, so a failure leaves it under that name (crash recovery files it).
         """
-        sha = media.sha256_file(path)
-        final = path.with_name(path.name.removeprefix(PARTIAL_PREFIX))
-        return self._install(
-            path, final, tags, rec_id, sha, origin, now,
-            extra={}, file_sha=sha, discard_on_failure=False,
-        )  # fmt: skip
+        (result,) = self.register_segments([Segment(path, tags, rec_id, origin)], now)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def register_segments(
+        self, segments: Sequence[Segment], now: datetime, *, synced: bool = False
+    ) -> list[Recording | Exception]:
+        """Catalogue a wave of closed segments in one transaction (one by one if it is
+        refused); a result per segment, in order (:mod:`edge_agent.intake.segments`).
+        ``synced``: their bytes were made durable by one ``syncfs`` already."""
+        return file_segments(self, segments, now, synced=synced)
 
     # -- internals -----------------------------------------------------------
 
@@ -439,10 +448,8 @@ class Intake:
         now: datetime,
         *,
         extra: dict[str, object],
-        discard_on_failure: bool,
-        file_sha: str | None = None,
-        truncated: bool = False,
-        sealed: tuple[int, str] | None = None,
+        truncated: bool,
+        sealed: tuple[int, str],
     ) -> Recording:
         """Rename into place and catalogue in one step: if anything fails once the copy
         exists (the catalog, encoding, a full disk), a copy of a source that still
@@ -450,18 +457,16 @@ class Intake:
         placed = tmp
         try:
             rec, standing = self._place_and_catalogue(
-                tmp, final, tags, rec_id, source_sha, origin, now, extra, file_sha, truncated,
-                sealed,
-            )  # fmt: skip
+                tmp, final, tags, rec_id, source_sha, origin, now, extra, truncated, sealed
+            )
         except BaseException:
-            if discard_on_failure:
-                for candidate in (tmp, final):
-                    with contextlib.suppress(OSError):
-                        candidate.unlink()
-                        placed = candidate
-                if self.settings.fsync:
-                    with contextlib.suppress(OSError):
-                        fsync_dir(placed.parent)
+            for candidate in (tmp, final):
+                with contextlib.suppress(OSError):
+                    candidate.unlink()
+                    placed = candidate
+            if self.settings.fsync:
+                with contextlib.suppress(OSError):
+                    fsync_dir(placed.parent)
             raise
         try:
             rec = finish_standing(
@@ -484,29 +489,15 @@ class Intake:
         origin: Origin,
         now: datetime,
         extra: dict[str, object],
-        file_sha: str | None,
         truncated: bool,
-        sealed: tuple[int, str] | None,
+        sealed: tuple[int, str],
     ) -> tuple[Recording, Standing]:
-        if sealed is not None:  # write() did mode, fsync and hash
-            size, sha = sealed
-            move_into_place(tmp, final, self.settings)
-        else:
-            # A recorder segment is its own source: its hash is already known.
-            size, sha = place_file(tmp, final, self.settings, file_sha)
-        trusted = self.clock_trusted and tags.time_source is not TimeSource.UNTRUSTED
-        dl = deadline(tags.purpose, tags.site, tags.anonymized, tags.start, self.settings.periods)
-        rec = Recording(
-            id=rec_id,
-            path=str(final.relative_to(self.settings.storage_root)),
-            tags=tags,
-            size=size,
-            sha256=sha,
-            state=RecState.ACTIVE,
-            deadline=dl if trusted else None,
-            source_id=origin.source_id,
-            source_sha256=source_sha,
-        )
+        size, sha = sealed  # seal() did mode, fsync and hash
+        move_into_place(tmp, final, self.settings)
+        rec = new_recording(
+            self.settings, final, tags, rec_id, size, sha, origin, source_sha,
+            clock_trusted=self.clock_trusted,
+        )  # fmt: skip
         event = added_event(rec)
         if truncated:
             event["truncated"] = True

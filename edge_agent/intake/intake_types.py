@@ -59,6 +59,10 @@ class IntakeSettings:
     fsync: bool = True
     reader_gid: int | None = None
     max_streams: int = 16
+    # [storage] fsync = "batched": recorder segments wait under their .partial- names and
+    # are made durable together by one syncfs this often (edge_agent.recording.filer).
+    # None ("always"): each is fsynced as it is filed. Nothing else is batched.
+    segment_sync_seconds: float | None = None
 
 
 @dataclass(frozen=True)

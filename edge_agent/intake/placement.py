@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_agent.core.model import Recording, Tags, recording_doc
+from edge_agent.core.model import Recording, RecState, Tags, TimeSource, recording_doc
+from edge_agent.core.policy import deadline
 from edge_agent.core.timesource import StartChoice, choose_start, start_candidates, zone
 from edge_agent.host.fsutil import fsync_dir, fsync_file
 from edge_agent.intake.intake_types import DIR_MODE, FILE_MODE, IntakeSettings, Origin
@@ -82,21 +83,18 @@ def make_dirs(settings: IntakeSettings, folder: Path) -> None:
             fsync_dir(d.parent)
 
 
-def place_file(
-    tmp: Path, final: Path, settings: IntakeSettings, file_sha: str | None
+def seal_file(
+    tmp: Path, settings: IntakeSettings, file_sha: str | None, *, synced: bool = False
 ) -> tuple[int, str]:
-    """Mode, fsync, hash (unless known) and rename ``tmp`` to ``final``: (size, sha256)."""
-    size, sha = seal_file(tmp, settings, file_sha)
-    move_into_place(tmp, final, settings)
-    return size, sha
+    """Mode, fsync and hash (unless known) of a finished ``tmp``: (size, sha256).
 
-
-def seal_file(tmp: Path, settings: IntakeSettings, file_sha: str | None) -> tuple[int, str]:
-    """Mode, fsync and hash (unless known) of a finished ``tmp``: (size, sha256)."""
+    ``synced``: the caller already made the bytes durable with one ``syncfs`` for a
+    whole wave of recorder segments (``[storage] fsync = "batched"``), so no fsync here.
+    """
     os.chmod(tmp, FILE_MODE)
     if settings.reader_gid is not None:
         os.chown(tmp, -1, settings.reader_gid)
-    if settings.fsync:
+    if settings.fsync and not synced:
         fsync_file(tmp)
     size = tmp.stat().st_size
     return size, file_sha or media.sha256_file(tmp)
@@ -107,6 +105,35 @@ def move_into_place(tmp: Path, final: Path, settings: IntakeSettings) -> None:
     os.rename(tmp, final)
     if settings.fsync:
         fsync_dir(final.parent)
+
+
+def new_recording(
+    settings: IntakeSettings,
+    final: Path,
+    tags: Tags,
+    rec_id: str,
+    size: int,
+    sha: str,
+    origin: Origin,
+    source_sha: str,
+    *,
+    clock_trusted: bool,
+) -> Recording:
+    """The ``active`` row of a file placed at ``final``; no deadline while the clock
+    (or the file's own start) is untrusted."""
+    trusted = clock_trusted and tags.time_source is not TimeSource.UNTRUSTED
+    dl = deadline(tags.purpose, tags.site, tags.anonymized, tags.start, settings.periods)
+    return Recording(
+        id=rec_id,
+        path=str(final.relative_to(settings.storage_root)),
+        tags=tags,
+        size=size,
+        sha256=sha,
+        state=RecState.ACTIVE,
+        deadline=dl if trusted else None,
+        source_id=origin.source_id,
+        source_sha256=source_sha,
+    )
 
 
 def added_event(rec: Recording) -> dict[str, object]:

@@ -27,6 +27,7 @@ def reader_gid(cfg: Config) -> int | None:
 
 
 def intake_settings(cfg: Config) -> IntakeSettings:
+    policy = cfg.fsync_policy()
     return IntakeSettings(
         device_id=cfg.device.id,
         storage_root=cfg.storage.root,
@@ -34,8 +35,10 @@ def intake_settings(cfg: Config) -> IntakeSettings:
         periods=cfg.retention_periods(),
         start_floor=cfg.clock.start_time_floor,
         max_future=timedelta(seconds=cfg.clock.max_future_seconds),
+        # Deletion, adoption and the catalog always sync; "batched" is for segments only.
         fsync=True,
         reader_gid=reader_gid(cfg),
+        segment_sync_seconds=policy.batch_seconds if policy.mode == "batched" else None,
     )
 
 

@@ -8,8 +8,9 @@
 Per source an asyncio task starts a worker thread per connection
 (:meth:`Recorder.run_session`), waits for it, and reconnects with jittered
 exponential backoff. Closed segments come back to the event loop and are
-filed through :meth:`Intake.register_segment` in a worker thread, one at a
-time, so the recording threads never wait for hashing, fsync or SQLite
+filed through :meth:`Intake.register_segments` in worker threads, a wave of
+them per catalog transaction (synced together with ``fsync = "batched"``),
+so the recording threads never wait for hashing, fsync or SQLite
 (:mod:`edge_agent.recording.filer`).
 
 Before any source starts, segments left behind by a crash are adopted

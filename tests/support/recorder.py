@@ -25,7 +25,8 @@ FAST = ManagerSettings(
 )
 
 
-def make_cfg(tmp: Path, sources: str) -> Config:
+def make_cfg(tmp: Path, sources: str, storage: str = "") -> Config:
+    """``storage``: extra ``[storage]`` keys, e.g. the fsync policy."""
     text = f"""
 [device]
 id = "gw-test"
@@ -33,6 +34,7 @@ hw_profile = "generic-linux"
 [storage]
 root = "{tmp / "rec"}"
 catalog = "{tmp / "catalog.db"}"
+{storage}
 [[locations]]
 id = "lab"
 kind = "premises"
@@ -85,8 +87,10 @@ class Rig:
         return Path(self.cfg.storage.root) / rec.path
 
 
-def open_rig(tmp: Path, sources: str, settings: ManagerSettings = FAST) -> Rig:
-    cfg = make_cfg(tmp, sources)
+def open_rig(
+    tmp: Path, sources: str, settings: ManagerSettings = FAST, *, storage: str = ""
+) -> Rig:
+    cfg = make_cfg(tmp, sources, storage)
     cat = Catalog.open(tmp / "catalog.db", device_id="gw-test", storage_root=tmp / "rec")
     intake = Intake(cat, intake_settings(cfg))
     return Rig(
