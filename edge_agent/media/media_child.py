@@ -10,6 +10,7 @@ died). Only PyAV and our media modules are imported here.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -26,19 +27,25 @@ from edge_agent.media.media_remux import RemuxResult, remux
 MAX_REQUEST = 1 << 20
 
 
+@functools.cache
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    # Building one costs more than the probe it serialises: once per child.
+    return TypeAdapter(kind)
+
+
 def _handle(op: str, src: Path, args: dict[str, Any]) -> bytes:
     if op == "probe":
         found = probe_and_scan(
             src, max_streams=int(args["max_streams"]), predict=bool(args["predict"])
         )
-        return TypeAdapter(tuple[ProbeResult, PacketScan]).dump_json(found)
+        return _adapter(tuple[ProbeResult, PacketScan]).dump_json(found)
     if op == "remux":
         made = remux(
             src, Path(args["dst"]), tags=args["tags"], drop_audio=bool(args["drop_audio"]),
             container=args["container"], max_streams=int(args["max_streams"]),
             scan=bool(args["scan"]),
         )  # fmt: skip
-        return TypeAdapter(RemuxResult).dump_json(made)
+        return _adapter(RemuxResult).dump_json(made)
     raise ValueError(f"unknown operation {op!r}")
 
 
