@@ -321,11 +321,19 @@ def big_run(src: Path, base: Path) -> None:
     cp_s = time.perf_counter() - t0
     cp.unlink()
     intake = intake_for(base / "big")
+    intake.media_worker = worker = MediaWorker()  # as the daemon
+    fd = os.open(staged, os.O_RDONLY)
+    try:
+        worker.probe_and_scan(fd, staged, predict=True)  # the child is up before the clock
+    finally:
+        os.close(fd)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     res = intake.adopt(staged, ORIGIN, datetime.now(UTC))
     total = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child = max(_rss_kib(pid) for pid in worker.pids)
+    worker.close()
     assert res.outcome is Outcome.ADOPTED, res
     intake.catalog.close()
     print(f"\none {size / 1e9:.2f} GB file:")
@@ -335,6 +343,16 @@ def big_run(src: Path, base: Path) -> None:
     print(f"| copy + fsync alone (shutil.copyfile) | {cp_s:.2f} |")
     print(f"| agent adoption, total | {total:.2f} |")
     print(f"peak RSS of the process {rss / 1024:.0f} MiB (before adoption {rss0 / 1024:.0f} MiB)")
+    print(f"peak RSS of the media child {child / 1024:.0f} MiB")
+
+
+def _rss_kib(pid: int) -> int:
+    """Peak resident set of a live process (VmHWM), KiB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
 
 
 def main() -> int:
