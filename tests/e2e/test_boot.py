@@ -35,6 +35,7 @@ import psutil
 import pytest
 
 from tests.support.broker import Broker, Subscriber, free_port
+from tests.support.mediagen import make_video
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("EDGE_AGENT_CI_CACHE", "/var/cache/edge-agent-ci"))
@@ -503,7 +504,9 @@ def _check_running_agent(box: Container, sub: Subscriber, live_port: int) -> Non
     time.sleep(max(0.0, t_restarted + 6 - time.monotonic()))
     assert len(_segments(box)) > after, "no new segments after the restart"
 
-    # Stop within TimeoutStopSec (15 s), cleanly.
+    _check_watched_folder(box, unit)
+
+    # Stop within TimeoutStopSec (15 s), cleanly (the media child is still up).
     t = time.monotonic()
     res = box.sh("systemctl", "stop", unit, timeout=60)
     stop_s = time.monotonic() - t
@@ -514,6 +517,36 @@ def _check_running_agent(box: Container, sub: Subscriber, live_port: int) -> Non
 
     denied = _agent_denials(box)
     assert not denied, "\n".join(denied)
+
+
+def _check_watched_folder(box: Container, unit: str) -> None:
+    """A folder added by reload; its file is read by the media child
+    (media/media_worker.py), which the unit's sandbox must let run."""
+    incoming = "/var/lib/edge-agent/incoming"
+    made = box.sh("install", "-d", "-m", "0750", "-o", "edge-agent", "-g", "edge-agent", incoming)
+    assert made.returncode == 0, made.stderr
+    cfg = box.root / "etc/edge-agent/config.toml"
+    cfg.write_text(
+        cfg.read_text()
+        + f'\n[[watch]]\npath = "{incoming}"\nlocation = "lab"\npurpose = "security"\n'
+        + "stable_seconds = 1\n"
+    )
+    # Reload is SIGHUP (the unit's ExecReload, which must work on a minimal image).
+    reloaded = box.sh("systemctl", "reload", unit)
+    assert reloaded.returncode == 0, reloaded.stderr + box.journal(unit)[-3000:]
+    clip = make_video(box.root / "var/lib/edge-agent/.clip.mp4", seconds=2, audio="aac")
+    dropped = box.root / incoming.lstrip("/") / "dvr_clip.mp4"
+    os.rename(clip, dropped)
+    deadline = time.monotonic() + 60
+    while dropped.exists():
+        assert time.monotonic() < deadline, box.journal(unit)[-3000:]
+        time.sleep(0.2)
+    log = box.journal(unit)
+    assert re.search(r"adopted \S*dvr_clip\.mp4 as", log), log[-3000:]
+    assert "media worker:" not in log, log[-3000:]
+    # No pgrep in a minimal image (procps).
+    child = box.sh("sh", "-c", "grep -l -a edge_agent.media.media_child /proc/[0-9]*/cmdline")
+    assert child.returncode == 0, "the media child ran (and waits for the next file)"
 
 
 async def _watch_live(port: int) -> int:
