@@ -110,7 +110,7 @@ def file_segments(
         standing = done.get(p.rec.id)
         if standing is not None:
             results[i] = _finish(intake, standing, now)
-            log.info("adopted %s as %s (%s)", p.seg.path.name, p.rec.id, p.rec.path)
+            log.info("adopted %s as %s (%s)", p.final.name, p.rec.id, p.rec.path)
     return results
 
 
