@@ -2,8 +2,9 @@
 
 One :class:`FolderAdopter` per ``[[watch]]`` entry. It scans at start (files
 dropped while the agent was down), then reacts to inotify events and polls as
-a fallback. Adoption itself runs in a worker thread through
-:class:`edge_agent.intake.intake.Intake`; the event loop only keeps the bookkeeping.
+a fallback. Adoption itself runs in stage threads
+(:mod:`edge_agent.intake.pipeline`) through :class:`edge_agent.intake.intake.Intake`;
+the event loop only starts a pass and collects what happened.
 
 Reading a file (open, hash, probe, packet scan) runs outside the lock all
 watched folders share; only the duplicate check, remux and catalogue step
@@ -17,7 +18,6 @@ same back-off but never counts against the file.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from edge_agent.core.stability import Observation, is_stable, observe
 from edge_agent.intake.intake import (
@@ -35,9 +35,9 @@ from edge_agent.intake.intake import (
     IntakeResult,
     Origin,
     Outcome,
-    Written,
 )
 from edge_agent.intake.intake_source import SourceChanged, display_name
+from edge_agent.intake.pipeline import Hooks, Pipeline
 from edge_agent.intake.stability import open_for_writing_anywhere
 from edge_agent.intake.watch import Inotify, open_inotify, scan_folder
 
@@ -84,20 +84,6 @@ class AdopterStats:
     duplicates: int = 0
     errors: int = 0
     last_error: str | None = None
-
-
-_WINDOW = 5  # files in flight: one per stage
-
-
-class _Stages:
-    """One pass's gates: one file at a time reads, writes, seals, releases its source;
-    commits take the lock all watched folders share."""
-
-    def __init__(self) -> None:
-        self.read = asyncio.Semaphore(1)
-        self.write = asyncio.Semaphore(1)
-        self.seal = asyncio.Semaphore(1)
-        self.release = asyncio.Semaphore(1)
 
 
 class FolderAdopter:
@@ -169,58 +155,52 @@ class FolderAdopter:
         for gone in [p for p in self._trouble if p not in present]:
             del self._trouble[gone]
         self._refused = {r for r in self._refused if r[0] in present}
-        # A pipeline of five stages, each in a worker thread, one file per stage: read
-        # (hash, probe, packet scan), write (remux, verify), seal (fsync and hash of
-        # the copy), commit (catalog, under the lock all watched folders share) and
-        # release (remove the source). A backlog keeps both cores busy, and hashing
-        # and fsync wait outside the GIL (bench/adoption.py).
-        # A file's readiness is checked just before its read starts, as before.
-        stages = _Stages()
-        window: collections.deque[asyncio.Task[IntakeResult | None]] = collections.deque()
-        todo = iter(paths)
-        try:
-            while True:
-                while len(window) < _WINDOW and (path := next(todo, None)) is not None:
-                    window.append(asyncio.ensure_future(self._run_file(path, force, stages)))
-                if not window:
-                    break
-                result = await window[0]
-                window.popleft()
-                if result is not None:
-                    results.append(result)
-        finally:
-            # Cancelled: each file in flight waits for its worker thread (it may write
-            # to the catalog, see _in_thread) and closes its source and its copy.
-            for task in window:
-                task.cancel()
-            await asyncio.gather(*window, return_exceptions=True)
-        return results
+        # Five stage threads, one file per stage (intake/pipeline.py): a backlog
+        # keeps both cores busy, and hashing and fsync wait outside the GIL.
+        # A file's readiness is checked just before its read starts.
+        if not paths:
+            return results
+        return await self._run_pipeline(paths, lambda p: self._ready(p, force))
 
-    async def _run_file(self, path: Path, force: bool, stages: _Stages) -> IntakeResult | None:
-        await stages.read.acquire()
-        try:
-            ident = await asyncio.to_thread(self._ready, path, force)
-        except BaseException:
-            stages.read.release()
-            raise
-        if ident is None:
-            stages.read.release()
-            return None
-        return await self._adopt(path, ident, stages)
+    async def _run_pipeline(
+        self, paths: list[Path], ready: Callable[[Path], tuple[int, int, int, int] | None]
+    ) -> list[IntakeResult]:
+        loop = asyncio.get_running_loop()
 
-    def _read(
-        self, path: Path, ident: tuple[int, int, int, int]
-    ) -> asyncio.Future[Examined | IntakeResult]:
-        return asyncio.ensure_future(
-            _in_thread(
-                self.intake.examine,
-                path,
-                self.spec.origin,
-                self._now(),
-                within=self.spec.folder,
-                expect=ident[:2],
+        def locked(fn: Callable[[], IntakeResult]) -> IntakeResult:
+            # The lock all watched folders share is the event loop's.
+            asyncio.run_coroutine_threadsafe(self._lock.acquire(), loop).result()
+            try:
+                return fn()
+            finally:
+                loop.call_soon_threadsafe(self._lock.release)
+
+        def examine(path: Path, ident: tuple[int, int, int, int]) -> Examined | IntakeResult:
+            return self.intake.examine(
+                path, self.spec.origin, self._now(), within=self.spec.folder, expect=ident[:2]
             )
-        )
+
+        def finished(path: Path, result: IntakeResult) -> None:
+            self._done(path, result)
+            if self._on_result is not None:
+                loop.call_soon_threadsafe(self._on_result, result)
+
+        hooks = Hooks(
+            ready=ready, examine=examine, failed=self._failed, finished=finished,
+            locked=locked, now=self._now,
+        )  # fmt: skip
+        pipe = Pipeline(self.intake, hooks, paths)
+        # Its own thread, not the loop's executor: a pass over a backlog takes long.
+        task = pipe.start(loop, name=f"adopt:{self.spec.folder.name}")
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # Each file in flight finishes its step (it may write to the catalog) and
+            # is dropped: copies removed, sources closed.
+            pipe.stop()
+            with contextlib.suppress(BaseException):
+                await task
+            raise
 
     def _ready(self, path: Path, force: bool) -> tuple[int, int, int, int] | None:
         """The identity of ``path`` if it is complete and due for an attempt, else None."""
@@ -253,75 +233,42 @@ class FolderAdopter:
             self._writers_seen = (now, open_for_writing_anywhere())
         return self._writers_seen[1]
 
-    async def _adopt(
-        self, path: Path, ident: tuple[int, int, int, int], stages: _Stages | None = None
+    async def _adopt(self, path: Path, ident: tuple[int, int, int, int]) -> IntakeResult | None:
+        """Adopt one file whose readiness is known (``ident``) through the stages."""
+        results = await self._run_pipeline([path], lambda _p: ident)
+        return results[0] if results else None
+
+    def _failed(
+        self, path: Path, ident: tuple[int, int, int, int], exc: BaseException
     ) -> IntakeResult | None:
-        """Adopt one file through the stages; ``stages`` given: its read gate is held."""
+        """A stage failed on ``path``: postpone it, or quarantine it after max_tries
+        (from a stage thread)."""
         shown = display_name(path)
-        if stages is None:
-            stages = _Stages()
-            await stages.read.acquire()
-        try:
-            result = await self._through_stages(path, ident, stages)
-        except SourceChanged as exc:
+        if isinstance(exc, SourceChanged):
             # Swapped after it was watched: watch the new file become stable first.
             log.warning("%s", exc)
             self._seen.pop(path, None)
             return None
-        except IntakeIOError as exc:
+        if isinstance(exc, IntakeIOError):
             self.stats.errors += 1
             self.stats.last_error = display_name(str(exc))
             self._postpone(path, ident, self.stats.last_error, counts=False)
             log.error("adoption of %s postponed: %s", shown, self.stats.last_error)
             return None
-        except Exception as exc:  # one bad file must never stop the folder
-            self.stats.errors += 1
-            why = f"{type(exc).__name__}: {display_name(str(exc))}"[:_REASON_MAX]
-            self.stats.last_error = why
-            log.error("adoption of %s failed: %s", shown, why, exc_info=True)
-            trouble = self._postpone(path, ident, why, counts=True)
-            if trouble.tries < self.spec.max_tries:
-                return None
-            reason = f"adoption_failed: {trouble.tries} tries, last: {why}"
-            try:
-                result = await _in_thread(
-                    self.intake.quarantine, path, reason, self._now(), ident=ident[:2]
-                )
-            except Exception:
-                log.exception("cannot quarantine %s", shown)
-                return None
-        return await self._done(path, result)
-
-    async def _through_stages(
-        self, path: Path, ident: tuple[int, int, int, int], stages: _Stages
-    ) -> IntakeResult:
+        # One bad file must never stop the folder.
+        self.stats.errors += 1
+        why = f"{type(exc).__name__}: {display_name(str(exc))}"[:_REASON_MAX]
+        self.stats.last_error = why
+        log.error("adoption of %s failed: %s", shown, why, exc_info=exc)
+        trouble = self._postpone(path, ident, why, counts=True)
+        if trouble.tries < self.spec.max_tries:
+            return None
+        reason = f"adoption_failed: {trouble.tries} tries, last: {why}"
         try:
-            found = await _finish_read(self._read(path, ident))
-        finally:
-            stages.read.release()
-        if isinstance(found, IntakeResult):
-            return found
-        try:
-            async with stages.write:
-                written = await _in_thread(
-                    self.intake.write, found, self._now(), orphan=_discard_written
-                )
-        except BaseException:
-            found.close()  # write() hands it on or closes it; this covers a cancelled wait
-            raise
-        if isinstance(written, IntakeResult):
-            return written
-        try:
-            async with stages.seal:
-                await _in_thread(self.intake.seal, written)
-            async with self._lock:
-                result = await _in_thread(self.intake.commit, written, self._now())
-            if result.outcome is Outcome.ADOPTED:
-                async with stages.release:
-                    await _in_thread(self.intake.release, written)
-            return result
-        finally:
-            written.discard()  # commit() or release() did; this covers a cancelled wait
+            return self.intake.quarantine(path, reason, self._now(), ident=ident[:2])
+        except Exception:
+            log.exception("cannot quarantine %s", shown)
+            return None
 
     def _postpone(
         self, path: Path, ident: tuple[int, int, int, int], why: str, *, counts: bool
@@ -335,7 +282,8 @@ class FolderAdopter:
         self._trouble[path] = trouble
         return trouble
 
-    async def _done(self, path: Path, result: IntakeResult) -> IntakeResult:
+    def _done(self, path: Path, result: IntakeResult) -> None:
+        """Bookkeeping of one outcome (from a stage thread)."""
         self._seen.pop(path, None)
         self._trouble.pop(path, None)
         if result.outcome is Outcome.ADOPTED:
@@ -347,53 +295,5 @@ class FolderAdopter:
         else:
             self.stats.refused += 1
             with contextlib.suppress(OSError):
-                st = await asyncio.to_thread(path.lstat)
+                st = path.lstat()
                 self._refused.add((path, st.st_ino, st.st_mtime_ns))
-        if self._on_result is not None:
-            self._on_result(result)
-        return result
-
-
-def _discard_written(written: object) -> None:
-    if isinstance(written, Written):
-        written.discard()
-
-
-def _close_examined(found: object) -> None:
-    if isinstance(found, Examined):
-        found.close()
-
-
-async def _finish_read(
-    reading: asyncio.Future[Examined | IntakeResult],
-) -> Examined | IntakeResult:
-    """The read's result; cancelled, the read is still waited for and its source closed."""
-    try:
-        return await asyncio.shield(reading)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            _close_examined(await reading)
-        raise
-
-
-async def _in_thread(
-    fn: Callable[..., T],
-    *args: Any,
-    orphan: Callable[[T], None] | None = None,
-    **kwargs: Any,
-) -> T:
-    """Run ``fn`` in a worker thread that a cancellation waits for.
-
-    A worker thread cannot be stopped; returning before it ends would let it
-    write to a catalog that is being closed. ``orphan`` gets what the thread
-    returned when nobody is left to take it (a copy to remove, a source to close).
-    """
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            result = await task
-            if orphan is not None:
-                orphan(result)
-        raise
