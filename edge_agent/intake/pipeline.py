@@ -133,21 +133,23 @@ class Pipeline:
             if self._stopping.is_set():
                 return
             try:
-                ident = self.hooks.ready(path)
+                self._read_one(order, path, out)
             except Exception:
-                log.exception("cannot look at %s", path)
-                continue
-            if ident is None:
-                continue
-            try:
-                found = self.hooks.examine(path, ident)
-            except Exception as exc:
-                self._failed(order, path, ident, exc)
-                continue
-            if isinstance(found, IntakeResult):
-                self._finish(order, path, found)
-                continue
-            out.put(_Item(order, path, ident, found))
+                log.exception("adoption of %s: reading failed", path)
+
+    def _read_one(self, order: int, path: Path, out: queue.Queue[Any]) -> None:
+        ident = self.hooks.ready(path)
+        if ident is None:
+            return
+        try:
+            found = self.hooks.examine(path, ident)
+        except Exception as exc:
+            self._failed(order, path, ident, exc)
+            return
+        if isinstance(found, IntakeResult):
+            self._finish(order, path, found)
+            return
+        out.put(_Item(order, path, ident, found))
 
     def _stage(
         self,
@@ -158,25 +160,39 @@ class Pipeline:
     ) -> None:
         try:
             while (item := inq.get()) is not _END:
-                if self._stopping.is_set():
-                    drop(item.value)
-                    continue
                 try:
-                    nxt = work(item)
-                except _Stopped:
-                    drop(item.value)
-                    continue
-                except Exception as exc:
-                    drop(item.value)  # each Intake step closes what it owns on failure
-                    self._failed(item.order, item.path, item.ident, exc)
-                    continue
-                if isinstance(nxt, _Item) and out is not None:
-                    out.put(nxt)
-                elif isinstance(nxt, IntakeResult):
-                    self._finish(item.order, item.path, nxt)
+                    self._step(item, out, work, drop)
+                except Exception:
+                    # Bookkeeping failed (a log, a lstat): this thread must live on, or
+                    # the stage before it would wait for ever on a full queue.
+                    log.exception("adoption of %s: stage failed", item.path)
         finally:
             if out is not None:
                 out.put(_END)
+
+    def _step(
+        self,
+        item: _Item,
+        out: queue.Queue[Any] | None,
+        work: Callable[[_Item], _Item | IntakeResult | None],
+        drop: Callable[[Any], None],
+    ) -> None:
+        if self._stopping.is_set():
+            drop(item.value)
+            return
+        try:
+            nxt = work(item)
+        except _Stopped:
+            drop(item.value)
+            return
+        except Exception as exc:
+            drop(item.value)  # each Intake step closes what it owns on failure; again is safe
+            self._failed(item.order, item.path, item.ident, exc)
+            return
+        if isinstance(nxt, _Item) and out is not None:
+            out.put(nxt)
+        elif isinstance(nxt, IntakeResult):
+            self._finish(item.order, item.path, nxt)
 
     def _write(self, item: _Item) -> _Item | IntakeResult:
         written = self.intake.write(item.value, self.hooks.now())

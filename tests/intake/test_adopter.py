@@ -321,3 +321,39 @@ async def test_backlog_through_every_stage_with_bad_files_between(setup) -> None
     assert not list(root.rglob(".partial-*"))
     verdict = intake.audit.verify()
     assert verdict.ok, verdict
+
+
+def test_a_stage_whose_bookkeeping_fails_lives_on(setup) -> None:
+    # The stage threads hand files over by bounded queues: one that died would
+    # leave the stage before it waiting for ever. Bookkeeping that fails for one
+    # file is logged and the rest of the pass goes through.
+    from edge_agent.intake.pipeline import Hooks, Pipeline
+
+    intake, cat, drop, _tmp = setup
+    paths = [
+        make_video(drop / f"c{i}.mkv", container="mkv", seconds=1, metadata={"title": str(i)})
+        for i in range(4)
+    ]
+    seen: list[Path] = []
+
+    def finished(path: Path, _result) -> None:
+        seen.append(path)
+        if path.name in ("c0.mkv", "c2.mkv"):
+            raise RuntimeError("bookkeeping failed")
+
+    def ready(path: Path):
+        st = path.stat()
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    hooks = Hooks(
+        ready=ready,
+        examine=lambda p, ident: intake.examine(p, GATE, datetime.now(UTC), expect=ident[:2]),
+        failed=lambda p, ident, exc: None,
+        finished=finished,
+        locked=lambda fn: fn(),
+        now=lambda: datetime.now(UTC),
+    )
+    done = Pipeline(intake, hooks, paths).run()
+    assert sorted(p.name for p in seen) == [f"c{i}.mkv" for i in range(4)]
+    assert [r.outcome for r in done] == [Outcome.ADOPTED] * 2  # c1 and c3 were counted
+    assert len(cat.recordings.list()) == 4 and list(drop.iterdir()) == []
