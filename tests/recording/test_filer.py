@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.config.config import parse_config
+from edge_agent.config.config import Config
 from edge_agent.core.model import POLICY_VERSION, Purpose, Site, Tags, TimeSource
 from edge_agent.host import fsutil
 from edge_agent.intake.intake import PARTIAL_PREFIX, Intake, Origin
@@ -29,32 +29,20 @@ from edge_agent.store.audit import AuditLog
 from edge_agent.store.catalog import Catalog
 from edge_agent.store.outbox_store import Outbox
 from tests.support.mediagen import make_video
-from tests.support.recorder import open_rig, running, source
+from tests.support.recorder import make_cfg, open_rig, running, source
 
 T0 = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 CAMS = ("cam-a", "cam-b", "cam-c", "cam-d")
 Rows = Callable[[], int]
 
 
-def config_text(tmp: Path, storage: str) -> str:
+def config(tmp: Path, storage: str) -> Config:
     sources = "".join(
         f'[[sources]]\nid = "{c}"\nurl = "file:///dev/null"\nlocation = "gate"\n'
         'purpose = "security"\naudio = false\n'
         for c in CAMS
     )
-    return f"""
-[device]
-id = "gw-test"
-hw_profile = "generic-linux"
-[storage]
-root = "{tmp / "rec"}"
-catalog = "{tmp / "catalog.db"}"
-{storage}
-[[locations]]
-id = "gate"
-kind = "premises"
-signage = true
-{sources}"""
+    return make_cfg(tmp, sources, storage)
 
 
 @dataclass
@@ -92,7 +80,7 @@ class Rig:
 
 @asynccontextmanager
 async def rig(tmp: Path, storage: str = "") -> AsyncIterator[Rig]:
-    cfg = parse_config(config_text(tmp, storage), tmp)
+    cfg = config(tmp, storage)
     cat = Catalog.open(tmp / "catalog.db", device_id="gw-test", storage_root=tmp / "rec")
     intake = Intake(cat, intake_settings(cfg))
     filer = SegmentFiler(intake, lambda: datetime.now(UTC))
