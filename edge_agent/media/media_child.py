@@ -10,7 +10,6 @@ died). Only PyAV and our media modules are imported here.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -19,18 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter
-
-from edge_agent.media.media_probe import MediaError, PacketScan, ProbeResult, probe_and_scan
-from edge_agent.media.media_remux import RemuxResult, remux
+from edge_agent.media.media_probe import MediaError, probe_and_scan
+from edge_agent.media.media_remux import remux
+from edge_agent.media.media_worker import probe_reply, remux_reply
 
 MAX_REQUEST = 1 << 20
-
-
-@functools.cache
-def _adapter(kind: Any) -> TypeAdapter[Any]:
-    # Building one costs more than the probe it serialises: once per child.
-    return TypeAdapter(kind)
 
 
 def _handle(op: str, src: Path, args: dict[str, Any]) -> bytes:
@@ -38,14 +30,14 @@ def _handle(op: str, src: Path, args: dict[str, Any]) -> bytes:
         found = probe_and_scan(
             src, max_streams=int(args["max_streams"]), predict=bool(args["predict"])
         )
-        return _adapter(tuple[ProbeResult, PacketScan]).dump_json(found)
+        return probe_reply().dump_json(found)
     if op == "remux":
         made = remux(
             src, Path(args["dst"]), tags=args["tags"], drop_audio=bool(args["drop_audio"]),
             container=args["container"], max_streams=int(args["max_streams"]),
             scan=bool(args["scan"]),
         )  # fmt: skip
-        return _adapter(RemuxResult).dump_json(made)
+        return remux_reply().dump_json(made)
     raise ValueError(f"unknown operation {op!r}")
 
 

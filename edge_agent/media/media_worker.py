@@ -61,14 +61,16 @@ PROBE_BOUND = (30.0, 1 / 50e6)
 REMUX_BOUND = (60.0, 1 / 10e6)
 
 
-# Built on first use: a daemon that adopts nothing keeps their memory.
+# The replies' types, for both sides (media_child.py dumps, we validate). Built on
+# first use: a daemon that adopts nothing keeps their memory, and building one
+# costs more than a probe, so never per call.
 @functools.cache
-def _probed() -> TypeAdapter[tuple[ProbeResult, PacketScan]]:
+def probe_reply() -> TypeAdapter[tuple[ProbeResult, PacketScan]]:
     return TypeAdapter(tuple[ProbeResult, PacketScan])
 
 
 @functools.cache
-def _remuxed() -> TypeAdapter[RemuxResult]:
+def remux_reply() -> TypeAdapter[RemuxResult]:
     return TypeAdapter(RemuxResult)
 
 
@@ -238,7 +240,7 @@ class MediaWorker:
         the result names ``path`` as the in-process call would."""
         found = self._call(
             "probe", fd, self._bound(self.probe_bound, fd),
-            {"max_streams": max_streams, "predict": predict}, _probed().validate_json,
+            {"max_streams": max_streams, "predict": predict}, probe_reply().validate_json,
         )  # fmt: skip
         info, scan = found
         return replace(info, path=path), scan
@@ -261,7 +263,7 @@ class MediaWorker:
         }  # fmt: skip
 
         def parse(reply: bytes) -> RemuxResult:
-            made = _remuxed().validate_json(reply)
+            made = remux_reply().validate_json(reply)
             if made.dst != dst:
                 raise ValueError(f"wrote {made.dst}, not {dst}")
             return made
