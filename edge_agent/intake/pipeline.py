@@ -102,29 +102,36 @@ class Pipeline:
         self._stopping.set()
 
     def run(self) -> list[IntakeResult]:
-        queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=_DEPTH) for _ in range(4)]
+        self._queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=_DEPTH) for _ in range(4)]
+        self._threads: list[threading.Thread] = []
+        try:
+            self._read(self._queues[0])
+        finally:
+            if self._threads:
+                self._queues[0].put(_END)
+                for t in self._threads:
+                    t.join()
+        return [r for _, r in sorted(self._results, key=lambda x: x[0])]
+
+    def _begin(self) -> None:
+        """Start the stage threads, at the first file read: a pass that finds nothing
+        ready (a file still growing, one refused in place) starts none."""
+        if self._threads:
+            return
         stages = [
             (self._write, _discard_examined),
             (self._seal, _discard_written),
             (self._commit, _discard_written),
             (self._release, _discard_written),
         ]
-        threads: list[threading.Thread] = []
-        try:
-            for i, (work, drop) in enumerate(stages):
-                out = queues[i + 1] if i + 1 < len(queues) else None
-                t = threading.Thread(
-                    target=self._stage, args=(queues[i], out, work, drop),
-                    name=f"adopt-{work.__name__.strip('_')}", daemon=True,
-                )  # fmt: skip
-                t.start()
-                threads.append(t)
-            self._read(queues[0])
-        finally:
-            queues[0].put(_END)
-            for t in threads:
-                t.join()
-        return [r for _, r in sorted(self._results, key=lambda x: x[0])]
+        for i, (work, drop) in enumerate(stages):
+            out = self._queues[i + 1] if i + 1 < len(self._queues) else None
+            t = threading.Thread(
+                target=self._stage, args=(self._queues[i], out, work, drop),
+                name=f"adopt-{work.__name__.strip('_')}", daemon=True,
+            )  # fmt: skip
+            t.start()
+            self._threads.append(t)
 
     # -- stages --------------------------------------------------------------
 
@@ -149,6 +156,11 @@ class Pipeline:
         if isinstance(found, IntakeResult):
             self._finish(order, path, found)
             return
+        try:
+            self._begin()
+        except BaseException:
+            found.close()
+            raise
         out.put(_Item(order, path, ident, found))
 
     def _stage(
