@@ -8,9 +8,11 @@ encode, then a stream copy per file with its own title tag, so every file has
 its own hash). Each contender gets a fresh copy of the backlog on the same
 file system and the page cache is flushed (``sync``) before its clock starts.
 
-1. agent: the real :class:`FolderAdopter` with inotify on the folder; files are
-   renamed into it at once; the clock stops when every one is catalogued
-   (hash, audio removed, fsync, audit entry, event) and its source removed.
+1. agent: the real :class:`FolderAdopter` with inotify on the folder and, as in
+   the daemon, the media child (``BENCH_NO_WORKER=1``: PyAV in this process
+   instead, to compare); files are renamed into it at once; the clock stops
+   when every one is catalogued (hash, audio removed, fsync, audit entry,
+   event) and its source removed.
 2. shell: per file ``ffprobe``, ``ffmpeg -c copy -an``, ``sha256sum``, ``sync``
    and ``rm`` of the source, one ``bash -c`` per file.
 3. minimum: per file ``shutil.copyfile`` + SHA-256 over the copy + ``fsync``

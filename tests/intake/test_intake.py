@@ -14,6 +14,7 @@ import pytest
 from edge_agent.core.model import NOTICE_PERIODS, Purpose, RecState, Site, TimeSource
 from edge_agent.intake.intake import Intake, IntakeSettings, Origin, Outcome
 from edge_agent.media import media
+from edge_agent.media.media_worker import MediaWorker
 from edge_agent.store.audit import AuditLog
 from edge_agent.store.catalog import Catalog
 from edge_agent.store.outbox_store import Outbox
@@ -284,9 +285,12 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         yield mnt
 
 
+@pytest.mark.parametrize("in_child", [False, True], ids=["in_process", "media_child"])
 def test_real_full_disk_keeps_the_original_and_leaves_nothing_half_written(
-    tmp_path: Path, tiny_disk: Path
+    tmp_path: Path, tiny_disk: Path, in_child: bool
 ) -> None:
+    # In the daemon the remux runs in the media child: its ENOSPC must come back as
+    # the same storage failure (retried, never quarantined), not as a bad file.
     root = tiny_disk / "recordings"
     root.mkdir()
     drop = tmp_path / "drop"
@@ -301,6 +305,8 @@ def test_real_full_disk_keeps_the_original_and_leaves_nothing_half_written(
             periods=NOTICE_PERIODS,
         ),
     )
+    if in_child:
+        intake.media_worker = MediaWorker()
     big = make_video(
         drop / "big.mkv", container="mkv", seconds=8, size=(640, 480), bit_rate=4_000_000
     )
@@ -318,6 +324,9 @@ def test_real_full_disk_keeps_the_original_and_leaves_nothing_half_written(
     small = make_video(drop / "small.mkv", container="mkv", seconds=1)
     assert intake.adopt(small, GATE, NOW).outcome is Outcome.ADOPTED
     assert AuditLog(cat).verify().ok
+    if intake.media_worker is not None:
+        assert intake.media_worker.failures == 0, "a full disk is not a dead worker"
+        intake.media_worker.close()
     cat.close()
 
 
