@@ -26,25 +26,42 @@ AGENT = 65534  # nobody:nogroup
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _agent_python() -> list[str] | None:
-    """A Python the agent's user can read, running this checkout.
+def _agent_python() -> tuple[list[str] | None, str]:
+    """A Python the agent's user can read, running this checkout (or why there is none).
 
     The test's interpreter may live under root's home (pyenv), which the agent's
     user cannot read; the system's CPython of the same minor version can run the
-    same packages.
+    same packages, if the checkout and its packages are readable by that user
+    (not in a 0700 folder such as one from ``mktemp -d``).
     """
     from edge_agent.cli._context import owner_of, unreadable_code
 
     if unreadable_code(owner_of(AGENT, AGENT)) is None:
-        return [sys.executable]
+        return [sys.executable], ""
     exe = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
     if not exe.exists():
-        return None
+        return None, f"no {exe} for the agent's user"
     site_packages = next(p for p in sys.path if p.endswith("site-packages"))
-    return ["env", f"PYTHONPATH={REPO}:{site_packages}", str(exe)]
+    for needed in (REPO / "edge_agent" / "__init__.py", Path(site_packages) / "av"):
+        if not _agent_reads(needed):
+            return (
+                None,
+                f"the agent's user (nobody) cannot read {needed}: the checkout or its venv lies in a folder only root may enter",
+            )  # noqa: E501
+    return ["env", f"PYTHONPATH={REPO}:{site_packages}", str(exe)], ""
 
 
-PYTHON = _agent_python()
+def _agent_reads(path: Path) -> bool:
+    def become_agent() -> None:
+        os.setgroups([])
+        os.setgid(AGENT)
+        os.setuid(AGENT)
+
+    res = subprocess.run(["test", "-r", str(path)], preexec_fn=become_agent, check=False)
+    return res.returncode == 0
+
+
+PYTHON, NO_PYTHON = _agent_python() if os.geteuid() == 0 else (None, "not root")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run commands as root")
 
@@ -85,7 +102,7 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     if python is None:
         if PYTHON is None:
-            pytest.skip("no Python that the agent's user can read")
+            pytest.skip(f"no Python that the agent's user can run this checkout with: {NO_PYTHON}")
         python = PYTHON
     return subprocess.run(
         [*python, "-m", "edge_agent", *args, "--config", str(site / "config.toml")],
