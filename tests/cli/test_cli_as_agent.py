@@ -44,10 +44,8 @@ def _agent_python() -> tuple[list[str] | None, str]:
     site_packages = next(p for p in sys.path if p.endswith("site-packages"))
     for needed in (REPO / "edge_agent" / "__init__.py", Path(site_packages) / "av"):
         if not _agent_reads(needed):
-            return (
-                None,
-                f"the agent's user (nobody) cannot read {needed}: the checkout or its venv lies in a folder only root may enter",
-            )  # noqa: E501
+            why = f"the agent's user (nobody) cannot read {needed}"
+            return None, f"{why}: the checkout or its venv lies in a folder only root may enter"
     return ["env", f"PYTHONPATH={REPO}:{site_packages}", str(exe)], ""
 
 
